@@ -1,0 +1,83 @@
+# flowvar: build, test, benchmark, reproduce, install.
+#   make            build/flowvar, build/libflowvar.a, build/libflowvar.so
+#   make test       dependency check, then the Criterion suite (SAN=1: ASan+UBSan build)
+#   make reproduce  dependency check, then the paper's results into results/
+#   make bench      benchmarks against numpy/scipy peers (needs python3 with numpy, scipy)
+#   make deps       install Debian dependencies (scripts/install-deps)
+#   make install PREFIX=/usr/local
+
+PREFIX ?= /usr/local
+CC ?= cc
+NVCC ?= $(shell command -v nvcc 2>/dev/null)
+
+ifeq ($(SAN),1)
+BUILD := build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+else
+BUILD := build
+SANFLAGS :=
+endif
+
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -fPIC -Isrc -I. $(SANFLAGS)
+LDFLAGS += $(SANFLAGS)
+LDLIBS := -llapacke -lopenblas -lgsl -lm
+
+LIB_SRC := $(wildcard src/core/*.c gaussian/*.c gmm/*.c)
+CLI_SRC := $(wildcard src/cli/*.c)
+TEST_SRC := $(wildcard tests/*.c)
+HEADERS := $(wildcard src/core/*.h gaussian/*.h gmm/*.h)
+
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+
+all: $(BUILD)/flowvar $(BUILD)/libflowvar.a $(BUILD)/libflowvar.so
+
+$(BUILD)/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libflowvar.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libflowvar.so: $(LIB_OBJ)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/flowvar: $(CLI_OBJ) $(BUILD)/libflowvar.a
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libflowvar.a $(LDLIBS)
+
+$(BUILD)/test_flowvar: $(TEST_OBJ) $(BUILD)/libflowvar.a
+	$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libflowvar.a -lcriterion $(LDLIBS)
+
+deps:
+	scripts/install-deps
+
+# The dependency check that `make test` and `make reproduce` run first (installs what is missing).
+deps-check:
+	@scripts/install-deps
+
+test: deps-check
+	$(MAKE) $(BUILD)/flowvar $(BUILD)/test_flowvar
+	FLOWVAR=$(BUILD)/flowvar $(BUILD)/test_flowvar --verbose=1 -j2
+
+reproduce: deps-check
+	$(MAKE) $(BUILD)/flowvar
+	scripts/reproduce $(BUILD)/flowvar results
+
+bench: all
+	$(MAKE) -C bench
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 755 $(BUILD)/flowvar $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(BUILD)/libflowvar.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libflowvar.so $(DESTDIR)$(PREFIX)/lib/
+	for h in $(HEADERS); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/flowvar/$$h; done
+	sed -e 's|@PREFIX@|$(PREFIX)|' flowvar.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/flowvar.pc
+
+clean:
+	rm -rf build build-san
+
+.PHONY: all deps deps-check test reproduce bench install clean
