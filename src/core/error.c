@@ -20,13 +20,16 @@ int fv_error(int code, const char *fmt, ...)
 
 int fv_error_context(int code, const char *fmt, ...)
 {
-    char prefix[FV_ERRMSG_MAX], old[FV_ERRMSG_MAX];
+    char prefix[FV_ERRMSG_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    memcpy(old, fv_errmsg, sizeof old);
-    snprintf(fv_errmsg, sizeof fv_errmsg, "%s%s", prefix, old);
+    /* shift the old message right by the prefix length (truncating its tail), then write the prefix */
+    size_t pl = strlen(prefix);
+    memmove(fv_errmsg + pl, fv_errmsg, FV_ERRMSG_MAX - 1 - pl);
+    fv_errmsg[FV_ERRMSG_MAX - 1] = '\0';
+    memcpy(fv_errmsg, prefix, pl);
     return code;
 }
 

@@ -1,0 +1,143 @@
+/* problem.c: allocation and validation of a Gaussian transport problem (see problem.h). */
+#include "gaussian/problem.h"
+
+#include "core/error.h"
+#include "core/linalg.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Input validation only (never inside an algorithm): a covariance typed with 15 digits may be
+ * asymmetric in the last place, and an orthogonal matrix read from a float32 file is orthogonal
+ * to about 1e-7. */
+#define FV_SYMMETRY_TOL 1e-12
+#define FV_ORTHOGONAL_TOL 1e-6
+
+int fv_problem_alloc(fv_problem *p, size_t d)
+{
+    memset(p, 0, sizeof *p);
+    if (d == 0)
+        return fv_error(FV_EINPUT, "dimension must be at least 1");
+    p->d = d;
+    p->m0 = calloc(d, sizeof *p->m0);
+    p->m1 = calloc(d, sizeof *p->m1);
+    p->S0 = malloc(d * d * sizeof *p->S0);
+    p->S1 = malloc(d * d * sizeof *p->S1);
+    if (!p->m0 || !p->m1 || !p->S0 || !p->S1) {
+        fv_problem_free(p);
+        return fv_error(FV_ENOMEM, "out of memory for a problem of dimension %zu", d);
+    }
+    fv_mat_identity(d, p->S0);
+    fv_mat_identity(d, p->S1);
+    return FV_OK;
+}
+
+void fv_problem_free(fv_problem *p)
+{
+    free(p->m0);
+    free(p->m1);
+    free(p->S0);
+    free(p->S1);
+    free(p->R);
+    memset(p, 0, sizeof *p);
+}
+
+static int check_orthogonal(size_t d, const double *R)
+{
+    if (!fv_all_finite(d * d, R))
+        return fv_error(FV_EINPUT, "--rotation: matrix has a non-finite entry");
+    for (size_t i = 0; i < d; i++)
+        for (size_t j = 0; j < d; j++) {
+            double dot = 0.0;
+            for (size_t k = 0; k < d; k++)
+                dot += R[k * d + i] * R[k * d + j];
+            double want = i == j ? 1.0 : 0.0;
+            if (fabs(dot - want) > FV_ORTHOGONAL_TOL)
+                return fv_error(FV_EINPUT,
+                                "--rotation: matrix is not orthogonal: (R^T R)(%zu,%zu) = %.9g, expected %g", i + 1,
+                                j + 1, dot, want);
+        }
+    return FV_OK;
+}
+
+int fv_problem_validate(const fv_problem *p)
+{
+    int st;
+    if (!fv_all_finite(p->d, p->m0))
+        return fv_error(FV_EINPUT, "--source-mean has a non-finite entry");
+    if (!fv_all_finite(p->d, p->m1))
+        return fv_error(FV_EINPUT, "--target-mean has a non-finite entry");
+    if ((st = fv_linalg_spd_check(p->d, p->S0, "--source-cov", FV_SYMMETRY_TOL)))
+        return st;
+    if ((st = fv_linalg_spd_check(p->d, p->S1, "--target-cov", FV_SYMMETRY_TOL)))
+        return st;
+    if (p->coupling == FV_COUPLING_ROTATION && !p->R)
+        return fv_error(FV_EINPUT, "the rotational coupling needs --angle DEG or --rotation R.npy");
+    if (p->R && (st = check_orthogonal(p->d, p->R)))
+        return st;
+    if (!isfinite(p->sigma) || p->sigma < 0)
+        return fv_error(FV_EINPUT, "--sigma must be a finite number >= 0, got %g", p->sigma);
+    return FV_OK;
+}
+
+void fv_rotation_blocks(size_t d, double deg, double *R)
+{
+    /* quarter turns exactly, so that 180 degrees is -I and not -I plus a 1e-16 rotation */
+    double r = fmod(deg, 360.0);
+    if (r < 0)
+        r += 360.0;
+    double a = r * M_PI / 180.0, c = cos(a), s = sin(a);
+    if (r == 0.0 || r == 180.0) {
+        c = r == 0.0 ? 1.0 : -1.0;
+        s = 0.0;
+    } else if (r == 90.0 || r == 270.0) {
+        c = 0.0;
+        s = r == 90.0 ? 1.0 : -1.0;
+    }
+    fv_mat_identity(d, R);
+    for (size_t i = 0; i + 1 < d; i += 2) {
+        R[i * d + i] = c;
+        R[i * d + i + 1] = -s;
+        R[(i + 1) * d + i] = s;
+        R[(i + 1) * d + i + 1] = c;
+    }
+}
+
+void fv_noise(fv_schedule s, double sigma, double t, double *f, double *fprime)
+{
+    if (s == FV_SCHEDULE_CONSTANT) {
+        *f = sigma;
+        *fprime = 0.0;
+        return;
+    }
+    double q = sqrt(t * (1.0 - t));
+    *f = sigma * q;
+    *fprime = sigma == 0.0 ? 0.0 : sigma * (1.0 - 2.0 * t) / (2.0 * q);
+}
+
+const char *fv_coupling_name(fv_coupling c)
+{
+    static const char *names[] = {"ot", "rotation", "independent"};
+    return names[c];
+}
+
+const char *fv_schedule_name(fv_schedule s) { return s == FV_SCHEDULE_CONSTANT ? "constant" : "bridge"; }
+
+int fv_gaussian_sample(size_t d, const double *mean, const double *cov, size_t n, fv_rng *r, double *X)
+{
+    double *root = malloc(d * d * sizeof *root), *Z = malloc(n * d * sizeof *Z);
+    int st = (!root || !Z) ? fv_error(FV_ENOMEM, "out of memory sampling %zu points", n)
+                           : fv_linalg_sqrtm_spd(d, cov, root);
+    if (!st) {
+        fv_rng_normal(r, n * d, Z);
+        for (size_t i = 0; i < n; i++)
+            memcpy(X + i * d, mean, d * sizeof *X);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)d, (int)d, 1.0, Z, (int)d, root, (int)d,
+                    1.0, X, (int)d);
+    }
+    free(root);
+    free(Z);
+    return st;
+}

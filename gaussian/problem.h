@@ -1,0 +1,47 @@
+/* problem.h: one transport problem between Gaussians, shared by every closed-form and learned
+ * engine: source N(m0, S0), target N(m1, S1), the coupling that pairs them, and the interpolant's
+ * noise schedule (THEORY.md section 1). */
+#ifndef FV_PROBLEM_H
+#define FV_PROBLEM_H
+
+#include "core/rng.h"
+
+#include <stddef.h>
+
+typedef enum { FV_COUPLING_OT = 0, FV_COUPLING_ROTATION, FV_COUPLING_INDEPENDENT } fv_coupling;
+typedef enum { FV_SCHEDULE_CONSTANT = 0, FV_SCHEDULE_BRIDGE } fv_schedule;
+
+typedef struct {
+    size_t d;
+    double *m0, *S0;       /* source mean (d) and covariance (d x d); default N(0, I) */
+    double *m1, *S1;       /* target mean and covariance */
+    fv_coupling coupling;
+    double *R;             /* d x d orthogonal matrix of the rotational coupling (NULL otherwise) */
+    double sigma;          /* noise level of the interpolant */
+    fv_schedule schedule;  /* f(t) = sigma (constant) or sigma sqrt(t(1-t)) (bridge) */
+    int deriv_term;        /* add f'(t) Z to the regression target (bridge schedule) */
+} fv_problem;
+
+/* Allocate a problem of dimension d: source and target N(0, I), OT coupling, sigma = 0. */
+int fv_problem_alloc(fv_problem *p, size_t d);
+void fv_problem_free(fv_problem *p);
+
+/* Validate covariances (finite, symmetric, positive definite), means (finite), R (orthogonal),
+ * sigma (finite, >= 0). Messages name the flag a user would have set. */
+int fv_problem_validate(const fv_problem *p);
+
+/* The default rotation of THEORY.md section 1: 2x2 rotations by `deg` degrees on coordinate pairs
+ * (1,2), (3,4), ..., and 1 on the last coordinate when d is odd. R is d x d. */
+void fv_rotation_blocks(size_t d, double deg, double *R);
+
+/* Noise f(t) and its derivative f'(t) for a schedule. The bridge derivative is infinite at t = 0
+ * and t = 1 when sigma > 0 (it is returned as +-inf; callers that need it there must not ask). */
+void fv_noise(fv_schedule s, double sigma, double t, double *f, double *fprime);
+
+/* n samples of N(mean, cov) into X (n x d), mean + cov^{1/2} z with z from the stream r. */
+int fv_gaussian_sample(size_t d, const double *mean, const double *cov, size_t n, fv_rng *r, double *X);
+
+const char *fv_coupling_name(fv_coupling c);
+const char *fv_schedule_name(fv_schedule s);
+
+#endif

@@ -1,0 +1,174 @@
+/* cli.c: the problem flags shared by every command, point input, and error reporting. */
+#include "cli/cli.h"
+
+#include "core/error.h"
+#include "core/io.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const fv_opt fv_problem_opts[] = {
+    {"target-mean", "LIST|F.npy", "target mean (d numbers); default 0"},
+    {"target-cov", "LIST|F.npy", "target covariance (d*d numbers, row-major); default I"},
+    {"source-mean", "LIST|F.npy", "source mean; default 0"},
+    {"source-cov", "LIST|F.npy", "source covariance; default I"},
+    {"coupling", "ot|rotation|independent", "how targets are paired with sources; default ot"},
+    {"angle", "DEG", "rotation angle of the rotational coupling (2x2 blocks in d > 2)"},
+    {"rotation", "R.npy", "any d x d orthogonal matrix for the rotational coupling"},
+    {"sigma", "S", "interpolant noise level; default 0"},
+    {"schedule", "constant|bridge", "noise f(t) = sigma, or sigma*sqrt(t(1-t)); default constant"},
+    {"deriv-term", NULL, "add f'(t) Z to the regression target (bridge schedule)"},
+    {"seed", "N", "random seed; default 0"},
+    {NULL, NULL, NULL},
+};
+
+/* Read an optional vector flag of exactly `want` numbers into dst (kept as is when absent). */
+static int read_fixed(const fv_args *a, const char *name, size_t want, double *dst)
+{
+    if (!fv_args_get(a, name))
+        return FV_OK;
+    double *v;
+    size_t n;
+    int st = fv_args_array(a, name, &v, &n);
+    if (st)
+        return st;
+    if (n != want) {
+        free(v);
+        return fv_error(FV_EINPUT, "--%s has %zu numbers, expected %zu (dimension %s)", name, n, want,
+                        strstr(name, "cov") || strcmp(name, "rotation") == 0 ? "squared" : "d");
+    }
+    memcpy(dst, v, n * sizeof *v);
+    free(v);
+    return FV_OK;
+}
+
+/* The dimension: from --target-mean if given, else from --target-cov (a perfect square). */
+static int infer_dim(const fv_args *a, size_t *d)
+{
+    double *v;
+    size_t n;
+    int st;
+    if (fv_args_get(a, "target-mean")) {
+        if ((st = fv_args_array(a, "target-mean", &v, &n)))
+            return st;
+        free(v);
+        if (n == 0)
+            return fv_error(FV_EINPUT, "--target-mean is empty");
+        *d = n;
+        return FV_OK;
+    }
+    if (!fv_args_get(a, "target-cov"))
+        return fv_error(FV_EINPUT, "describe the target with --target-mean and/or --target-cov");
+    if ((st = fv_args_array(a, "target-cov", &v, &n)))
+        return st;
+    free(v);
+    size_t r = (size_t)llround(sqrt((double)n));
+    if (n == 0 || r * r != n)
+        return fv_error(FV_EINPUT, "--target-cov has %zu numbers, which is not d*d for any d", n);
+    *d = r;
+    return FV_OK;
+}
+
+int fv_cli_problem(const fv_args *a, fv_problem *p)
+{
+    static const char *const couplings[] = {"ot", "rotation", "independent", NULL};
+    static const char *const schedules[] = {"constant", "bridge", NULL};
+    size_t d = 0;
+    int st, c, s;
+    memset(p, 0, sizeof *p);
+    if ((st = infer_dim(a, &d)) || (st = fv_problem_alloc(p, d)))
+        return st;
+    if ((st = read_fixed(a, "target-mean", d, p->m1)) || (st = read_fixed(a, "target-cov", d * d, p->S1)) ||
+        (st = read_fixed(a, "source-mean", d, p->m0)) || (st = read_fixed(a, "source-cov", d * d, p->S0)) ||
+        (st = fv_args_choice(a, "coupling", couplings, FV_COUPLING_OT, &c)) ||
+        (st = fv_args_choice(a, "schedule", schedules, FV_SCHEDULE_CONSTANT, &s)) ||
+        (st = fv_args_double(a, "sigma", 0.0, &p->sigma)))
+        goto fail;
+    p->coupling = (fv_coupling)c;
+    p->schedule = (fv_schedule)s;
+    p->deriv_term = fv_args_flag(a, "deriv-term");
+    if (fv_args_get(a, "angle") && fv_args_get(a, "rotation")) {
+        st = fv_error(FV_EINPUT, "give --angle or --rotation, not both");
+        goto fail;
+    }
+    if (fv_args_get(a, "angle") || fv_args_get(a, "rotation")) {
+        if (!(p->R = malloc(d * d * sizeof *p->R))) {
+            st = fv_error(FV_ENOMEM, "out of memory");
+            goto fail;
+        }
+        double deg;
+        if (fv_args_get(a, "angle")) {
+            if ((st = fv_args_double(a, "angle", 0.0, &deg)))
+                goto fail;
+            fv_rotation_blocks(d, deg, p->R);
+        } else if ((st = read_fixed(a, "rotation", d * d, p->R))) {
+            goto fail;
+        }
+    }
+    if ((st = fv_problem_validate(p)))
+        goto fail;
+    return FV_OK;
+fail:
+    fv_problem_free(p);
+    return st;
+}
+
+int fv_cli_points(const fv_args *a, size_t d, double **X, size_t *n)
+{
+    if (!fv_args_get(a, "points"))
+        return fv_error(FV_EINPUT, "--points is required (an .npy file of shape (n, %zu) or a comma list)", d);
+    size_t count;
+    int st = fv_args_array(a, "points", X, &count);
+    if (st)
+        return st;
+    if (count == 0 || count % d != 0) {
+        free(*X);
+        *X = NULL;
+        return fv_error(FV_EINPUT, "--points has %zu numbers, not a positive multiple of the dimension %zu", count,
+                        d);
+    }
+    *n = count / d;
+    return FV_OK;
+}
+
+int fv_cli_fail(int status)
+{
+    fprintf(stderr, "flowvar: error: %s\n", fv_last_error());
+    return status == FV_EINPUT || status == FV_ESINGULAR ? 2 : 1;
+}
+
+int fv_cli_write_matrix(const char *path, size_t n, size_t d, const double *M, const char *prefix)
+{
+    size_t len = path ? strlen(path) : 0;
+    if (len > 4 && strcmp(path + len - 4, ".npy") == 0) {
+        size_t shape[2] = {n, d};
+        return fv_npy_write_f64(path, M, 2, shape);
+    }
+    fv_atomic_file f;
+    int st = fv_atomic_open(&f, path ? path : "-");
+    if (st)
+        return st;
+    char **names = malloc(d * sizeof *names);
+    if (!names) {
+        fv_atomic_abort(&f);
+        return fv_error(FV_ENOMEM, "out of memory");
+    }
+    for (size_t j = 0; j < d; j++) {
+        names[j] = malloc(strlen(prefix) + 24);
+        if (names[j])
+            sprintf(names[j], "%s%zu", prefix, j + 1);
+    }
+    st = fv_tsv_header(f.fp, (int)d, (const char *const *)names);
+    for (size_t i = 0; i < n && !st; i++)
+        st = fv_tsv_row(f.fp, (int)d, M + i * d);
+    for (size_t j = 0; j < d; j++)
+        free(names[j]);
+    free(names);
+    if (st) {
+        fv_atomic_abort(&f);
+        return st;
+    }
+    return fv_atomic_commit(&f);
+}

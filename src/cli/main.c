@@ -1,0 +1,42 @@
+/* main.c: `flowvar COMMAND [options]`: dispatch to one file per command. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"field", fv_cmd_field, "evaluate a closed-form field (OT, rotation, Markov) at points and a time"},
+    {"transport", fv_cmd_transport, "integrate points from t = 0 to 1 along a closed-form field"},
+    {"w2", fv_cmd_w2, "W2 distance between two Gaussians and the OT map matrix"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: flowvar COMMAND [options]   (flowvar COMMAND --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "flowvar: error: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,24 @@
+/* rng.h: reproducible random streams for flowvar. A stream is (seed, stream id, position); the
+ * n-th Gaussian of a stream depends only on those three numbers (Philox, see philox.h), so any
+ * subset can be regenerated, on the CPU or the GPU, without replaying the rest. */
+#ifndef FV_RNG_H
+#define FV_RNG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uint64_t seed;
+    uint64_t stream;
+    uint64_t pos; /* index of the next Philox block; each block gives two Gaussians */
+} fv_rng;
+
+fv_rng fv_rng_make(uint64_t seed, uint64_t stream);
+
+/* Fill out[0..n) with standard normals and advance the stream by ceil(n/2) blocks. */
+void fv_rng_normal(fv_rng *r, size_t n, double *out);
+
+/* Fill out[0..n) with uniforms in (0, 1) and advance the stream by n blocks. */
+void fv_rng_uniform(fv_rng *r, size_t n, double *out);
+
+#endif
