@@ -243,7 +243,7 @@ static void general_matrices(const fv_field *f, double t, fv_field_work *w)
         return;
     }
     double fn, fp;
-    fv_noise(f->schedule, f->sigma, t, &fn, &fp);
+    fv_noise(f->schedule, f->sigma, t, &fn, &fp); /* fp is infinite at t = 0, 1: only fn is used */
     for (size_t i = 0; i < d * d; i++) {
         w->A[i] = (1 - t) * (1 - t) * f->S0[i] + t * t * f->S1[i];
         w->N[i] = t * f->S1[i] - (1 - t) * f->S0[i];
@@ -251,7 +251,7 @@ static void general_matrices(const fv_field *f, double t, fv_field_work *w)
     for (size_t i = 0; i < d; i++) {
         w->A[i * d + i] += fn * fn;
         if (f->deriv_term)
-            w->N[i * d + i] += fn * fp;
+            w->N[i * d + i] += fv_noise_ffprime(f->schedule, f->sigma, t);
     }
 }
 

@@ -117,6 +117,11 @@ void fv_noise(fv_schedule s, double sigma, double t, double *f, double *fprime)
     *fprime = sigma == 0.0 ? 0.0 : sigma * (1.0 - 2.0 * t) / (2.0 * q);
 }
 
+double fv_noise_ffprime(fv_schedule s, double sigma, double t)
+{
+    return s == FV_SCHEDULE_CONSTANT ? 0.0 : sigma * sigma * (1.0 - 2.0 * t) / 2.0;
+}
+
 const char *fv_coupling_name(fv_coupling c)
 {
     static const char *names[] = {"ot", "rotation", "independent"};

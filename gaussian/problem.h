@@ -41,6 +41,9 @@ void fv_noise(fv_schedule s, double sigma, double t, double *f, double *fprime);
 /* n samples of N(mean, cov) into X (n x d), mean + cov^{1/2} z with z from the stream r. */
 int fv_gaussian_sample(size_t d, const double *mean, const double *cov, size_t n, fv_rng *r, double *X);
 
+/* f(t) f'(t), finite everywhere: sigma^2 (1 - 2t) / 2 for the bridge, 0 for a constant. */
+double fv_noise_ffprime(fv_schedule s, double sigma, double t);
+
 const char *fv_coupling_name(fv_coupling c);
 const char *fv_schedule_name(fv_schedule s);
 
