@@ -64,7 +64,7 @@ int fv_args_parse(fv_args *a, const char *command, const char *usage, int argc, 
             a->values[k] = "";
         } else if (eq) {
             a->values[k] = eq + 1;
-        } else if (i + 1 < argc) {
+        } else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
             a->values[k] = argv[++i];
         } else {
             return fv_error(FV_EINPUT, "%s: option --%s needs a value %s", command, a->opts[k]->name,

@@ -1,0 +1,189 @@
+/* test_cli.c: the flowvar commands as a user runs them: documented examples, and every kind of
+ * bad input ending in "flowvar: error: ...", exit status 2 and no output file. The binary is
+ * $FLOWVAR (set by `make test`), else build/flowvar. */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/fv_cli_XXXXXX";
+static char out_path[256], err_path[256], file_path[256];
+static char out_text[8192], err_text[8192];
+
+static void setup(void)
+{
+    cr_assert(mkdtemp(dir) != NULL);
+    snprintf(out_path, sizeof out_path, "%s/stdout", dir);
+    snprintf(err_path, sizeof err_path, "%s/stderr", dir);
+    snprintf(file_path, sizeof file_path, "%s/result.npy", dir);
+}
+
+static void teardown(void)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(cli, .init = setup, .fini = teardown);
+
+static void slurp(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
+    buf[n] = '\0';
+    if (f)
+        fclose(f);
+}
+
+/* Run `flowvar ARGS`; returns its exit status, with stdout and stderr in out_text / err_text. */
+static int run(const char *args)
+{
+    const char *bin = getenv("FLOWVAR") ? getenv("FLOWVAR") : "build/flowvar";
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s", bin, args, out_path, err_path);
+    int st = system(cmd);
+    slurp(out_path, out_text, sizeof out_text);
+    slurp(err_path, err_text, sizeof err_text);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* A failing run with --out FILE: exit 2, the error line naming `needle`, and no file. */
+static void expect_input_error(const char *args, const char *needle)
+{
+    char full[1024];
+    snprintf(full, sizeof full, "%s --out %s", args, file_path);
+    cr_assert_eq(run(full), 2, "exit status for: %s\nstderr: %s", args, err_text);
+    cr_assert(strncmp(err_text, "flowvar: error: ", 16) == 0, "stderr: %s", err_text);
+    cr_assert(strstr(err_text, needle) != NULL, "stderr should name '%s': %s", needle, err_text);
+    cr_assert(!exists(file_path), "no output file after an error");
+    cr_assert_eq(out_text[0], '\0', "nothing on stdout after an error");
+}
+
+#define REF "--target-mean 1,-0.5 --target-cov 2,0.6,0.6,1"
+
+Test(cli, field_example_of_the_issue)
+{
+    cr_assert_eq(run("field " REF " --field rotation --angle 120 --t 0.6 --points 0.3,0.2"), 0, "%s", err_text);
+    cr_assert_str_eq(out_text, "v1\tv2\n-1.503192355\t-0.5802133695\n");
+}
+
+Test(cli, field_writes_npy)
+{
+    char args[512];
+    snprintf(args, sizeof args, "field " REF " --t 0.25 --points 0.3,0.2,1,1 --out %s", file_path);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert(exists(file_path));
+}
+
+Test(cli, transport_rk45_reaches_the_coupling_map)
+{
+    /* the OT map of the reference problem sends (0.3, 0.2) to mu + M^{1/2} x (numpy: 1.468218,
+     * -0.229073) */
+    cr_assert_eq(run("transport " REF " --points 0.3,0.2 --solver rk45 --rtol 1e-10 --atol 1e-10"), 0, "%s",
+                 err_text);
+    double a, b;
+    cr_assert_eq(sscanf(out_text, "x1\tx2\n%lf\t%lf", &a, &b), 2, "%s", out_text);
+    cr_assert_float_eq(a, 1.0 + 1.39113850843 * 0.3 + 0.254428087 * 0.2, 1e-8);
+    cr_assert_float_eq(b, -0.5 + 0.254428087 * 0.3 + 0.967091696 * 0.2, 1e-8);
+}
+
+Test(cli, w2_prints_distance_and_map)
+{
+    cr_assert_eq(run("w2 " REF), 0, "%s", err_text);
+    cr_assert(strstr(out_text, "w2\tw2_squared\n1.238361656\t1.533539592\n") != NULL, "%s", out_text);
+    cr_assert(strstr(out_text, "g1\tg2\n") != NULL, "%s", out_text);
+}
+
+Test(cli, help_lists_options_and_exits_zero)
+{
+    cr_assert_eq(run("field --help"), 0);
+    cr_assert(strstr(out_text, "--target-cov") && strstr(out_text, "--points") && strstr(out_text, "--field"));
+    cr_assert_eq(run("--help"), 0);
+    cr_assert(strstr(out_text, "transport"));
+}
+
+Test(cli, rejects_unknown_flag) { expect_input_error("field " REF " --t 0.5 --points 1,1 --bogus 3", "--bogus"); }
+Test(cli, rejects_unknown_command)
+{
+    cr_assert_eq(run("fieldz"), 2);
+    cr_assert(strstr(err_text, "unknown command 'fieldz'"));
+}
+Test(cli, rejects_asymmetric_covariance)
+{
+    expect_input_error("field --target-cov 2,0.6,0.7,1 --t 0.5 --points 1,1", "--target-cov is not symmetric");
+}
+Test(cli, rejects_indefinite_covariance)
+{
+    expect_input_error("field --target-cov 1,2,2,1 --t 0.5 --points 1,1", "--target-cov is not positive definite");
+}
+Test(cli, rejects_indefinite_source_covariance)
+{
+    expect_input_error("field " REF " --source-cov 1,0,0,-1 --t 0.5 --points 1,1", "--source-cov");
+}
+Test(cli, rejects_wrong_covariance_length)
+{
+    expect_input_error("field --target-mean 1,2,3 --target-cov 1,0,0,1 --t 0.5 --points 1,1,1", "--target-cov has 4");
+}
+Test(cli, rejects_points_not_multiple_of_dimension)
+{
+    expect_input_error("field " REF " --t 0.5 --points 1,2,3", "--points has 3 numbers");
+}
+Test(cli, rejects_nan_in_list) { expect_input_error("field --target-mean 1,nan --t 0.5 --points 1,1", "--target-mean"); }
+Test(cli, rejects_time_outside_unit_interval)
+{
+    expect_input_error("field " REF " --t 1.5 --points 1,1", "--t must be in [0, 1]");
+}
+Test(cli, rejects_time_not_a_number) { expect_input_error("field " REF " --t abc --points 1,1", "--t: 'abc'"); }
+Test(cli, rejects_truncated_npy)
+{
+    expect_input_error("field --target-mean 0,0,0,0 --t 0.5 --points tests/fixtures/npy/truncated_f64_3x4.npy",
+                       "truncated_f64_3x4.npy");
+}
+Test(cli, rejects_wrong_dtype_npy)
+{
+    expect_input_error("field --target-mean 0,0 --t 0.5 --points tests/fixtures/npy/int64_6.npy", "int64_6.npy");
+}
+Test(cli, rejects_missing_npy) { expect_input_error("field " REF " --t 0.5 --points nothere.npy", "nothere.npy"); }
+Test(cli, rejects_non_orthogonal_rotation_file)
+{
+    expect_input_error("field --target-mean 0,0,0,0 --coupling rotation --rotation tests/fixtures/npy/f64_3x4.npy "
+                       "--t 0.5 --points 1,1,1,1",
+                       "--rotation");
+}
+Test(cli, rejects_unknown_field) { expect_input_error("field " REF " --field nope --t 0.5 --points 1,1", "--field"); }
+Test(cli, rejects_missing_value) { expect_input_error("field " REF " --points 1,1 --t", "--t needs a value"); }
+Test(cli, rejects_rotation_without_angle)
+{
+    expect_input_error("field " REF " --field rotation --t 0.5 --points 1,1", "--angle");
+}
+Test(cli, counter_example_1_singular_time_is_an_error)
+{
+    expect_input_error("field --target-mean 5,5 --field rotation --angle 180 --t 0.5 --points 0.3,0.2",
+                       "singular at t = 0.5");
+}
+Test(cli, transport_through_singular_time_is_an_error)
+{
+    expect_input_error("transport --target-mean 5,5 --field rotation --angle 180 --points 0.3,0.2 --solver euler "
+                       "--steps 10",
+                       "singular at t = 0.5");
+}
+Test(cli, transport_rejects_zero_steps)
+{
+    expect_input_error("transport " REF " --points 1,1 --steps 0", "--steps must be at least 1");
+}
+Test(cli, output_into_missing_directory_fails_cleanly)
+{
+    cr_assert_eq(run("field " REF " --t 0.5 --points 1,1 --out /nonexistent/dir/v.npy"), 1);
+    cr_assert(strstr(err_text, "/nonexistent/dir/v.npy") != NULL, "%s", err_text);
+}
