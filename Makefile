@@ -24,11 +24,20 @@ LDFLAGS += $(SANFLAGS)
 LDLIBS := -llapacke -lopenblas -lgsl -lm
 
 LIB_SRC := $(wildcard src/core/*.c gaussian/*.c gmm/*.c)
+CU_SRC := $(wildcard cuda/*.cu)
 CLI_SRC := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/*.c)
 HEADERS := $(wildcard src/core/*.h gaussian/*.h gmm/*.h)
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# CUDA parts build whenever nvcc is present (sm_90 code plus PTX); a CPU-only build otherwise.
+ifneq ($(NVCC),)
+ifneq ($(CU_SRC),)
+LIB_OBJ += $(CU_SRC:%.cu=$(BUILD)/%.o)
+LDLIBS += -L$(dir $(NVCC))../lib64 -lcudart -lcublas
+CFLAGS += -DFV_HAVE_CUDA
+endif
+endif
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
@@ -37,6 +46,11 @@ all: $(BUILD)/flowvar $(BUILD)/libflowvar.a $(BUILD)/libflowvar.so
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(NVCC) -O2 -std=c++17 -Xcompiler -fPIC,-Wall,-Werror -Werror all-warnings -Isrc -I. \
+		-gencode arch=compute_90,code=[sm_90,compute_90] -c $< -o $@
 
 $(BUILD)/libflowvar.a: $(LIB_OBJ)
 	@rm -f $@
@@ -74,7 +88,7 @@ install: all
 	install -m 755 $(BUILD)/flowvar $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(BUILD)/libflowvar.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libflowvar.so $(DESTDIR)$(PREFIX)/lib/
-	for h in $(HEADERS); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/flowvar/$$h; done
+	for h in $(HEADERS); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/flowvar/$${h#src/}; done
 	sed -e 's|@PREFIX@|$(PREFIX)|' flowvar.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/flowvar.pc
 
 clean:

@@ -141,30 +141,31 @@ int fv_cli_fail(int status)
 
 int fv_cli_write_matrix(const char *path, size_t n, size_t d, const double *M, const char *prefix)
 {
-    size_t len = path ? strlen(path) : 0;
+    return fv_cli_write_blocks(path, n, d, 1, &prefix, M);
+}
+
+int fv_cli_write_blocks(const char *path, size_t n, size_t d, size_t nb, const char *const *prefixes,
+                        const double *M)
+{
+    size_t len = path ? strlen(path) : 0, cols = nb * d;
     if (len > 4 && strcmp(path + len - 4, ".npy") == 0) {
-        size_t shape[2] = {n, d};
+        size_t shape[2] = {n, cols};
         return fv_npy_write_f64(path, M, 2, shape);
     }
     fv_atomic_file f;
     int st = fv_atomic_open(&f, path ? path : "-");
     if (st)
         return st;
-    char **names = malloc(d * sizeof *names);
-    if (!names) {
-        fv_atomic_abort(&f);
-        return fv_error(FV_ENOMEM, "out of memory");
-    }
-    for (size_t j = 0; j < d; j++) {
-        names[j] = malloc(strlen(prefix) + 24);
-        if (names[j])
-            sprintf(names[j], "%s%zu", prefix, j + 1);
-    }
-    st = fv_tsv_header(f.fp, (int)d, (const char *const *)names);
+    char **names = calloc(cols, sizeof *names);
+    for (size_t c = 0; names && c < cols; c++)
+        if ((names[c] = malloc(strlen(prefixes[c / d]) + 24)))
+            sprintf(names[c], "%s%zu", prefixes[c / d], c % d + 1);
+    st = names ? fv_tsv_header(f.fp, (int)cols, (const char *const *)names)
+               : fv_error(FV_ENOMEM, "out of memory");
     for (size_t i = 0; i < n && !st; i++)
-        st = fv_tsv_row(f.fp, (int)d, M + i * d);
-    for (size_t j = 0; j < d; j++)
-        free(names[j]);
+        st = fv_tsv_row(f.fp, (int)cols, M + i * cols);
+    for (size_t c = 0; names && c < cols; c++)
+        free(names[c]);
     free(names);
     if (st) {
         fv_atomic_abort(&f);

@@ -54,6 +54,9 @@ int fv_cli_points(const fv_args *a, size_t d, double **X, size_t *n);
 /* Write an n x d matrix: NPY when `path` ends in .npy, else TSV with columns <prefix>1..<prefix>d,
  * to standard output when `path` is NULL or "-". Files are written atomically. */
 int fv_cli_write_matrix(const char *path, size_t n, size_t d, const double *M, const char *prefix);
+/* The same for rows made of `nb` blocks of d columns, named <prefixes[b]>1..<prefixes[b]>d. */
+int fv_cli_write_blocks(const char *path, size_t n, size_t d, size_t nb, const char *const *prefixes,
+                        const double *M);
 
 /* --field ot|rotation|markov (default ot). */
 int fv_cli_field_kind(const fv_args *a, fv_field_kind *kind);

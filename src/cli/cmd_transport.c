@@ -5,6 +5,7 @@
 #include "gaussian/transport.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static const fv_opt transport_opts[] = {
     {"field", "ot|rotation|markov", "which closed-form field; default ot"},
@@ -16,6 +17,7 @@ static const fv_opt transport_opts[] = {
     {"atol", "A", "rk45 absolute tolerance; default 1e-8"},
     {"out", "X.npy|-", "output: .npy file, TSV file, or - for TSV on stdout (default)"},
     {"cond-max", "C", "fail where cond(A(t)) exceeds C; default 1e12"},
+    {"with-map", NULL, "add columns T1..Td: the coupling map T(x0) in closed form (ot, rotation)"},
     {NULL, NULL, NULL},
 };
 
@@ -37,6 +39,27 @@ static int starting_points(const fv_args *a, const fv_problem *p, double **X, si
         return fv_error(FV_ENOMEM, "out of memory for %zu points", *n);
     fv_rng r = fv_rng_make(seed, 0);
     return fv_gaussian_sample(p->d, p->m0, p->S0, *n, &r, *X);
+}
+
+/* Transport, then print [x(1) | T(x(0))] side by side so a user sees the integration error. */
+static int transport_with_map(const fv_field *f, size_t n, double *X, const fv_ode_opts *o, const char *out)
+{
+    size_t d = f->d;
+    fv_field_work w = {0};
+    double *T = malloc(n * d * sizeof *T), *XT = malloc(2 * n * d * sizeof *XT);
+    int st = (!T || !XT) ? fv_error(FV_ENOMEM, "out of memory for %zu points", n) : fv_field_work_alloc(&w, d, n);
+    if (!st && !(st = fv_field_map(f, n, X, T, &w)) && !(st = fv_field_transport(f, n, X, o, NULL))) {
+        for (size_t i = 0; i < n; i++) {
+            memcpy(XT + 2 * i * d, X + i * d, d * sizeof *XT);
+            memcpy(XT + (2 * i + 1) * d, T + i * d, d * sizeof *XT);
+        }
+        const char *prefixes[2] = {"x", "T"};
+        st = fv_cli_write_blocks(out, n, d, 2, prefixes, XT);
+    }
+    fv_field_work_free(&w);
+    free(T);
+    free(XT);
+    return st;
 }
 
 int fv_cmd_transport(int argc, char **argv)
@@ -61,6 +84,10 @@ int fv_cmd_transport(int argc, char **argv)
     o.solver = (fv_ode_solver)solver;
     if (o.rtol <= 0 || o.atol < 0) {
         st = fv_error(FV_EINPUT, "--rtol must be > 0 and --atol >= 0");
+        goto done;
+    }
+    if (fv_args_flag(&a, "with-map")) {
+        st = transport_with_map(&f, n, X, &o, fv_args_get(&a, "out"));
         goto done;
     }
     if ((st = fv_field_transport(&f, n, X, &o, NULL)))
