@@ -1,0 +1,131 @@
+/* variance.h: the exact variance of the CFM loss gradient for the affine field family of THEORY.md
+ * section 2, at one time, integrated over t ~ U(0,1), and its Monte-Carlo twin (THEORY.md section 4).
+ *
+ * Setting: standard source X0 ~ N(0, I), target N(mu, M) (mu = p->m1, M = p->S1), coupling
+ * p->coupling, interpolant X_t = (1-t) X0 + t X1 + f(t) Z, target u = X1 - X0 (+ f'(t) Z with
+ * p->deriv_term). Field family v(x, t) = theta + Theta (I + t Theta)^{-1} (x - t theta); per-sample loss
+ * l = |u - v(X_t, t)|^2 and its gradient g = (grad_theta l, grad_Theta l) in R^{d + d*d}, the Theta
+ * block flattened row-major (entry i*d + j is dl/dTheta_ij). Every "variance" below is the trace of the
+ * covariance of g (or of one block of it): E|g|^2 - |E g|^2.
+ *
+ * Only the standard source is supported: a problem with m0 != 0 or S0 != I is rejected (FV_EINPUT). */
+#ifndef FV_VARIANCE_H
+#define FV_VARIANCE_H
+
+#include "gaussian/problem.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A = I + t Theta counts as singular where its relative condition number, |A^-1| times the size
+ * 1 + t |Theta| of the terms that form it (infinity norms), exceeds this: the default of field.h. */
+#define FV_VAR_COND_MAX 1e12
+
+/* Which member of the family to evaluate.
+ *   OT:       theta = mu, Theta = M^{1/2} - I (Lemma 1).
+ *   ROTATION: theta = mu, Theta = M^{1/2} R - I, pair-optimal for the rotational coupling (needs p->R).
+ *   MARKOV:   the Markov field of the independent coupling, v*(x,t) = mu + B(t) (x - t mu),
+ *             B(t) = (t M - (1-t) I [+ f f' I]) ((1-t)^2 I + t^2 M + f^2 I)^{-1}. It is not a fixed
+ *             member of the family. [choice] At each t we use the member that coincides with it at
+ *             that t: theta = mu, Theta_t = B (I - t B)^{-1}, which simplifies to
+ *             Theta_t = (t M - (1-t) I [+ f f' I]) / ((1-t) + f^2 [- t f f']). The gradient is then the
+ *             gradient with respect to that member's parameters. With f(1) = 0 the member does not
+ *             exist at t = 1 (FV_ESINGULAR there); the integrand tends to 0 as t -> 1.
+ *   CUSTOM:   theta (d) and Theta (d x d, row-major) given by the caller. */
+typedef enum { FV_VFIELD_OT = 0, FV_VFIELD_ROTATION, FV_VFIELD_MARKOV, FV_VFIELD_CUSTOM } fv_vfield_kind;
+typedef struct {
+    fv_vfield_kind kind;
+    const double *theta, *Theta; /* CUSTOM only */
+} fv_vfield;
+
+typedef struct {
+    double var_theta, var_Theta, var_total; /* trace of the covariance of the per-sample gradient, by block */
+    double loss;                            /* E l = E|u - v|^2 */
+} fv_var;
+
+/* Checks every entry point makes: a valid problem (fv_problem_validate) with a standard source, and
+ * a vfield the problem can provide (p->R for ROTATION; finite theta and Theta for CUSTOM). */
+int fv_variance_check(const fv_problem *p, const fv_vfield *f);
+
+/* The (theta, Theta) of a vfield at time t (only MARKOV depends on t). theta: d numbers, Theta: d x d.
+ * p and f must have passed fv_variance_check (not repeated here, so that the Markov field, which needs
+ * no allocation, can be asked per sample; OT and ROTATION take a matrix square root). FV_EINPUT for t
+ * outside [0, 1]; FV_ESINGULAR where the Markov member does not exist (t = 1 with f(1) = 0). */
+int fv_vfield_params(const fv_problem *p, const fv_vfield *f, double t, double *theta, double *Theta);
+
+/* At one t in [0,1]. Eg (NULL or d + d*d numbers) receives E[g]; cov (NULL or (d+d*d)^2, row-major)
+ * the full covariance of g. FV_ESINGULAR naming t if I + t Theta is singular there (the coupling maps
+ * M^{1/2} R are always invertible); FV_EDIVERGE at t = 0 or 1 where f' is infinite (bridge schedule
+ * with the derivative term). Without cov nothing of size (d + d*d)^2 is formed: O(d^3) per call, and
+ * for the OT and Markov fields without Eg O(d^2) after an O(d^3) setup (see fv_variance_at_times). */
+int fv_variance_at(const fv_problem *p, const fv_vfield *f, double t, fv_var *out, double *Eg, double *cov);
+
+/* The same at nt times ts[k] into out[k], with the setup (square root of M, eigendecomposition) done once:
+ * the OT and Markov fields then cost O(d^2) per time, other fields O(d^3). All times are checked before
+ * any is evaluated; on an error at some time, out holds the earlier ones. */
+int fv_variance_at_times(const fv_problem *p, const fv_vfield *f, size_t nt, const double *ts, fv_var *out);
+
+/* FV_OK when the variance integrated over t ~ U(0,1) is finite, else FV_EDIVERGE saying why: I + t Theta
+ * singular at some t in [0,1] (the times are named), or the bridge schedule with the derivative term and
+ * sigma > 0 (f'^2 ~ sigma^2 / (4 t) near t = 0 and t = 1). */
+int fv_variance_integrable(const fv_problem *p, const fv_vfield *f);
+
+/* Over t ~ U(0,1): var = integral of E|g|^2 dt minus |integral of E[g] dt|^2 (per block), loss
+ * integrated. The integrand is a vector (E|g|^2 per block, the loss, and all d + d*d entries of E[g]), so
+ * this is a vector-valued adaptive quadrature: Gauss-Legendre rules from GSL (order FV_VAR_GL_ORDER) on
+ * bisected intervals, each interval's error the change from its parent's rule to the rules on its two
+ * halves. It stops when the error estimate of var_total is below epsrel |var_total| and that of the loss
+ * below epsrel * loss, or at the rounding floor 64 DBL_EPSILON times the integral of E|g|^2 (and of the
+ * loss); *abserr (may be NULL) receives the estimate for var_total. FV_EDIVERGE as in
+ * fv_variance_integrable, or when FV_VAR_MAX_INTERVALS intervals do not reach the accuracy. */
+#define FV_VAR_GL_ORDER 10
+#define FV_VAR_MAX_INTERVALS 500
+int fv_variance_integrated(const fv_problem *p, const fv_vfield *f, double epsrel, fv_var *out, double *abserr);
+
+/* Monte Carlo from n sampled (t, X0, X1', Z) with the Philox stream (seed, stream) of src/core/rng.h;
+ * t fixed if t >= 0 (t <= 1), else t ~ U(0,1) per sample (then FV_EDIVERGE where the exact integral
+ * diverges, see fv_variance_integrable). Per sample, in this order: t if random, then X0 (d normals), X1'
+ * (d normals, independent coupling only), Z (d normals). Estimates: the unbiased sample trace of the
+ * covariance per block over all n samples, and the mean loss. se_total is the standard error of var_total
+ * by batch means: the n samples are split into FV_MC_BATCHES consecutive batches (fewer when n < 2
+ * FV_MC_BATCHES; n >= 4 is required), the unbiased estimate is formed on each, and se_total is the
+ * standard deviation of those batch estimates divided by sqrt(number of batches). To first order in 1/n
+ * this is the standard error of the pooled estimate as well. */
+#define FV_MC_BATCHES 50
+typedef struct {
+    double var_theta, var_Theta, var_total, se_total, loss;
+    size_t n;
+} fv_mc;
+int fv_variance_mc(const fv_problem *p, const fv_vfield *f, double t, size_t n, uint64_t seed, uint64_t stream,
+                   fv_mc *out);
+
+/* Minibatch of B samples: every variance divides by B (the loss does not). B = 0 is treated as 1. */
+void fv_var_minibatch(fv_var *v, size_t B);
+
+/* Per-sample gradient. The workspace holds the LU factors of A = I + t Theta, so that many samples at
+ * one (t, Theta) share one factorization. */
+typedef struct {
+    size_t d;
+    double t;
+    double *lu;  /* LU factors of A^T (the row-major A read column-major), d x d */
+    int *piv;
+    double *w, *r; /* w = A^{-1} (x - t theta) and r = u - v of the last sample */
+} fv_cfm_work;
+
+int fv_cfm_work_alloc(fv_cfm_work *w, size_t d);
+void fv_cfm_work_free(fv_cfm_work *w);
+
+/* Factor A = I + t Theta; FV_ESINGULAR naming t where it is singular (FV_VAR_COND_MAX). */
+int fv_cfm_factor(fv_cfm_work *w, const double *Theta, double t);
+
+/* g (d + d*d) = gradient of l = |u - v(x, t)|^2 at one sample (x, u), t as factored:
+ * grad_theta l = -2 A^{-T} r, grad_Theta l = -2 (A^{-T} r) w^T, r = u - v, w = A^{-1} (x - t theta).
+ * *loss (may be NULL) receives l. */
+void fv_cfm_grad_factored(fv_cfm_work *w, const double *theta, const double *Theta, const double *x,
+                          const double *u, double *g, double *loss);
+
+/* The same in one call (allocates its own workspace). */
+int fv_cfm_grad(size_t d, const double *theta, const double *Theta, const double *x, const double *u, double t,
+                double *g, double *loss);
+
+#endif
