@@ -146,3 +146,41 @@ int fv_gaussian_sample(size_t d, const double *mean, const double *cov, size_t n
     free(Z);
     return st;
 }
+
+int fv_problem_reference(fv_problem *p, double deg, double sigma)
+{
+    int st = fv_problem_alloc(p, 2);
+    if (st)
+        return st;
+    const double mu[2] = {1.0, -0.5}, M[4] = {2.0, 0.6, 0.6, 1.0};
+    memcpy(p->m1, mu, sizeof mu);
+    memcpy(p->S1, M, sizeof M);
+    p->sigma = sigma;
+    if (deg >= 0) {
+        p->coupling = FV_COUPLING_ROTATION;
+        if (!(p->R = malloc(4 * sizeof *p->R))) {
+            fv_problem_free(p);
+            return fv_error(FV_ENOMEM, "out of memory");
+        }
+        fv_rotation_blocks(2, deg, p->R);
+    }
+    return FV_OK;
+}
+
+void fv_random_spd(size_t d, double floor, fv_rng *r, double *S)
+{
+    double *A = malloc(d * d * sizeof *A);
+    if (!A) { /* callers check S with fv_linalg_spd_check; NaN makes that fail loudly */
+        for (size_t i = 0; i < d * d; i++)
+            S[i] = NAN;
+        return;
+    }
+    fv_rng_normal(r, d * d, A);
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)d, (int)d, 1.0 / (double)d, A, (int)d, 0.0, S, (int)d);
+    for (size_t i = 0; i < d; i++) {
+        S[i * d + i] += floor;
+        for (size_t j = 0; j < i; j++)
+            S[i * d + j] = S[j * d + i];
+    }
+    free(A);
+}

@@ -38,6 +38,15 @@ void fv_rotation_blocks(size_t d, double deg, double *R);
  * and t = 1 when sigma > 0 (it is returned as +-inf; callers that need it there must not ask). */
 void fv_noise(fv_schedule s, double sigma, double t, double *f, double *fprime);
 
+/* The reference problem of THEORY.md section 4: d = 2, target mean (1, -0.5), covariance
+ * [[2, 0.6], [0.6, 1]], standard source; the rotational coupling by `deg` degrees when deg >= 0
+ * (else OT); noise sigma, constant schedule. */
+int fv_problem_reference(fv_problem *p, double deg, double sigma);
+
+/* A random SPD matrix S = A A^T / d + floor I, A with standard normal entries from r: its
+ * eigenvalues spread over about [floor, floor + 4]. */
+void fv_random_spd(size_t d, double floor, fv_rng *r, double *S);
+
 /* n samples of N(mean, cov) into X (n x d), mean + cov^{1/2} z with z from the stream r. */
 int fv_gaussian_sample(size_t d, const double *mean, const double *cov, size_t n, fv_rng *r, double *X);
 

@@ -782,7 +782,7 @@ static void quad_result(const quad *Q, fv_var *out)
 }
 
 /* Bisect the interval with the largest error until both targets are met. */
-static int quad_run(quad *Q, double epsrel, fv_var *out, double *abserr)
+static int quad_run(quad *Q, double epsrel, double scale, fv_var *out, double *abserr)
 {
     int st;
     double floor_rel = 64.0 * DBL_EPSILON;
@@ -796,8 +796,8 @@ static int quad_run(quad *Q, double epsrel, fv_var *out, double *abserr)
     for (;;) {
         quad_result(Q, out);
         double cn = sqrt(sumsq(Q->len - QH, Q->tot + QH)), ev = 0.0, el = 0.0;
-        double tv = fmax(epsrel * fabs(out->var_total), floor_rel * (Q->tot[Q_TH2] + Q->tot[Q_THETA2]));
-        double tl = fmax(epsrel, floor_rel) * out->loss;
+        double tv = fmax(epsrel * fabs(out->var_total), floor_rel * fmax(Q->tot[Q_TH2] + Q->tot[Q_THETA2], scale));
+        double tl = fmax(fmax(epsrel, floor_rel) * out->loss, floor_rel * scale);
         size_t worst_v = 0, worst_l = 0;
         for (size_t i = 0; i < Q->count; i++) {
             double e = iv_err(&Q->iv[i], cn);
@@ -813,7 +813,7 @@ static int quad_run(quad *Q, double epsrel, fv_var *out, double *abserr)
         if (ev <= tv && el <= tl)
             break;
         if (Q->count >= FV_VAR_MAX_INTERVALS)
-            return fv_error(FV_EDIVERGE, "the integral over t did not reach relative accuracy %g within %d intervals "
+            return fv_error(FV_ENUMERIC, "the integral over t did not reach relative accuracy %g within %d intervals "
                                          "(error estimate %.3g of %.6g): the integrand may be nearly singular",
                             epsrel, FV_VAR_MAX_INTERVALS, ev, out->var_total);
         if ((st = quad_split(Q, ev > tv ? worst_v : worst_l)))
@@ -825,6 +825,18 @@ static int quad_run(quad *Q, double epsrel, fv_var *out, double *abserr)
         cblas_daxpy((int)Q->len, 1.0, Q->q + i * Q->len, 1, Q->tot, 1);
     quad_result(Q, out);
     return FV_OK;
+}
+
+/* The size of a squared gradient on this problem where the field is off by O(1): (1 + |mu|^2 + tr M
+ * + d (1 + sigma^2))^2. A variance that is exactly zero (the pair field on its own coupling)
+ * integrates to rounding noise of about DBL_EPSILON^2 times this, which no relative target can
+ * reach; the rounding floor is measured against it. */
+static double data_scale(const fv_problem *p)
+{
+    double s = 1.0 + (double)p->d * (1.0 + p->sigma * p->sigma);
+    for (size_t i = 0; i < p->d; i++)
+        s += p->m1[i] * p->m1[i] + p->S1[i * p->d + i];
+    return s * s;
 }
 
 int fv_variance_integrated(const fv_problem *p, const fv_vfield *f, double epsrel, fv_var *out, double *abserr)
@@ -847,7 +859,7 @@ int fv_variance_integrated(const fv_problem *p, const fv_vfield *f, double epsre
         goto done;
     }
     Q.tmp = Q.tot + Q.len;
-    st = quad_run(&Q, epsrel, out, abserr);
+    st = quad_run(&Q, epsrel, data_scale(p), out, abserr);
     if (st == FV_ESINGULAR) /* a near-singular time the eigenvalue test did not see as real */
         st = fv_error_context(FV_EDIVERGE, "integrated variance of the %s field: ", vfield_name(f->kind));
 done:

@@ -75,9 +75,10 @@ int fv_variance_integrable(const fv_problem *p, const fv_vfield *f);
  * this is a vector-valued adaptive quadrature: Gauss-Legendre rules from GSL (order FV_VAR_GL_ORDER) on
  * bisected intervals, each interval's error the change from its parent's rule to the rules on its two
  * halves. It stops when the error estimate of var_total is below epsrel |var_total| and that of the loss
- * below epsrel * loss, or at the rounding floor 64 DBL_EPSILON times the integral of E|g|^2 (and of the
- * loss); *abserr (may be NULL) receives the estimate for var_total. FV_EDIVERGE as in
- * fv_variance_integrable, or when FV_VAR_MAX_INTERVALS intervals do not reach the accuracy. */
+ * below epsrel * loss, or at the rounding floor 64 DBL_EPSILON times the larger of the integral of
+ * E|g|^2 (of the loss) and the problem's scale (1 + |mu|^2 + tr M + d (1 + sigma^2))^2, which keeps an
+ * exactly zero variance (a pair field on its own coupling) from chasing rounding noise; *abserr (may be NULL) receives the estimate for var_total. FV_EDIVERGE as in
+ * fv_variance_integrable; FV_ENUMERIC when FV_VAR_MAX_INTERVALS intervals do not reach the accuracy. */
 #define FV_VAR_GL_ORDER 10
 #define FV_VAR_MAX_INTERVALS 500
 int fv_variance_integrated(const fv_problem *p, const fv_vfield *f, double epsrel, fv_var *out, double *abserr);

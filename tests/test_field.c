@@ -20,7 +20,7 @@ static void random_problem(fv_problem *p, size_t d, uint64_t seed)
     fv_problem_alloc(p, d);
     fv_rng_normal(&r, d, p->m1);
     double *A = malloc(d * d * sizeof *A);
-    th_random_spd(d, 0.5, &r, A);
+    fv_random_spd(d, 0.5, &r, A);
     for (size_t i = 0; i < d * d; i++) /* shrink the spread so rotations stay non-singular */
         p->S1[i] = 0.5 * A[i] + (i % (d + 1) == 0 ? 0.25 : 0.0);
     free(A);
@@ -113,7 +113,7 @@ Test(field, markov_matches_formula_of_theory)
     /* v*(x,t) = mu + (t M - (1-t) I)((1-t)^2 I + t^2 M + f^2 I)^{-1} (x - t mu), computed here
      * with a plain solve */
     fv_problem p;
-    th_reference_problem(&p, -1, 0.3);
+    fv_problem_reference(&p, -1, 0.3);
     fv_field f;
     fv_field_work w;
     double x[2] = {0.7, -1.3}, v[2], t = 0.35;
@@ -165,7 +165,7 @@ static void check_pushforward(fv_problem *p, fv_field_kind kind)
 Test(field, ot_field_transports_source_to_target)
 {
     fv_problem p;
-    th_reference_problem(&p, -1, 0.0);
+    fv_problem_reference(&p, -1, 0.0);
     check_pushforward(&p, FV_FIELD_OT);
     fv_problem_free(&p);
 }
@@ -173,7 +173,7 @@ Test(field, ot_field_transports_source_to_target)
 Test(field, rotation_field_transports_source_to_target)
 {
     fv_problem p;
-    th_reference_problem(&p, 120.0, 0.0);
+    fv_problem_reference(&p, 120.0, 0.0);
     check_pushforward(&p, FV_FIELD_ROTATION);
     fv_problem_free(&p);
 }
@@ -181,7 +181,7 @@ Test(field, rotation_field_transports_source_to_target)
 Test(field, markov_field_transports_source_to_target)
 {
     fv_problem p;
-    th_reference_problem(&p, -1, 0.0);
+    fv_problem_reference(&p, -1, 0.0);
     check_pushforward(&p, FV_FIELD_MARKOV);
     fv_problem_free(&p);
 }
@@ -191,7 +191,7 @@ Test(field, markov_bridge_field_transports_source_to_target)
     /* f(0) = f(1) = 0, so the noisy interpolant still starts at the source and ends at the target;
      * the field carries the marginals only with the f'(t) Z term in the target */
     fv_problem p;
-    th_reference_problem(&p, -1, 0.8);
+    fv_problem_reference(&p, -1, 0.8);
     p.schedule = FV_SCHEDULE_BRIDGE;
     p.deriv_term = 1;
     check_pushforward(&p, FV_FIELD_MARKOV);
@@ -202,7 +202,7 @@ Test(field, markov_bridge_without_derivative_term_does_not_transport)
 {
     /* the converse, so the test above can fail: without f' Z the end covariance is visibly off */
     fv_problem p;
-    th_reference_problem(&p, -1, 0.8);
+    fv_problem_reference(&p, -1, 0.8);
     p.schedule = FV_SCHEDULE_BRIDGE;
     size_t n = 20000;
     double *X = malloc(n * 2 * sizeof *X), mean[2], cov[4];
@@ -225,7 +225,7 @@ Test(field, general_source_ot_field_transports)
     random_problem(&p, 3, 4);
     fv_rng r = fv_rng_make(4, 2);
     fv_rng_normal(&r, 3, p.m0);
-    th_random_spd(3, 0.4, &r, p.S0);
+    fv_random_spd(3, 0.4, &r, p.S0);
     check_pushforward(&p, FV_FIELD_OT);
     fv_problem_free(&p);
 }
@@ -278,8 +278,8 @@ Test(field, general_source_map_pushes_covariance)
     size_t d = 6;
     fv_rng r = fv_rng_make(31, 0);
     double S0[36], S1[36], G[36], T[36], GSG[36];
-    th_random_spd(d, 0.3, &r, S0);
-    th_random_spd(d, 0.3, &r, S1);
+    fv_random_spd(d, 0.3, &r, S0);
+    fv_random_spd(d, 0.3, &r, S1);
     cr_assert_eq(fv_ot_map_matrix(d, S0, S1, G), FV_OK);
     fv_mat_mul(d, d, d, G, S0, T);
     fv_mat_mul(d, d, d, T, G, GSG);
@@ -334,7 +334,7 @@ Test(field, anisotropic_singular_times_below_180)
     size_t ns;
     fv_field f;
     fv_problem p;
-    th_reference_problem(&p, 180.0, 0.0);
+    fv_problem_reference(&p, 180.0, 0.0);
     fv_field_build(&f, &p, FV_FIELD_ROTATION);
     cr_assert_eq(fv_field_singular_times(&f, st, &ns), FV_OK);
     cr_assert_eq(ns, 2);
@@ -342,13 +342,13 @@ Test(field, anisotropic_singular_times_below_180)
     cr_assert_float_eq(st[1], 0.541147809, 1e-8);
     fv_field_free(&f);
     fv_problem_free(&p);
-    th_reference_problem(&p, 163.0, 0.0);
+    fv_problem_reference(&p, 163.0, 0.0);
     fv_field_build(&f, &p, FV_FIELD_ROTATION);
     fv_field_singular_times(&f, st, &ns);
     cr_assert_eq(ns, 0, "no singular time at 163 deg");
     fv_field_free(&f);
     fv_problem_free(&p);
-    th_reference_problem(&p, 165.0, 0.0);
+    fv_problem_reference(&p, 165.0, 0.0);
     fv_field_build(&f, &p, FV_FIELD_ROTATION);
     fv_field_singular_times(&f, st, &ns);
     cr_assert_eq(ns, 2, "two singular times at 165 deg");
@@ -359,7 +359,7 @@ Test(field, anisotropic_singular_times_below_180)
 Test(field, eval_rejects_time_outside_unit_interval)
 {
     fv_problem p;
-    th_reference_problem(&p, -1, 0.0);
+    fv_problem_reference(&p, -1, 0.0);
     fv_field f;
     fv_field_work w;
     double x[2] = {0, 0}, v[2];
@@ -394,7 +394,7 @@ Test(field, euler_grid_through_crossing_fails_cleanly)
 Test(field, problem_validation_names_the_flag)
 {
     fv_problem p;
-    th_reference_problem(&p, 120.0, 0.0);
+    fv_problem_reference(&p, 120.0, 0.0);
     p.R[0] = 2.0;
     cr_assert_eq(fv_problem_validate(&p), FV_EINPUT);
     cr_assert(strstr(fv_last_error(), "--rotation") != NULL, "%s", fv_last_error());

@@ -15,7 +15,7 @@ Test(linalg, eigh_reconstructs_matrix)
 {
     fv_rng r = fv_rng_make(11, 0);
     double S[D * D], w[D], V[D * D], VW[D * D], back[D * D];
-    th_random_spd(D, 0.3, &r, S);
+    fv_random_spd(D, 0.3, &r, S);
     cr_assert_eq(fv_linalg_eigh(D, S, w, V), FV_OK);
     for (size_t i = 0; i < D; i++)
         for (size_t j = 0; j < D; j++)
@@ -32,7 +32,7 @@ Test(linalg, sqrtm_squares_back_and_inverse_root_inverts)
 {
     fv_rng r = fv_rng_make(12, 0);
     double S[D * D], R[D * D], Ri[D * D], RR[D * D], I[D * D], P[D * D];
-    th_random_spd(D, 0.2, &r, S);
+    fv_random_spd(D, 0.2, &r, S);
     cr_assert_eq(fv_linalg_sqrtm_spd(D, S, R), FV_OK);
     cr_assert_eq(fv_linalg_invsqrtm_spd(D, S, Ri), FV_OK);
     fv_mat_mul(D, D, D, R, R, RR);
@@ -54,7 +54,7 @@ Test(linalg, spd_check_accepts_spd)
 {
     fv_rng r = fv_rng_make(13, 0);
     double S[D * D];
-    th_random_spd(D, 0.1, &r, S);
+    fv_random_spd(D, 0.1, &r, S);
     cr_assert_eq(fv_linalg_spd_check(D, S, "--target-cov", 1e-12), FV_OK);
 }
 

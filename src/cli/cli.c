@@ -136,7 +136,7 @@ int fv_cli_points(const fv_args *a, size_t d, double **X, size_t *n)
 int fv_cli_fail(int status)
 {
     fprintf(stderr, "flowvar: error: %s\n", fv_last_error());
-    return status == FV_EINPUT || status == FV_ESINGULAR ? 2 : 1;
+    return status == FV_EINPUT || status == FV_ESINGULAR || status == FV_EDIVERGE ? 2 : 1;
 }
 
 int fv_cli_write_matrix(const char *path, size_t n, size_t d, const double *M, const char *prefix)

@@ -61,12 +61,17 @@ int fv_cli_write_blocks(const char *path, size_t n, size_t d, size_t nb, const c
 /* --field ot|rotation|markov (default ot). */
 int fv_cli_field_kind(const fv_args *a, fv_field_kind *kind);
 
-/* Print "flowvar: error: <message>" and return the exit status for a failed status code. */
+/* Print "flowvar: error: <message>" and return the exit status for a failed status code: 2 for
+ * what the user asked (bad input, a singular time, a divergent integral), 1 for runtime failures. */
 int fv_cli_fail(int status);
 
 /* Commands. */
 int fv_cmd_field(int argc, char **argv);
 int fv_cmd_transport(int argc, char **argv);
 int fv_cmd_w2(int argc, char **argv);
+int fv_cmd_variance(int argc, char **argv);
+int fv_cmd_check(int argc, char **argv);
+int fv_cmd_crossover(int argc, char **argv);
+int fv_cmd_figures(int argc, char **argv);
 
 #endif

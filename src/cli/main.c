@@ -14,6 +14,10 @@ static const command commands[] = {
     {"field", fv_cmd_field, "evaluate a closed-form field (OT, rotation, Markov) at points and a time"},
     {"transport", fv_cmd_transport, "integrate points from t = 0 to 1 along a closed-form field"},
     {"w2", fv_cmd_w2, "W2 distance between two Gaussians and the OT map matrix"},
+    {"variance", fv_cmd_variance, "exact (and Monte-Carlo) variance of the CFM loss gradient"},
+    {"crossover", fv_cmd_crossover, "critical noise sigma* where OT and rotational fields' variances cross"},
+    {"figures", fv_cmd_figures, "regenerate the variance figures (TSV + gnuplot PNG/SVG)"},
+    {"check", fv_cmd_check, "verify the paper's propositions numerically, one PASS/FAIL row per claim"},
 };
 
 static void usage(FILE *out)

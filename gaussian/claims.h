@@ -1,0 +1,23 @@
+/* claims.h: the paper's claims that need no training (THEORY.md section 3), verified numerically.
+ * Each claim yields rows: what was measured, a value, a threshold and PASS/FAIL. */
+#ifndef FV_CLAIMS_H
+#define FV_CLAIMS_H
+
+#include <stddef.h>
+
+typedef struct {
+    char name[48];
+    char measured[256]; /* what the value is, in words, with the numbers behind it */
+    double value, threshold;
+    char cmp;           /* '<' or '>': PASS when value cmp threshold */
+    int pass;
+} fv_claim;
+
+/* Called once per row, as soon as it is computed. */
+typedef void (*fv_claim_report)(const fv_claim *c, void *ctx);
+
+/* Run every claim, reporting each row; counts the rows that pass and fail. A computation that
+ * fails unexpectedly is reported as a FAIL row carrying the error message. */
+void fv_claims_run(fv_claim_report report, void *ctx, size_t *npass, size_t *nfail);
+
+#endif

@@ -1,0 +1,196 @@
+/* cmd_variance.c: `flowvar variance`: the exact variance of the CFM loss gradient (THEORY.md
+ * section 4) at one time, on a grid of times, or integrated over t ~ U(0,1), with an optional
+ * Monte-Carlo cross-check. */
+#include "cli/cli.h"
+
+#include "core/error.h"
+#include "core/io.h"
+#include "gaussian/variance.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const fv_opt variance_opts[] = {
+    {"field", "ot|rotation|markov|custom", "which field of the family; default ot"},
+    {"theta", "LIST|F.npy", "custom field: theta (d numbers)"},
+    {"Theta", "LIST|F.npy", "custom field: Theta (d*d numbers, row-major)"},
+    {"t", "T", "one time in [0, 1]"},
+    {"t-grid", "N", "N times (k + 0.5)/N, k = 0..N-1"},
+    {"integrated", NULL, "over t ~ U(0,1): integral of E|g|^2 minus |integral of E g|^2"},
+    {"batch", "B", "minibatch size: variances divided by B; default 1"},
+    {"mc", "N", "add a Monte-Carlo estimate from N samples (columns mc_total, mc_se)"},
+    {"epsrel", "E", "relative accuracy of the integral over t; default 1e-10"},
+    {"cov-out", "C.npy", "with --t: write the full (d+d*d)^2 covariance of the gradient"},
+    {"out", "F.tsv|-", "output TSV file, or - for stdout (default)"},
+    {NULL, NULL, NULL},
+};
+
+static const char usage[] =
+    "Exact variance (trace of the covariance) of the per-sample CFM gradient g = (d/dtheta, d/dTheta) of\n"
+    "|u - v(X_t, t)|^2 for v = theta + Theta (I + t Theta)^{-1} (x - t theta), data from --coupling.\n"
+    "Output TSV: t var_theta var_Theta var_total [mc_total mc_se]; t is 'integrated' with --integrated.\n"
+    "Example: flowvar variance --target-mean 1,-0.5 --target-cov 2,0.6,0.6,1 --coupling rotation --angle 120 \\\n"
+    "           --field ot --t 0.6";
+
+/* --field and, for custom, --theta/--Theta into f (the arrays are owned by the caller). */
+static int read_vfield(const fv_args *a, size_t d, fv_vfield *f, double **theta, double **Theta)
+{
+    static const char *const kinds[] = {"ot", "rotation", "markov", "custom", NULL};
+    int k, st = fv_args_choice(a, "field", kinds, FV_VFIELD_OT, &k);
+    if (st)
+        return st;
+    f->kind = (fv_vfield_kind)k;
+    if (f->kind != FV_VFIELD_CUSTOM) {
+        if (fv_args_get(a, "theta") || fv_args_get(a, "Theta"))
+            return fv_error(FV_EINPUT, "--theta and --Theta go with --field custom");
+        return FV_OK;
+    }
+    size_t n1, n2;
+    if (!fv_args_get(a, "theta") || !fv_args_get(a, "Theta"))
+        return fv_error(FV_EINPUT, "--field custom needs --theta and --Theta");
+    if ((st = fv_args_array(a, "theta", theta, &n1)) || (st = fv_args_array(a, "Theta", Theta, &n2)))
+        return st;
+    if (n1 != d || n2 != d * d)
+        return fv_error(FV_EINPUT, "--theta has %zu numbers and --Theta %zu; expected %zu and %zu", n1, n2, d, d * d);
+    f->theta = *theta;
+    f->Theta = *Theta;
+    return FV_OK;
+}
+
+/* Which times: exactly one of --t, --t-grid, --integrated. nt = 0 means integrated. */
+static int read_times(const fv_args *a, double **ts, size_t *nt)
+{
+    int given = !!fv_args_get(a, "t") + !!fv_args_get(a, "t-grid") + fv_args_flag(a, "integrated");
+    if (given != 1)
+        return fv_error(FV_EINPUT, "give exactly one of --t T, --t-grid N, --integrated");
+    *nt = 0;
+    if (fv_args_flag(a, "integrated"))
+        return FV_OK;
+    int st;
+    if (fv_args_get(a, "t")) {
+        double t;
+        if ((st = fv_args_double(a, "t", 0, &t)))
+            return st;
+        if (!(t >= 0 && t <= 1))
+            return fv_error(FV_EINPUT, "--t must be in [0, 1], got %g", t);
+        *nt = 1;
+        *ts = malloc(sizeof **ts);
+        if (*ts)
+            (*ts)[0] = t;
+    } else {
+        if ((st = fv_args_size(a, "t-grid", 0, 1, nt)))
+            return st;
+        *ts = malloc(*nt * sizeof **ts);
+        for (size_t k = 0; *ts && k < *nt; k++)
+            (*ts)[k] = ((double)k + 0.5) / (double)*nt;
+    }
+    return *ts ? FV_OK : fv_error(FV_ENOMEM, "out of memory");
+}
+
+/* One output row: exact values, and MC estimates when asked (t < 0: t ~ U(0,1)). */
+static int compute_row(const fv_problem *p, const fv_vfield *f, double t, double epsrel, size_t B, size_t mc,
+                       uint64_t seed, uint64_t stream, double *row)
+{
+    fv_var v;
+    int st = t < 0 ? fv_variance_integrated(p, f, epsrel, &v, NULL) : fv_variance_at(p, f, t, &v, NULL, NULL);
+    if (st)
+        return st;
+    fv_var_minibatch(&v, B);
+    row[0] = t;
+    row[1] = v.var_theta;
+    row[2] = v.var_Theta;
+    row[3] = v.var_total;
+    if (mc) {
+        fv_mc m;
+        if ((st = fv_variance_mc(p, f, t, mc, seed, stream, &m)))
+            return st;
+        row[4] = m.var_total / (double)B;
+        row[5] = m.se_total / (double)B;
+    }
+    return FV_OK;
+}
+
+static int write_table(const char *path, size_t nrows, size_t ncols, const double *rows, int integrated)
+{
+    static const char *const names[] = {"t", "var_theta", "var_Theta", "var_total", "mc_total", "mc_se"};
+    fv_atomic_file f;
+    int st = fv_atomic_open(&f, path ? path : "-");
+    if (st)
+        return st;
+    st = fv_tsv_header(f.fp, (int)ncols, names);
+    for (size_t r = 0; r < nrows && !st; r++) {
+        if (integrated) { /* the t column names what was integrated instead of holding a number */
+            fprintf(f.fp, "integrated\t");
+            st = fv_tsv_row(f.fp, (int)ncols - 1, rows + r * ncols + 1);
+        } else {
+            st = fv_tsv_row(f.fp, (int)ncols, rows + r * ncols);
+        }
+    }
+    if (st) {
+        fv_atomic_abort(&f);
+        return st;
+    }
+    return fv_atomic_commit(&f);
+}
+
+static int write_cov(const fv_args *a, const fv_problem *p, const fv_vfield *f, const double *ts, size_t nt)
+{
+    const char *path = fv_args_get(a, "cov-out");
+    if (!path)
+        return FV_OK;
+    if (nt != 1)
+        return fv_error(FV_EINPUT, "--cov-out goes with --t (one time)");
+    size_t k = p->d + p->d * p->d;
+    double *cov = malloc(k * k * sizeof *cov);
+    fv_var v;
+    int st = cov ? fv_variance_at(p, f, ts[0], &v, NULL, cov) : fv_error(FV_ENOMEM, "out of memory");
+    if (!st) {
+        size_t shape[2] = {k, k};
+        st = fv_npy_write_f64(path, cov, 2, shape);
+    }
+    free(cov);
+    return st;
+}
+
+int fv_cmd_variance(int argc, char **argv)
+{
+    fv_args a;
+    fv_problem p = {0};
+    fv_vfield f = {FV_VFIELD_OT, NULL, NULL};
+    double *theta = NULL, *Theta = NULL, *ts = NULL, *rows = NULL, epsrel;
+    size_t nt = 0, B, mc;
+    uint64_t seed;
+    int st = fv_args_parse(&a, "variance", usage, argc, argv, fv_problem_opts, variance_opts, NULL);
+    if (st < 0)
+        return 0;
+    if (st || (st = read_times(&a, &ts, &nt)) || (st = fv_args_size(&a, "batch", 1, 1, &B)) ||
+        (st = fv_args_size(&a, "mc", 0, 0, &mc)) || (st = fv_args_double(&a, "epsrel", 1e-10, &epsrel)) ||
+        (st = fv_args_u64(&a, "seed", 0, &seed)) || (st = fv_cli_problem(&a, &p)) ||
+        (st = read_vfield(&a, p.d, &f, &theta, &Theta)) || (st = fv_variance_check(&p, &f)))
+        goto done;
+    if (mc && mc < 4) {
+        st = fv_error(FV_EINPUT, "--mc needs at least 4 samples");
+        goto done;
+    }
+    if (!(epsrel > 0)) {
+        st = fv_error(FV_EINPUT, "--epsrel must be > 0");
+        goto done;
+    }
+    size_t nrows = nt ? nt : 1, ncols = mc ? 6 : 4;
+    if (!(rows = malloc(nrows * ncols * sizeof *rows))) {
+        st = fv_error(FV_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t r = 0; r < nrows && !st; r++)
+        st = compute_row(&p, &f, nt ? ts[r] : -1.0, epsrel, B, mc, seed, r, rows + r * ncols);
+    if (!st && !(st = write_cov(&a, &p, &f, ts, nt)))
+        st = write_table(fv_args_get(&a, "out"), nrows, ncols, rows, nt == 0);
+done:
+    free(theta);
+    free(Theta);
+    free(ts);
+    free(rows);
+    fv_problem_free(&p);
+    return st ? fv_cli_fail(st) : 0;
+}
