@@ -3,7 +3,7 @@
 # crossing in (0, 2] or a singular rotational field. Input: phase.tsv.
 set datafile separator "\t"
 set datafile missing NaN
-set key top right box opaque
+set key bottom left box opaque
 set grid
 set logscale y
 set title "Critical noise σ*(α): where noise makes the OT field the low-variance field"

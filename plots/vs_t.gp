@@ -2,14 +2,14 @@
 # problem, 120 deg for the rotational coupling). Input: vs_t.tsv.
 set datafile separator "\t"
 set datafile missing NaN
-set key top left box opaque
+set key outside right top box opaque
 set grid
 set logscale y
 set title "Gradient variance over t for each coupling / field pair (σ = 0.05)"
 set xlabel "time t"
 set ylabel "per-sample gradient variance tr Cov[g | t] (log scale)"
 do for [fmt in "png svg"] {
-    if (fmt eq "png") { set terminal pngcairo size 960,620 enhanced font "DejaVu Sans,11" } else { set terminal svg size 960,620 enhanced font "DejaVu Sans,11" }
+    if (fmt eq "png") { set terminal pngcairo size 1100,620 enhanced font "DejaVu Sans,11" } else { set terminal svg size 1100,620 enhanced font "DejaVu Sans,11" }
     set output out.".".fmt
     plot in using 1:2 skip 1 with lines lw 2 title "OT data, OT field", \
          in using 1:3 skip 1 with lines lw 2 title "120° data, OT field", \
