@@ -3,6 +3,7 @@
  * $FLOWVAR (set by `make test`), else build/flowvar. */
 #include <criterion/criterion.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,4 +187,95 @@ Test(cli, output_into_missing_directory_fails_cleanly)
 {
     cr_assert_eq(run("field " REF " --t 0.5 --points 1,1 --out /nonexistent/dir/v.npy"), 1);
     cr_assert(strstr(err_text, "/nonexistent/dir/v.npy") != NULL, "%s", err_text);
+}
+
+Test(cli, variance_example_of_the_issue)
+{
+    cr_assert_eq(run("variance " REF " --coupling rotation --angle 120 --field ot --t 0.6"), 0, "%s", err_text);
+    double t, vth, vTh, vtot;
+    cr_assert_eq(sscanf(out_text, "t\tvar_theta\tvar_Theta\tvar_total\n%lf\t%lf\t%lf\t%lf", &t, &vth, &vTh, &vtot), 4,
+                 "%s", out_text);
+    cr_assert_float_eq(vtot, 42.51, 0.005, "var_total %g", vtot);
+    cr_assert_float_eq(vth, 22.05, 0.005, "var_theta %g", vth);
+}
+
+Test(cli, variance_mc_columns_and_batch_division)
+{
+    cr_assert_eq(run("variance " REF " --coupling rotation --angle 120 --field rotation --sigma 0.3 --t 0.6 "
+                     "--batch 10 --mc 20000 --seed 3"),
+                 0, "%s", err_text);
+    double t, vth, vTh, vtot, mc, se;
+    cr_assert_eq(sscanf(out_text, "t\tvar_theta\tvar_Theta\tvar_total\tmc_total\tmc_se\n%lf\t%lf\t%lf\t%lf\t%lf\t%lf", &t,
+                        &vth, &vTh, &vtot, &mc, &se),
+                 6, "%s", out_text);
+    cr_assert_float_eq(vtot, 16.70, 0.005, "167.0 per sample / batch 10: %g", vtot);
+    cr_assert_lt(fabs(mc - vtot), 4 * se, "MC %g +- %g vs exact %g", mc, se, vtot);
+}
+
+Test(cli, variance_integrated_row_is_labelled)
+{
+    cr_assert_eq(run("variance " REF " --coupling independent --field ot --integrated"), 0, "%s", err_text);
+    cr_assert(strstr(out_text, "\nintegrated\t16.53252964\t27.97780004\t44.51032968\n") != NULL, "%s", out_text);
+}
+
+Test(cli, variance_rejects_angle_not_a_number)
+{
+    expect_input_error("variance " REF " --coupling rotation --angle abc --t 0.5", "--angle: 'abc'");
+}
+Test(cli, variance_rejects_time_outside_unit_interval)
+{
+    expect_input_error("variance " REF " --t 1.2", "--t must be in [0, 1]");
+}
+Test(cli, variance_rejects_batch_zero) { expect_input_error("variance " REF " --t 0.5 --batch 0", "--batch"); }
+Test(cli, variance_rejects_two_time_choices)
+{
+    expect_input_error("variance " REF " --t 0.5 --integrated", "exactly one of");
+}
+Test(cli, variance_rejects_custom_without_parameters)
+{
+    expect_input_error("variance " REF " --field custom --t 0.5", "--theta");
+}
+Test(cli, variance_integrated_divergence_names_times)
+{
+    expect_input_error("variance --target-mean 5,5 --coupling rotation --angle 180 --field rotation --sigma 0.05 "
+                       "--integrated",
+                       "t = 0.5");
+}
+
+Test(cli, crossover_reproduces_theory_sigma_star)
+{
+    cr_assert_eq(run("crossover " REF " --angles 60,90,120,150,170"), 0, "%s", err_text);
+    double a[4], s[4], want[4] = {0.7606, 0.5207, 0.2650, 0.0494};
+    cr_assert_eq(sscanf(out_text, "angle\tsigma_star\n%lf\t%lf\n%lf\t%lf\n%lf\t%lf\n%lf\t%lf\n", &a[0], &s[0], &a[1],
+                        &s[1], &a[2], &s[2], &a[3], &s[3]),
+                 8, "%s", out_text);
+    for (int i = 0; i < 4; i++)
+        cr_assert_lt(fabs(s[i] - want[i]), 1e-3, "angle %g: sigma* %g, THEORY.md %g", a[i], s[i], want[i]);
+    cr_assert(strstr(out_text, "170\tdiverges\n") != NULL, "%s", out_text);
+    cr_assert(strstr(err_text, "singular") != NULL, "the reason goes to stderr: %s", err_text);
+}
+
+Test(cli, crossover_rejects_missing_angles) { expect_input_error("crossover " REF, "--angles is required"); }
+
+Test(cli, check_passes_every_claim, .timeout = 120)
+{
+    int rc = run("check");
+    cr_assert_eq(rc, 0, "flowvar check failed:\n%s%s", out_text, err_text);
+    cr_assert(strstr(out_text, " 0 failed") != NULL, "%s", out_text);
+    cr_assert(strstr(out_text, "FAIL") == NULL, "%s", out_text);
+}
+
+Test(cli, figures_writes_tsv_png_and_svg, .timeout = 180)
+{
+    char args[512], f[300];
+    snprintf(args, sizeof args, "figures --out %s/figs --mc 2000 --plots plots", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    static const char *const names[] = {"fig4", "fig5", "phase", "angle", "vs_t", "dim", "fig6", "quiver"};
+    static const char *const ext[] = {"tsv", "png", "svg"};
+    for (int i = 0; i < 8; i++)
+        for (int k = 0; k < 3; k++) {
+            snprintf(f, sizeof f, "%s/figs/%s.%s", dir, names[i], ext[k]);
+            struct stat sb;
+            cr_assert(stat(f, &sb) == 0 && sb.st_size > 200, "%s missing or empty", f);
+        }
 }
