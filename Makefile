@@ -89,6 +89,8 @@ install: all
 	install -m 644 $(BUILD)/libflowvar.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libflowvar.so $(DESTDIR)$(PREFIX)/lib/
 	for h in $(HEADERS); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/flowvar/$${h#src/}; done
+	install -d $(DESTDIR)$(PREFIX)/share/flowvar/plots
+	install -m 644 plots/*.gp $(DESTDIR)$(PREFIX)/share/flowvar/plots/
 	sed -e 's|@PREFIX@|$(PREFIX)|' flowvar.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/flowvar.pc
 
 clean:
