@@ -3,6 +3,9 @@
 #ifndef FV_CLAIMS_H
 #define FV_CLAIMS_H
 
+#include "gaussian/problem.h"
+#include "gaussian/variance.h"
+
 #include <stddef.h>
 
 typedef struct {
@@ -19,5 +22,10 @@ typedef void (*fv_claim_report)(const fv_claim *c, void *ctx);
 /* Run every claim, reporting each row; counts the rows that pass and fail. A computation that
  * fails unexpectedly is reported as a FAIL row carrying the error message. */
 void fv_claims_run(fv_claim_report report, void *ctx, size_t *npass, size_t *nfail);
+
+/* The integrated total variance of a field on the reference problem (fv_problem_reference) rotated
+ * by deg (no rotation when deg < 0), with data from `coupling`, noise sigma; NaN in *v on failure. */
+int fv_reference_variance(double deg, fv_coupling coupling, fv_vfield_kind kind, double sigma, double epsrel,
+                          double *v);
 
 #endif

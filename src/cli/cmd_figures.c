@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "core/progress.h"
+#include "gaussian/claims.h"
 #include "gaussian/crossover.h"
 #include "gaussian/field.h"
 #include "gaussian/variance.h"
@@ -66,16 +67,7 @@ static int finish_tsv(fv_atomic_file *af, int st)
 /* Integrated variance of a field on the reference problem; NaN where it diverges. */
 static int ref_integrated(double deg, fv_coupling coupling, fv_vfield_kind kind, double sigma, double *v)
 {
-    fv_problem p;
-    fv_vfield f = {kind, NULL, NULL};
-    fv_var r;
-    int st = fv_problem_reference(&p, deg, sigma);
-    if (st)
-        return st;
-    p.coupling = coupling;
-    st = fv_variance_integrated(&p, &f, 1e-9, &r, NULL);
-    *v = st == FV_OK ? r.var_total : NAN;
-    fv_problem_free(&p);
+    int st = fv_reference_variance(deg, coupling, kind, sigma, 1e-9, v);
     return st == FV_EDIVERGE ? FV_OK : st;
 }
 
