@@ -4,10 +4,13 @@
 #include "core/error.h"
 #include "core/io.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 const fv_opt fv_problem_opts[] = {
     {"target-mean", "LIST|F.npy", "target mean (d numbers); default 0"},
@@ -173,3 +176,45 @@ int fv_cli_write_blocks(const char *path, size_t n, size_t d, size_t nb, const c
     }
     return fv_atomic_commit(&f);
 }
+
+/* The folder of the gnuplot scripts: --plots, $FLOWVAR_PLOTS, ../plots or ../share/flowvar/plots
+ * from the binary. */
+int fv_cli_find_plots(const fv_args *a, char *dir, size_t size)
+{
+    const char *given = fv_args_get(a, "plots") ? fv_args_get(a, "plots") : getenv("FLOWVAR_PLOTS");
+    struct stat sb;
+    if (given) {
+        snprintf(dir, size, "%s", given);
+        if (stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode))
+            return FV_OK;
+        return fv_error(FV_EINPUT, "--plots: '%s' is not a folder", dir);
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = '\0';
+        static const char *const rel[] = {"../plots", "../share/flowvar/plots"};
+        for (int i = 0; i < 2; i++) {
+            if (snprintf(dir, size, "%s/%s", exe, rel[i]) < (int)size && stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode))
+                return FV_OK;
+        }
+    }
+    return fv_error(FV_EINPUT, "cannot find the gnuplot scripts: give --plots DIR or set FLOWVAR_PLOTS");
+}
+
+/* Draw one figure: gnuplot reads DIR/NAME.tsv and writes DIR/NAME.png and DIR/NAME.svg. */
+int fv_cli_draw(const char *plots, const char *dir, const char *name)
+{
+    char cmd[3 * PATH_MAX];
+    snprintf(cmd, sizeof cmd, "gnuplot -e \"in='%s/%s.tsv'; out='%s/%s'\" '%s/%s.gp'", dir, name, dir, name, plots,
+             name);
+    int rc = system(cmd);
+    if (rc != 0)
+        return fv_error(FV_EIO, "gnuplot failed on %s/%s.gp (exit %d); is gnuplot installed (make deps)?", plots,
+                        name, rc);
+    return FV_OK;
+}
+

@@ -58,6 +58,13 @@ int fv_cli_write_matrix(const char *path, size_t n, size_t d, const double *M, c
 int fv_cli_write_blocks(const char *path, size_t n, size_t d, size_t nb, const char *const *prefixes,
                         const double *M);
 
+/* The folder of the gnuplot scripts: --plots, $FLOWVAR_PLOTS, ../plots or ../share/flowvar/plots
+ * beside the binary. */
+int fv_cli_find_plots(const fv_args *a, char *dir, size_t size);
+
+/* Draw one figure: gnuplot reads DIR/NAME.tsv with PLOTS/NAME.gp and writes DIR/NAME.png and .svg. */
+int fv_cli_draw(const char *plots, const char *dir, const char *name);
+
 /* --field ot|rotation|markov (default ot). */
 int fv_cli_field_kind(const fv_args *a, fv_field_kind *kind);
 

@@ -346,47 +346,6 @@ static int quiver(figctx *c)
     return f ? finish_tsv(&af, st) : st;
 }
 
-/* The folder of the gnuplot scripts: --plots, $FLOWVAR_PLOTS, ../plots or ../share/flowvar/plots
- * from the binary. */
-static int find_plots(const fv_args *a, char *dir, size_t size)
-{
-    const char *given = fv_args_get(a, "plots") ? fv_args_get(a, "plots") : getenv("FLOWVAR_PLOTS");
-    struct stat sb;
-    if (given) {
-        snprintf(dir, size, "%s", given);
-        if (stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode))
-            return FV_OK;
-        return fv_error(FV_EINPUT, "--plots: '%s' is not a folder", dir);
-    }
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash)
-            *slash = '\0';
-        static const char *const rel[] = {"../plots", "../share/flowvar/plots"};
-        for (int i = 0; i < 2; i++) {
-            if (snprintf(dir, size, "%s/%s", exe, rel[i]) < (int)size && stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode))
-                return FV_OK;
-        }
-    }
-    return fv_error(FV_EINPUT, "cannot find the gnuplot scripts: give --plots DIR or set FLOWVAR_PLOTS");
-}
-
-/* Draw one figure: gnuplot reads DIR/NAME.tsv and writes DIR/NAME.png and DIR/NAME.svg. */
-static int draw(const char *plots, const char *dir, const char *name)
-{
-    char cmd[3 * PATH_MAX];
-    snprintf(cmd, sizeof cmd, "gnuplot -e \"in='%s/%s.tsv'; out='%s/%s'\" '%s/%s.gp'", dir, name, dir, name, plots,
-             name);
-    int rc = system(cmd);
-    if (rc != 0)
-        return fv_error(FV_EIO, "gnuplot failed on %s/%s.gp (exit %d); is gnuplot installed (make deps)?", plots,
-                        name, rc);
-    return FV_OK;
-}
-
 int fv_cmd_figures(int argc, char **argv)
 {
     typedef int (*figure_fn)(figctx *);
@@ -403,7 +362,7 @@ int fv_cmd_figures(int argc, char **argv)
     if (st < 0)
         return 0;
     if (st || (st = fv_args_size(&a, "mc", 20000, 4, &c.mc)) || (st = fv_args_u64(&a, "seed", 0, &c.seed)) ||
-        (st = find_plots(&a, plots, sizeof plots)))
+        (st = fv_cli_find_plots(&a, plots, sizeof plots)))
         return fv_cli_fail(st);
     c.dir = fv_args_get(&a, "out") ? fv_args_get(&a, "out") : "figures";
     if (mkdir(c.dir, 0777) != 0 && errno != EEXIST)
@@ -414,7 +373,7 @@ int fv_cmd_figures(int argc, char **argv)
     fv_progress_start(&c.bar, "figures", total);
     for (size_t i = 0; i < sizeof figs / sizeof *figs && !st; i++)
         if (!(st = figs[i].fn(&c)))
-            st = draw(plots, c.dir, figs[i].name);
+            st = fv_cli_draw(plots, c.dir, figs[i].name);
     fv_progress_end(&c.bar);
     if (st)
         return fv_cli_fail(st);
