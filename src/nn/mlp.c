@@ -1,0 +1,349 @@
+/* mlp.c: the flow-matching MLP on the CPU (see mlp.h): configuration, torch-default initialisation,
+ * forward and backward over a batch with cblas_sgemm, exact per-row gradient norms, the MSE loss.
+ * The per-element formulas (activations, time embedding) are in nn_math.h, shared with the GPU. */
+#include "nn/mlp.h"
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "nn/nn_math.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* nn_math.h keeps its own activation codes (device code includes it alone); they must agree. */
+_Static_assert(FV_ACT_SILU == FV_NNM_SILU && FV_ACT_SELU == FV_NNM_SELU && FV_ACT_RELU == FV_NNM_RELU &&
+                   FV_ACT_TANH == FV_NNM_TANH,
+               "fv_act and nn_math.h activation codes differ");
+
+/* ---- configuration --------------------------------------------------------------------------- */
+
+/* Above this a size is surely a mistake, and below it every product we form fits a size_t and an
+ * OpenBLAS int (blasint is 32-bit in Debian's libopenblas). */
+#define FV_MLP_DIM_LIMIT ((size_t)1 << 24)
+
+int fv_mlp_config_check(const fv_mlp_config *c)
+{
+    if (!c)
+        return fv_error(FV_EINPUT, "mlp: no configuration");
+    if (c->d == 0)
+        return fv_error(FV_EINPUT, "mlp: data dimension d must be >= 1 (got 0)");
+    if (c->width == 0)
+        return fv_error(FV_EINPUT, "mlp: hidden width must be >= 1 (got 0)");
+    if (c->depth == 0)
+        return fv_error(FV_EINPUT, "mlp: depth (number of hidden layers) must be >= 1 (got 0)");
+    if (c->depth + 1 > FV_MLP_MAX_LAYERS)
+        return fv_error(FV_EINPUT, "mlp: depth %zu exceeds the maximum %d hidden layers", c->depth,
+                        FV_MLP_MAX_LAYERS - 1);
+    if (c->temb % 2 != 0)
+        return fv_error(FV_EINPUT, "mlp: time embedding dimension must be even (cos and sin halves), got %zu",
+                        c->temb);
+    if ((unsigned)c->act > FV_ACT_TANH)
+        return fv_error(FV_EINPUT, "mlp: unknown activation code %d", (int)c->act);
+    if (c->d > FV_MLP_DIM_LIMIT || c->width > FV_MLP_DIM_LIMIT || c->temb > FV_MLP_DIM_LIMIT)
+        return fv_error(FV_EINPUT, "mlp: dimensions too large (d %zu, width %zu, temb %zu; limit %zu)", c->d,
+                        c->width, c->temb, FV_MLP_DIM_LIMIT);
+    /* in*out of any layer must fit a 32-bit BLAS leading dimension product. */
+    size_t nin = fv_mlp_input_dim(c), w = c->width;
+    if ((double)w * (double)(nin > w ? nin : w) > 2147483647.0)
+        return fv_error(FV_EINPUT, "mlp: a weight matrix of %zu x %zu is too large", w, nin > w ? nin : w);
+    return FV_OK;
+}
+
+size_t fv_mlp_input_dim(const fv_mlp_config *c) { return c->d + (c->temb ? c->temb : 1); }
+
+/* Fill in[], out[] for c (assumed valid); returns the layer count. */
+static size_t layer_shapes(const fv_mlp_config *c, size_t *in, size_t *out)
+{
+    size_t L = c->depth + 1;
+    for (size_t l = 0; l < L; l++) {
+        in[l] = l == 0 ? fv_mlp_input_dim(c) : c->width;
+        out[l] = l == L - 1 ? c->d : c->width;
+    }
+    return L;
+}
+
+size_t fv_mlp_count_params(const fv_mlp_config *c)
+{
+    if (fv_mlp_config_check(c) != FV_OK)
+        return 0;
+    size_t in[FV_MLP_MAX_LAYERS], out[FV_MLP_MAX_LAYERS], n = 0;
+    size_t L = layer_shapes(c, in, out);
+    for (size_t l = 0; l < L; l++)
+        n += out[l] * in[l] + out[l];
+    return n;
+}
+
+int fv_mlp_param_name(const fv_mlp *m, size_t layer, int is_bias, char *buf, size_t size)
+{
+    if (!m || layer >= m->nlayers)
+        return fv_error(FV_EINPUT, "mlp: layer %zu out of range (%zu layers)", layer, m ? m->nlayers : 0);
+    /* Index 2*layer: in nn.Sequential(Linear, Act, Linear, ...) the activations take the odd slots. */
+    int n = snprintf(buf, size, "net.%zu.%s", 2 * layer, is_bias ? "bias" : "weight");
+    if (n < 0 || (size_t)n >= size)
+        return fv_error(FV_EINPUT, "mlp: name buffer of %zu bytes too small for layer %zu", size, layer);
+    return FV_OK;
+}
+
+void fv_mlp_views(const fv_mlp *m, float *params, float **W, float **b)
+{
+    float *p = params;
+    for (size_t l = 0; l < m->nlayers; l++) {
+        W[l] = p;
+        p += m->out[l] * m->in[l];
+        b[l] = p;
+        p += m->out[l];
+    }
+}
+
+int fv_mlp_init(fv_mlp *m, const fv_mlp_config *c, uint64_t seed)
+{
+    memset(m, 0, sizeof *m);
+    int rc = fv_mlp_config_check(c);
+    if (rc != FV_OK)
+        return rc;
+    m->cfg = *c;
+    m->nlayers = layer_shapes(c, m->in, m->out);
+    for (size_t l = 0; l < m->nlayers; l++)
+        m->nparams += m->out[l] * m->in[l] + m->out[l];
+    m->params = malloc(m->nparams * sizeof(float));
+    if (!m->params) {
+        size_t n = m->nparams;
+        memset(m, 0, sizeof *m);
+        return fv_error(FV_ENOMEM, "mlp: cannot allocate %zu parameters", n);
+    }
+    fv_mlp_views(m, m->params, m->W, m->b);
+    /* torch's nn.Linear.reset_parameters: kaiming_uniform_(a = sqrt(5)) gives bound
+     * sqrt(6 / ((1 + 5) fan_in)) = 1/sqrt(fan_in) for W, and the bias uses the same bound. */
+    for (size_t l = 0; l < m->nlayers; l++) {
+        double bound = 1.0 / sqrt((double)m->in[l]);
+        for (int is_bias = 0; is_bias < 2; is_bias++) {
+            fv_rng r = fv_rng_make(seed, FV_MLP_INIT_STREAM + 2 * l + (uint64_t)is_bias);
+            float *p = is_bias ? m->b[l] : m->W[l];
+            size_t n = is_bias ? m->out[l] : m->out[l] * m->in[l];
+            for (size_t i = 0; i < n; i++) {
+                double u;
+                fv_rng_uniform(&r, 1, &u);
+                p[i] = (float)(bound * (2.0 * u - 1.0));
+            }
+        }
+    }
+    return FV_OK;
+}
+
+void fv_mlp_free(fv_mlp *m)
+{
+    if (!m)
+        return;
+    free(m->params);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- activations workspace ------------------------------------------------------------------- */
+
+int fv_mlp_acts_alloc(fv_mlp_acts *a, const fv_mlp *m, size_t B)
+{
+    memset(a, 0, sizeof *a);
+    if (B == 0)
+        return fv_error(FV_EINPUT, "mlp: activation workspace needs at least one row");
+    size_t w = m->cfg.width, nh = m->nlayers - 1;
+    /* input + pre/post of each hidden layer + two delta buffers + row norms. */
+    size_t per_row = m->in[0] + 2 * nh * w + 2 * w + 1;
+    if (B > ((size_t)-1) / sizeof(float) / per_row)
+        return fv_error(FV_ENOMEM, "mlp: activation workspace for %zu rows overflows", B);
+    a->mem = malloc(B * per_row * sizeof(float));
+    if (!a->mem)
+        return fv_error(FV_ENOMEM, "mlp: cannot allocate activations for %zu rows (%zu floats)", B, B * per_row);
+    a->B = B;
+    a->nlayers = m->nlayers;
+    float *p = a->mem;
+    a->input = p;
+    p += B * m->in[0];
+    for (size_t l = 0; l < nh; l++) {
+        a->pre[l] = p;
+        p += B * w;
+        a->post[l] = p;
+        p += B * w;
+    }
+    a->delta[0] = p;
+    p += B * w;
+    a->delta[1] = p;
+    p += B * w;
+    a->rowsq = p;
+    return FV_OK;
+}
+
+void fv_mlp_acts_free(fv_mlp_acts *a)
+{
+    if (!a)
+        return;
+    free(a->mem);
+    memset(a, 0, sizeof *a);
+}
+
+/* ---- layers ---------------------------------------------------------------------------------- */
+
+void fv_linear_forward(float *out, const float *in, const float *W, const float *b, size_t B, size_t nin,
+                       size_t nout)
+{
+    /* Start from the bias in every row and let sgemm add in W^T (beta = 1): one pass over out. */
+    if (b)
+        for (size_t i = 0; i < B; i++)
+            memcpy(out + i * nout, b, nout * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)nout, (int)nin, 1.0f, in, (int)nin, W,
+                (int)nin, b ? 1.0f : 0.0f, out, (int)nout);
+}
+
+void fv_linear_backward(float *dinp, float *dW, float *db, const float *dout, const float *in, const float *W,
+                        size_t B, size_t nin, size_t nout)
+{
+    /* dW (nout x nin) = dout^T (nout x B) in (B x nin): the sum over rows of delta_i a_i^T. */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nout, (int)nin, (int)B, 1.0f, dout, (int)nout, in,
+                (int)nin, 0.0f, dW, (int)nin);
+    if (db) {
+        memset(db, 0, nout * sizeof(float));
+        for (size_t i = 0; i < B; i++) {
+            const float *row = dout + i * nout;
+            for (size_t j = 0; j < nout; j++)
+                db[j] += row[j];
+        }
+    }
+    /* dinp (B x nin) = dout (B x nout) W (nout x nin). */
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)nin, (int)nout, 1.0f, dout,
+                    (int)nout, W, (int)nin, 0.0f, dinp, (int)nin);
+}
+
+/* One loop per activation with a constant code, so the switch inside fv_act_fwd / fv_act_deriv folds
+ * away and the loops vectorise (gcc -O2 does not unswitch a loop on a runtime code). */
+#define ACT_LOOP(A, BODY)                                                                                      \
+    case A:                                                                                                    \
+        for (size_t i = 0; i < n; i++)                                                                         \
+            BODY;                                                                                              \
+        break
+
+void fv_act_forward(float *post, const float *pre, size_t n, fv_act act)
+{
+    switch (act) {
+        ACT_LOOP(FV_ACT_SILU, post[i] = fv_act_fwd(FV_NNM_SILU, pre[i]));
+        ACT_LOOP(FV_ACT_SELU, post[i] = fv_act_fwd(FV_NNM_SELU, pre[i]));
+        ACT_LOOP(FV_ACT_RELU, post[i] = fv_act_fwd(FV_NNM_RELU, pre[i]));
+        ACT_LOOP(FV_ACT_TANH, post[i] = fv_act_fwd(FV_NNM_TANH, pre[i]));
+    }
+}
+
+void fv_act_backward(float *dinp, const float *dout, const float *pre, const float *post, size_t n, fv_act act)
+{
+    switch (act) {
+        ACT_LOOP(FV_ACT_SILU, dinp[i] = dout[i] * fv_act_deriv(FV_NNM_SILU, pre[i], post[i]));
+        ACT_LOOP(FV_ACT_SELU, dinp[i] = dout[i] * fv_act_deriv(FV_NNM_SELU, pre[i], post[i]));
+        ACT_LOOP(FV_ACT_RELU, dinp[i] = dout[i] * fv_act_deriv(FV_NNM_RELU, pre[i], post[i]));
+        ACT_LOOP(FV_ACT_TANH, dinp[i] = dout[i] * fv_act_deriv(FV_NNM_TANH, pre[i], post[i]));
+    }
+}
+#undef ACT_LOOP
+
+void fv_mlp_input(float *in, const float *x, const float *t, size_t B, size_t d, size_t temb)
+{
+    size_t nin = d + (temb ? temb : 1);
+    for (size_t i = 0; i < B; i++) {
+        float *row = in + i * nin;
+        memcpy(row, x + i * d, d * sizeof(float));
+        if (temb)
+            fv_temb(t[i], (unsigned)(temb / 2), row + d);
+        else
+            row[d] = t[i];
+    }
+}
+
+/* ---- network --------------------------------------------------------------------------------- */
+
+void fv_mlp_forward(const fv_mlp *m, size_t B, const float *x, const float *t, float *out, fv_mlp_acts *a)
+{
+    assert(B >= 1 && B <= a->B && a->nlayers == m->nlayers);
+    a->rows = B;
+    fv_mlp_input(a->input, x, t, B, m->cfg.d, m->cfg.temb);
+    const float *h = a->input;
+    size_t L = m->nlayers;
+    for (size_t l = 0; l + 1 < L; l++) {
+        fv_linear_forward(a->pre[l], h, m->W[l], m->b[l], B, m->in[l], m->out[l]);
+        fv_act_forward(a->post[l], a->pre[l], B * m->out[l], m->cfg.act);
+        h = a->post[l];
+    }
+    fv_linear_forward(out, h, m->W[L - 1], m->b[L - 1], B, m->in[L - 1], m->out[L - 1]);
+}
+
+/* sq[i] += |delta_i|^2 (|a_i|^2 + 1): row i's weight gradient delta_i a_i^T plus its bias gradient delta_i. */
+static void add_row_sqnorms(float *sq, float *asq, const float *delta, const float *in, size_t B, size_t nin,
+                            size_t nout)
+{
+    for (size_t i = 0; i < B; i++) {
+        const float *r = in + i * nin;
+        double s = 0.0;
+        for (size_t j = 0; j < nin; j++)
+            s += (double)r[j] * r[j];
+        asq[i] = (float)s;
+    }
+    for (size_t i = 0; i < B; i++) {
+        const float *r = delta + i * nout;
+        double s = 0.0;
+        for (size_t j = 0; j < nout; j++)
+            s += (double)r[j] * r[j];
+        sq[i] += (float)(s * ((double)asq[i] + 1.0));
+    }
+}
+
+void fv_mlp_backward(const fv_mlp *m, size_t B, const float *dout, float *grads, float *sqnorm, fv_mlp_acts *a)
+{
+    assert(B == a->rows && a->nlayers == m->nlayers);
+    float *gW[FV_MLP_MAX_LAYERS], *gb[FV_MLP_MAX_LAYERS];
+    fv_mlp_views(m, grads, gW, gb);
+    if (sqnorm)
+        memset(sqnorm, 0, B * sizeof(float));
+    const float *dcur = dout; /* dL/d(pre-activation) of layer l, B x out[l] */
+    int buf = 0;
+    for (size_t l = m->nlayers; l-- > 0;) {
+        const float *in = l ? a->post[l - 1] : a->input;
+        float *dinp = l ? a->delta[buf] : NULL; /* the network input needs no gradient */
+        fv_linear_backward(dinp, gW[l], gb[l], dcur, in, m->W[l], B, m->in[l], m->out[l]);
+        if (sqnorm)
+            add_row_sqnorms(sqnorm, a->rowsq, dcur, in, B, m->in[l], m->out[l]);
+        if (l) {
+            fv_act_backward(dinp, dinp, a->pre[l - 1], a->post[l - 1], B * m->out[l - 1], m->cfg.act);
+            dcur = dinp;
+            buf ^= 1;
+        }
+    }
+}
+
+float fv_mse_loss(size_t n, const float *v, const float *u, float *dout)
+{
+    double s = 0.0;
+    float scale = (float)(2.0 / (double)n);
+    for (size_t i = 0; i < n; i++) {
+        float r = v[i] - u[i];
+        s += (double)r * r;
+        if (dout)
+            dout[i] = scale * r;
+    }
+    return (float)(s / (double)n);
+}
+
+/* ---- activation names ------------------------------------------------------------------------ */
+
+static const char *const act_names[] = {"silu", "selu", "relu", "tanh"};
+
+int fv_act_parse(const char *name, fv_act *a)
+{
+    for (int i = 0; i <= FV_ACT_TANH; i++)
+        if (name && !strcmp(name, act_names[i])) {
+            *a = (fv_act)i;
+            return FV_OK;
+        }
+    return fv_error(FV_EINPUT, "unknown activation '%s' (expected silu, selu, relu or tanh)", name ? name : "");
+}
+
+const char *fv_act_name(fv_act a) { return (unsigned)a <= FV_ACT_TANH ? act_names[a] : "?"; }
