@@ -3,6 +3,10 @@
  * $FLOWVAR (set by `make test`), else build/flowvar. */
 #include <criterion/criterion.h>
 
+#include "core/error.h"
+#include "core/io.h"
+#include "core/rng.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -278,4 +282,160 @@ Test(cli, figures_writes_tsv_png_and_svg, .timeout = 180)
             struct stat sb;
             cr_assert(stat(f, &sb) == 0 && sb.st_size > 200, "%s missing or empty", f);
         }
+}
+
+#define TINY REF " --width 16 --depth 2 --batch 64"
+
+/* Run `flowvar train` with TINY settings into dir/NAME plus `extra`; returns the exit status. */
+static int train_run(const char *name, const char *extra)
+{
+    char args[2048];
+    snprintf(args, sizeof args, "train " TINY " --out %s/%s %s", dir, name, extra);
+    return run(args);
+}
+
+/* Byte equality of two files. */
+static int same_file(const char *a, const char *b)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cmp -s %s %s", a, b);
+    return system(cmd) == 0;
+}
+
+Test(cli, train_writes_checkpoint_and_loss_log)
+{
+    cr_assert_eq(train_run("r", "--steps 50"), 0, "%s", err_text);
+    char f[512];
+    snprintf(f, sizeof f, "%s/r/checkpoint.safetensors", dir);
+    cr_assert(exists(f));
+    snprintf(f, sizeof f, "%s/r/loss.tsv", dir);
+    cr_assert(exists(f));
+    cr_assert(strstr(out_text, "train: 50 steps") != NULL, "%s", out_text);
+}
+
+Test(cli, resume_equals_uninterrupted_run)
+{
+    cr_assert_eq(train_run("full", "--steps 120 --checkpoint-every 40"), 0, "%s", err_text);
+    cr_assert_eq(train_run("part", "--steps 70 --checkpoint-every 40"), 0, "%s", err_text);
+    char args[512], a[512], b[512];
+    snprintf(args, sizeof args, "train --out %s/part --resume --steps 120", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(a, sizeof a, "%s/full/checkpoint.safetensors", dir);
+    snprintf(b, sizeof b, "%s/part/checkpoint.safetensors", dir);
+    cr_assert(same_file(a, b), "resumed checkpoint differs from the uninterrupted one");
+    snprintf(a, sizeof a, "%s/full/loss.tsv", dir);
+    snprintf(b, sizeof b, "%s/part/loss.tsv", dir);
+    cr_assert(same_file(a, b), "resumed loss log differs");
+}
+
+Test(cli, killed_run_resumes_bit_identical, .timeout = 120)
+{
+    /* a run killed with SIGKILL at an arbitrary point, resumed from its last checkpoint */
+    cr_assert_eq(train_run("ref", "--steps 3000 --checkpoint-every 100"), 0, "%s", err_text);
+    char cmd[1024], ck[512], a[512];
+    snprintf(ck, sizeof ck, "%s/killed/checkpoint.safetensors", dir);
+    const char *bin = getenv("FLOWVAR") ? getenv("FLOWVAR") : "build/flowvar";
+    snprintf(cmd, sizeof cmd,
+             "%s train " TINY " --steps 3000 --checkpoint-every 100 --out %s/killed >/dev/null 2>&1 & pid=$!; "
+             "while [ ! -e %s ]; do sleep 0.01; done; sleep 0.05; kill -9 $pid; wait $pid 2>/dev/null; true",
+             bin, dir, ck);
+    cr_assert_eq(system(cmd), 0);
+    char args[512];
+    snprintf(args, sizeof args, "train --out %s/killed --resume", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(a, sizeof a, "%s/ref/checkpoint.safetensors", dir);
+    cr_assert(same_file(a, ck), "the killed and resumed run differs from the uninterrupted one");
+}
+
+Test(cli, resume_refuses_changed_options)
+{
+    cr_assert_eq(train_run("r", "--steps 20"), 0, "%s", err_text);
+    char args[512];
+    snprintf(args, sizeof args, "train --out %s/r --resume --steps 40 --lr 0.5", dir);
+    cr_assert_eq(run(args), 2);
+    cr_assert(strstr(err_text, "--lr cannot be changed on --resume") != NULL, "%s", err_text);
+}
+
+Test(cli, train_refuses_to_overwrite_a_run)
+{
+    cr_assert_eq(train_run("r", "--steps 20"), 0, "%s", err_text);
+    cr_assert_eq(train_run("r", "--steps 20"), 2);
+    cr_assert(strstr(err_text, "already holds a run") != NULL, "%s", err_text);
+}
+
+Test(cli, nan_loss_stops_and_keeps_last_good_checkpoint)
+{
+    /* one pair in ten thousand holds 1e38: the first batch that draws it overflows the loss */
+    size_t n = 10000, shape[3] = {10000, 2, 2};
+    double *P = malloc(n * 4 * sizeof *P);
+    fv_rng g = fv_rng_make(1, 0);
+    fv_rng_normal(&g, n * 4, P);
+    P[4 * 500] = 1e38;
+    char pairs[512];
+    snprintf(pairs, sizeof pairs, "%s/poison.npy", dir);
+    cr_assert_eq(fv_npy_write_f64(pairs, P, 3, shape), FV_OK);
+    free(P);
+    char extra[1024];
+    snprintf(extra, sizeof extra, "--steps 2000 --checkpoint-every 1 --pairs %s", pairs);
+    cr_assert_eq(train_run("nan", extra), 1, "%s", err_text);
+    cr_assert(strstr(err_text, "training diverged") != NULL && strstr(err_text, "at step") != NULL, "%s", err_text);
+    char args[512];
+    snprintf(args, sizeof args, "sample --run %s/nan --n 3", dir);
+    cr_assert_eq(run(args), 0, "the last checkpoint still loads: %s", err_text);
+    cr_assert(strstr(out_text, "nan") == NULL && strstr(out_text, "inf") == NULL, "last good weights: %s", out_text);
+}
+
+Test(cli, full_disk_leaves_no_half_written_checkpoint)
+{
+    /* a 40 KB file-size limit makes the checkpoint write fail like a full disk */
+    const char *bin = getenv("FLOWVAR") ? getenv("FLOWVAR") : "build/flowvar";
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "trap '' XFSZ; ulimit -f 40; %s train " REF " --width 256 --steps 5 --out %s/disk 2>%s",
+             bin, dir, err_path);
+    int st = system(cmd);
+    slurp(err_path, err_text, sizeof err_text);
+    cr_assert_neq(st, 0, "the write must fail");
+    cr_assert(strstr(err_text, "flowvar: error:") && strstr(err_text, "write failed"), "%s", err_text);
+    snprintf(cmd, sizeof cmd, "ls -A %s/disk", dir);
+    FILE *p = popen(cmd, "r");
+    char listing[512] = "";
+    size_t n = fread(listing, 1, sizeof listing - 1, p);
+    listing[n] = '\0';
+    pclose(p);
+    cr_assert_eq(listing[0], '\0', "no checkpoint or temporary left: %s", listing);
+}
+
+Test(cli, pairs_of_the_wrong_dimension_are_refused)
+{
+    char args[512];
+    snprintf(args, sizeof args, "train " TINY " --pairs tests/fixtures/npy/f32_2x5.npy --steps 5 --out %s/p", dir);
+    cr_assert_eq(run(args), 2);
+    cr_assert(strstr(err_text, "--pairs") && strstr(err_text, "shape (N, 2, 2)"), "%s", err_text);
+}
+
+Test(cli, truncated_checkpoint_is_refused)
+{
+    cr_assert_eq(train_run("r", "--steps 10"), 0, "%s", err_text);
+    char cmd[512], args[512];
+    snprintf(cmd, sizeof cmd, "truncate -s 1000 %s/r/checkpoint.safetensors", dir);
+    cr_assert_eq(system(cmd), 0);
+    snprintf(args, sizeof args, "sample --run %s/r --n 3", dir);
+    cr_assert_eq(run(args), 2);
+    cr_assert(strstr(err_text, "checkpoint.safetensors") != NULL, "%s", err_text);
+}
+
+Test(cli, sample_and_gap_of_a_trained_run)
+{
+    cr_assert_eq(train_run("r", "--steps 200 --finite 50"), 0, "%s", err_text);
+    char args[512], f[512];
+    snprintf(args, sizeof args, "sample --run %s/r --train-sources --pairs-out %s/reflow.npy", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(f, sizeof f, "%s/reflow.npy", dir);
+    cr_assert(exists(f));
+    snprintf(args, sizeof args, "gap --run %s/r --t-grid 4 --n 100", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert(strncmp(out_text, "t\tgap\tgap_se\n0.125\t", 19) == 0, "%s", out_text);
+    snprintf(args, sizeof args, "gradvar --run %s/r --t-grid 2 --n 64", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert(strstr(out_text, "\nintegrated\t") != NULL, "%s", out_text);
 }

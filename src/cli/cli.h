@@ -80,5 +80,10 @@ int fv_cmd_variance(int argc, char **argv);
 int fv_cmd_check(int argc, char **argv);
 int fv_cmd_crossover(int argc, char **argv);
 int fv_cmd_figures(int argc, char **argv);
+int fv_cmd_train(int argc, char **argv);
+int fv_cmd_sample(int argc, char **argv);
+int fv_cmd_gap(int argc, char **argv);
+int fv_cmd_gradvar(int argc, char **argv);
+int fv_cmd_gmm(int argc, char **argv);
 
 #endif

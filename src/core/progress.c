@@ -12,7 +12,7 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void draw(const fv_progress *p, const char *status, const char *end)
+static void draw(const fv_progress *p, const char *status, int final)
 {
     enum { WIDTH = 30 };
     double el = now() - p->start, rate = el > 0 ? (double)p->done / el : 0.0;
@@ -23,8 +23,8 @@ static void draw(const fv_progress *p, const char *status, const char *end)
         bar[i] = i < fill ? '#' : '.';
     bar[WIDTH] = '\0';
     fprintf(stderr, "\r%s [%s] %zu/%zu %.3g/s %s %.0fs%s%s%s", p->label, bar, p->done, p->total, rate,
-            p->done == p->total ? "took" : "ETA", p->done == p->total ? el : left, status ? "  " : "",
-            status ? status : "", end);
+            final ? "took" : "ETA", final ? el : left, status ? "  " : "",
+            status ? status : "", final ? (p->tty ? "\033[K\n" : "\n") : "\033[K");
     fflush(stderr);
 }
 
@@ -44,13 +44,9 @@ void fv_progress_step(fv_progress *p, size_t n, const char *status)
         p->done = p->total;
     double t = now();
     if (p->tty && t - p->last_draw > 0.1) {
-        draw(p, status, "\033[K");
+        draw(p, status, 0);
         p->last_draw = t;
     }
 }
 
-void fv_progress_end(fv_progress *p)
-{
-    p->done = p->total;
-    draw(p, NULL, p->tty ? "\033[K\n" : "\n");
-}
+void fv_progress_end(fv_progress *p) { draw(p, p->done < p->total ? "stopped" : NULL, 1); }

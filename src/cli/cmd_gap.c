@@ -1,0 +1,169 @@
+/* cmd_gap.c: `flowvar gap`: the approximation gap of a trained field against a closed form, over t,
+ * and `flowvar gradvar`: the per-sample gradient variance of the network's weights over t. */
+#include "cli/cli.h"
+
+#include "cli/run.h"
+#include "core/error.h"
+#include "core/io.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const fv_opt gap_opts[] = {
+    {"run", "DIR", "the training run (required; a Gaussian problem)"},
+    {"field", "ot|rotation|markov", "closed form to compare with; default: the run's coupling's field"},
+    {"t-grid", "N", "N times (k + 0.5)/N; default 20"},
+    {"n", "N", "rows of the interpolant per time; default 4096"},
+    {"no-ema", NULL, "use the live weights even when the run keeps an EMA"},
+    {"seed", "N", "seed of the evaluation draws; default 1"},
+    {"out", "DIR", "write DIR/gap.tsv and the figure DIR/gap.png, DIR/gap.svg (else TSV on stdout)"},
+    {"plots", "DIR", "folder of the gnuplot scripts (see flowvar figures --help)"},
+    {NULL, NULL, NULL},
+};
+
+static const char gap_usage[] =
+    "Approximation gap E|v_net(X_t, t) - v_closed(X_t, t)|^2 over t, X_t from the run's own interpolant,\n"
+    "against the Lemma 1 OT field, the rotational pair field or the Markov field of the run's problem.\n"
+    "TSV: t gap gap_se. Example: flowvar gap --run run --field ot --out gapdir";
+
+/* The closed form to compare with: --field, else the pair field of the run's coupling (Markov for
+ * the independent coupling). */
+static int closed_field(const fv_args *a, const fv_run *r, fv_field *f)
+{
+    if (r->has_gmm)
+        return fv_error(FV_EINPUT, "the run's target is a mixture: no closed-form field to compare with");
+    fv_field_kind kind = r->p.coupling == FV_COUPLING_OT         ? FV_FIELD_OT
+                         : r->p.coupling == FV_COUPLING_ROTATION ? FV_FIELD_ROTATION
+                                                                 : FV_FIELD_MARKOV;
+    int st = fv_args_get(a, "field") ? fv_cli_field_kind(a, &kind) : FV_OK;
+    return st ? st : fv_field_build(f, &r->p, kind);
+}
+
+static int write_rows(const char *path, size_t ncols, const char *const *names, size_t nrows, const double *rows)
+{
+    fv_atomic_file f;
+    int st = fv_atomic_open(&f, path ? path : "-");
+    if (st)
+        return st;
+    st = fv_tsv_header(f.fp, (int)ncols, names);
+    for (size_t i = 0; i < nrows && !st; i++)
+        st = fv_tsv_row(f.fp, (int)ncols, rows + i * ncols);
+    if (st) {
+        fv_atomic_abort(&f);
+        return st;
+    }
+    return fv_atomic_commit(&f);
+}
+
+/* Write DIR/NAME.tsv and draw it with plots/NAME.gp, or print the TSV when no folder is given. */
+static int emit(const fv_args *a, const char *name, size_t ncols, const char *const *names, size_t nrows,
+                const double *rows)
+{
+    const char *dir = fv_args_get(a, "out");
+    if (!dir)
+        return write_rows(NULL, ncols, names, nrows, rows);
+    char path[4096], plots[4096];
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return fv_error(FV_EIO, "%s: cannot create folder: %s", dir, strerror(errno));
+    snprintf(path, sizeof path, "%s/%s.tsv", dir, name);
+    int st = write_rows(path, ncols, names, nrows, rows);
+    if (!st && !(st = fv_cli_find_plots(a, plots, sizeof plots)))
+        st = fv_cli_draw(plots, dir, name);
+    return st;
+}
+
+int fv_cmd_gap(int argc, char **argv)
+{
+    fv_args a;
+    fv_run r = {0};
+    fv_field f = {0};
+    double *rows = NULL;
+    size_t nt, n;
+    uint64_t seed;
+    int st = fv_args_parse(&a, "gap", gap_usage, argc, argv, gap_opts, NULL);
+    if (st < 0)
+        return 0;
+    if (!st && !fv_args_get(&a, "run"))
+        st = fv_error(FV_EINPUT, "--run DIR is required");
+    if (st || (st = fv_args_size(&a, "t-grid", 20, 1, &nt)) || (st = fv_args_size(&a, "n", 4096, 2, &n)) ||
+        (st = fv_args_u64(&a, "seed", 1, &seed)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL)) ||
+        (st = closed_field(&a, &r, &f)))
+        goto done;
+    if (!(rows = malloc(nt * 3 * sizeof *rows))) {
+        st = fv_error(FV_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t k = 0; k < nt && !st; k++) {
+        fv_estimate e;
+        double t = ((double)k + 0.5) / (double)nt;
+        if (!(st = fv_cfm_gap(&r.tr, !fv_args_flag(&a, "no-ema"), &r.data, &f, t, n, seed, k, &e))) {
+            rows[3 * k] = t;
+            rows[3 * k + 1] = e.mean;
+            rows[3 * k + 2] = e.se;
+        }
+    }
+    static const char *const names[] = {"t", "gap", "gap_se"};
+    if (!st)
+        st = emit(&a, "gap", 3, names, nt, rows);
+done:
+    free(rows);
+    fv_field_free(&f);
+    fv_run_free(&r);
+    return st ? fv_cli_fail(st) : 0;
+}
+
+static const fv_opt gradvar_opts[] = {
+    {"run", "DIR", "the training run (required)"},
+    {"t-grid", "N", "N times (k + 0.5)/N; default 20"},
+    {"n", "N", "rows per time; default 4096"},
+    {"seed", "N", "seed of the evaluation draws; default 1"},
+    {"out", "F.tsv|-", "output TSV (default stdout)"},
+    {NULL, NULL, NULL},
+};
+
+static const char gradvar_usage[] =
+    "Per-sample gradient variance of the network weights, trace Cov[grad_w |u - v_w(X_t, t)|^2], at a grid\n"
+    "of t and over t ~ U(0,1) (the last row, t = 'integrated'), from the exact per-row gradient norms of\n"
+    "the linear layers. TSV: t var. Example: flowvar gradvar --run run";
+
+int fv_cmd_gradvar(int argc, char **argv)
+{
+    fv_args a;
+    fv_run r = {0};
+    size_t nt, n;
+    uint64_t seed;
+    double *vars = NULL;
+    int st = fv_args_parse(&a, "gradvar", gradvar_usage, argc, argv, gradvar_opts, NULL);
+    if (st < 0)
+        return 0;
+    if (!st && !fv_args_get(&a, "run"))
+        st = fv_error(FV_EINPUT, "--run DIR is required");
+    if (st || (st = fv_args_size(&a, "t-grid", 20, 1, &nt)) || (st = fv_args_size(&a, "n", 4096, 2, &n)) ||
+        (st = fv_args_u64(&a, "seed", 1, &seed)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL)))
+        goto done;
+    if (!(vars = malloc((nt + 1) * sizeof *vars))) {
+        st = fv_error(FV_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t k = 0; k <= nt && !st; k++)
+        st = fv_cfm_grad_variance(&r.tr, &r.data, k < nt ? ((double)k + 0.5) / (double)nt : -1.0, n, seed, k,
+                                  &vars[k]);
+    if (st)
+        goto done;
+    fv_atomic_file f;
+    if ((st = fv_atomic_open(&f, fv_args_get(&a, "out") ? fv_args_get(&a, "out") : "-")))
+        goto done;
+    fprintf(f.fp, "t\tvar\n");
+    for (size_t k = 0; k < nt; k++)
+        fprintf(f.fp, "%.10g\t%.10g\n", ((double)k + 0.5) / (double)nt, vars[k]);
+    fprintf(f.fp, "integrated\t%.10g\n", vars[nt]);
+    st = fv_atomic_commit(&f);
+done:
+    free(vars);
+    fv_run_free(&r);
+    return st ? fv_cli_fail(st) : 0;
+}

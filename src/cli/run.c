@@ -1,0 +1,287 @@
+/* run.c: a training run's options, data and network, shared by train, sample, gap and reflow (see
+ * run.h). */
+#include "cli/run.h"
+
+#include "core/error.h"
+#include "core/io.h"
+#include "nn/checkpoint.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Streams of a run's own random draws, far above the training steps' (cfm.c uses 2 step, 2 step + 1). */
+#define STREAM_FINITE (1ULL << 62)
+
+const fv_opt fv_train_opts_table[] = {
+    {"model", "mlp", "network: mlp (default)"},
+    {"width", "N", "hidden width; default 256"},
+    {"depth", "N", "hidden layers; default 3"},
+    {"act", "silu|selu|relu|tanh", "activation; default silu"},
+    {"temb", "N", "sinusoidal time embedding size (even); default 0 = raw t input"},
+    {"gmm", "K", "target: a random K-component Gaussian mixture (THEORY.md section 5) instead of a Gaussian"},
+    {"dim", "D", "with --gmm: the dimension"},
+    {"gmm-scale", "S", "with --gmm: component means ~ N(0, S^2 I); default 5"},
+    {"gmm-var", "V", "with --gmm: component covariance V I; default 0.25"},
+    {"gmm-seed", "N", "with --gmm: seed of the mixture; default 0"},
+    {"pairs", "P.npy", "train on this finite set of pairs, shape (N, 2, d): [i,0] source, [i,1] target"},
+    {"finite", "N", "train on N pairs drawn once from the coupling (or mixture) instead of fresh draws"},
+    {"shuffle", NULL, "with --finite: shuffle the targets among the pairs (adversarial coupling)"},
+    {"steps", "N", "training steps; default 2000"},
+    {"batch", "B", "batch size; default 256"},
+    {"lr", "LR", "Adam learning rate; default 1e-3"},
+    {"warmup", "N", "linear learning-rate warmup steps; default 0"},
+    {"clip", "C", "global gradient-norm clip (0: none); default 0"},
+    {"ema", "DECAY", "EMA decay of the weights (0: none); default 0"},
+    {"checkpoint-every", "K", "write the checkpoint every K steps; default 500"},
+    {"log-every", "K", "loss log resolution in steps; default 10"},
+    {NULL, NULL, NULL},
+};
+
+void fv_run_checkpoint_path(const char *dir, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/checkpoint.safetensors", dir);
+}
+
+static int read_model(fv_run *r)
+{
+    static const char *const models[] = {"mlp", NULL};
+    int model, st;
+    size_t temb;
+    if ((st = fv_args_choice(&r->args, "model", models, 0, &model)) ||
+        (st = fv_args_size(&r->args, "width", 256, 1, &r->mc.width)) ||
+        (st = fv_args_size(&r->args, "depth", 3, 1, &r->mc.depth)) ||
+        (st = fv_args_size(&r->args, "temb", 0, 0, &temb)))
+        return st;
+    r->mc.temb = temb;
+    r->mc.act = FV_ACT_SILU;
+    if (fv_args_get(&r->args, "act") && (st = fv_act_parse(fv_args_get(&r->args, "act"), &r->mc.act)))
+        return fv_error_context(st, "--act: ");
+    double lr, clip, ema;
+    r->ac = fv_adam_defaults();
+    if ((st = fv_args_double(&r->args, "lr", 1e-3, &lr)) || (st = fv_args_double(&r->args, "clip", 0, &clip)) ||
+        (st = fv_args_double(&r->args, "ema", 0, &ema)) || (st = fv_args_size(&r->args, "warmup", 0, 0, &r->ac.warmup)) ||
+        (st = fv_args_size(&r->args, "batch", 256, 1, &r->batch)) || (st = fv_args_u64(&r->args, "seed", 0, &r->seed)))
+        return st;
+    if (!(lr > 0) || clip < 0 || !(ema >= 0 && ema < 1))
+        return fv_error(FV_EINPUT, "need --lr > 0, --clip >= 0 and 0 <= --ema < 1");
+    r->ac.lr = (float)lr;
+    r->ac.clip = (float)clip;
+    r->ac.ema_decay = (float)ema;
+    return FV_OK;
+}
+
+/* The problem: the problem flags, or with --gmm a standard source in --dim dimensions. */
+static int read_problem(fv_run *r)
+{
+    const fv_args *a = &r->args;
+    if (!fv_args_get(a, "gmm"))
+        return fv_cli_problem(a, &r->p);
+    static const char *const target_flags[] = {"target-mean", "target-cov", "source-mean", "source-cov", "angle",
+                                               "rotation", "coupling", NULL};
+    for (int i = 0; target_flags[i]; i++)
+        if (fv_args_get(a, target_flags[i]))
+            return fv_error(FV_EINPUT, "--%s does not go with --gmm (a mixture target from N(0, I) sources)",
+                            target_flags[i]);
+    static const char *const schedules[] = {"constant", "bridge", NULL};
+    size_t K, d;
+    double scale, var;
+    uint64_t gseed;
+    int s, st;
+    if (!fv_args_get(a, "dim"))
+        return fv_error(FV_EINPUT, "--gmm needs --dim D");
+    if ((st = fv_args_size(a, "gmm", 0, 1, &K)) || (st = fv_args_size(a, "dim", 0, 1, &d)) ||
+        (st = fv_args_double(a, "gmm-scale", 5.0, &scale)) || (st = fv_args_double(a, "gmm-var", 0.25, &var)) ||
+        (st = fv_args_u64(a, "gmm-seed", 0, &gseed)) || (st = fv_problem_alloc(&r->p, d)))
+        return st;
+    if ((st = fv_args_double(a, "sigma", 0.0, &r->p.sigma)) ||
+        (st = fv_args_choice(a, "schedule", schedules, 0, &s)) || (st = fv_problem_validate(&r->p)))
+        return st;
+    r->p.schedule = (fv_schedule)s;
+    r->p.deriv_term = fv_args_flag(a, "deriv-term");
+    r->p.coupling = FV_COUPLING_INDEPENDENT;
+    if (!(var > 0) || !(scale >= 0))
+        return fv_error(FV_EINPUT, "--gmm-var must be > 0 and --gmm-scale >= 0");
+    if ((st = fv_gmm_random(&r->gmm, K, d, scale, var, gseed)))
+        return st;
+    r->has_gmm = 1;
+    return FV_OK;
+}
+
+/* --pairs FILE.npy of shape (N, 2, d) (or (N, 2d)) into a and b. */
+static int read_pairs_file(fv_run *r)
+{
+    const char *path = fv_args_get(&r->args, "pairs");
+    size_t d = r->p.d, shape[FV_NPY_MAX_DIMS], count = 1;
+    int ndim;
+    double *P;
+    int st = fv_npy_read_f64(path, &P, &ndim, shape);
+    if (st)
+        return fv_error_context(st, "--pairs: ");
+    for (int i = 0; i < ndim; i++)
+        count *= shape[i];
+    int ok = (ndim == 3 && shape[1] == 2 && shape[2] == d) || (ndim == 2 && shape[1] == 2 * d);
+    if (!ok || shape[0] == 0) {
+        free(P);
+        return fv_error(FV_EINPUT, "--pairs: %s must have shape (N, 2, %zu) for dimension %zu", path, d, d);
+    }
+    r->npairs = shape[0];
+    r->a = malloc(count / 2 * sizeof *r->a);
+    r->b = malloc(count / 2 * sizeof *r->b);
+    if (!r->a || !r->b) {
+        free(P);
+        return fv_error(FV_ENOMEM, "out of memory for %zu pairs", r->npairs);
+    }
+    for (size_t i = 0; i < r->npairs; i++) {
+        memcpy(r->a + i * d, P + 2 * i * d, d * sizeof *P);
+        memcpy(r->b + i * d, P + (2 * i + 1) * d, d * sizeof *P);
+    }
+    free(P);
+    for (size_t i = 0; i < count / 2; i++)
+        if (!isfinite(r->a[i]) || !isfinite(r->b[i]))
+            return fv_error(FV_EINPUT, "--pairs: %s has a non-finite entry", path);
+    return FV_OK;
+}
+
+/* --finite N: N pairs drawn once from the coupling or mixture, targets shuffled with --shuffle. */
+static int draw_finite(fv_run *r, fv_cfm_data *fresh)
+{
+    size_t N, d = r->p.d;
+    int st = fv_args_size(&r->args, "finite", 0, 1, &N);
+    if (st)
+        return st;
+    r->npairs = N;
+    r->a = malloc(N * d * sizeof *r->a);
+    r->b = malloc(N * d * sizeof *r->b);
+    if (!r->a || !r->b)
+        return fv_error(FV_ENOMEM, "out of memory for %zu pairs", N);
+    if ((st = fv_cfm_pairs(fresh, r->seed, STREAM_FINITE, N, r->a, r->b)))
+        return st;
+    if (!fv_args_flag(&r->args, "shuffle"))
+        return FV_OK;
+    fv_rng g = fv_rng_make(r->seed, 2 * STREAM_FINITE + 2);
+    for (size_t i = N - 1; i > 0; i--) { /* Fisher-Yates */
+        double u;
+        fv_rng_uniform(&g, 1, &u);
+        size_t j = (size_t)(u * (double)(i + 1));
+        j = j <= i ? j : i;
+        for (size_t c = 0; c < d; c++) {
+            double tmp = r->b[i * d + c];
+            r->b[i * d + c] = r->b[j * d + c];
+            r->b[j * d + c] = tmp;
+        }
+    }
+    return FV_OK;
+}
+
+int fv_run_setup(fv_run *r)
+{
+    int st;
+    if ((st = read_model(r)) || (st = read_problem(r)))
+        return st;
+    r->mc.d = r->p.d;
+    if (fv_args_get(&r->args, "pairs") && fv_args_get(&r->args, "finite"))
+        return fv_error(FV_EINPUT, "give --pairs or --finite, not both");
+    if (fv_args_flag(&r->args, "shuffle") && !fv_args_get(&r->args, "finite"))
+        return fv_error(FV_EINPUT, "--shuffle goes with --finite N");
+    fv_data_kind fresh_kind = r->has_gmm ? FV_DATA_GMM : FV_DATA_PROBLEM;
+    if (fv_args_get(&r->args, "pairs")) {
+        st = read_pairs_file(r);
+    } else if (fv_args_get(&r->args, "finite")) {
+        fv_cfm_data fresh;
+        if (!(st = fv_cfm_data_init(&fresh, fresh_kind, &r->p, r->has_gmm ? &r->gmm : NULL, 0, NULL, NULL, 1)))
+            st = draw_finite(r, &fresh);
+        fv_cfm_data_free(&fresh);
+    }
+    if (st)
+        return st;
+    fv_data_kind kind = r->a ? FV_DATA_PAIRS : fresh_kind;
+    if ((st = fv_cfm_data_init(&r->data, kind, &r->p, r->has_gmm ? &r->gmm : NULL, r->npairs, r->a, r->b, r->batch)))
+        return st;
+    return fv_trainer_cpu_init(&r->tr, &r->mc, &r->ac, r->seed, r->batch);
+}
+
+void fv_run_meta_free(size_t n, const char **keys, const char **values)
+{
+    for (size_t i = 0; keys && i < n; i++)
+        free((char *)keys[i]);
+    free(keys);
+    free(values);
+}
+
+int fv_run_meta(const fv_run *r, size_t *n, const char ***keys, const char ***values)
+{
+    const fv_args *a = &r->args;
+    *keys = malloc(a->nopts * sizeof **keys);
+    *values = malloc(a->nopts * sizeof **values);
+    if (!*keys || !*values)
+        return fv_error(FV_ENOMEM, "out of memory");
+    *n = 0;
+    for (size_t i = 0; i < a->nopts; i++) {
+        const char *name = a->opts[i]->name;
+        if (!a->values[i] || !strcmp(name, "out") || !strcmp(name, "resume"))
+            continue;
+        char *key = malloc(strlen(name) + 5);
+        if (!key)
+            return fv_error(FV_ENOMEM, "out of memory");
+        sprintf(key, "opt.%s", name);
+        (*keys)[*n] = key;
+        (*values)[(*n)++] = a->values[i];
+    }
+    return FV_OK;
+}
+
+int fv_run_open(fv_run *r, const char *dir, const char *steps_override)
+{
+    char path[4096];
+    memset(r, 0, sizeof *r);
+    fv_run_checkpoint_path(dir, path, sizeof path);
+    int st = fv_st_read(path, &r->ckpt);
+    if (st)
+        return fv_error_context(st, "opening run %s: ", dir);
+    r->has_ckpt = 1;
+    /* argv from the recorded options: "--NAME VALUE" (flags alone), then --steps if overridden */
+    char *argv[2 * FV_MAX_OPTS + 4], flags[FV_MAX_OPTS][64];
+    int argc = 0, nflags = 0;
+    static char dummy[] = "train", steps_flag[] = "--steps";
+    argv[argc++] = dummy;
+    for (size_t i = 0; i < r->ckpt.nmeta && nflags < FV_MAX_OPTS; i++) {
+        const char *k = r->ckpt.meta_keys[i];
+        if (strncmp(k, "opt.", 4) != 0 || (steps_override && !strcmp(k, "opt.steps")))
+            continue;
+        snprintf(flags[nflags], sizeof flags[nflags], "--%s", k + 4);
+        argv[argc++] = flags[nflags++];
+        if (r->ckpt.meta_values[i][0] != '\0')
+            argv[argc++] = r->ckpt.meta_values[i];
+    }
+    if (steps_override) {
+        argv[argc++] = steps_flag;
+        argv[argc++] = (char *)steps_override;
+    }
+    st = fv_args_parse(&r->args, "train", "", argc, argv, fv_problem_opts, fv_train_opts_table, NULL);
+    if (st)
+        return fv_error_context(st == -1 ? FV_EINPUT : st, "run %s: its recorded options: ", dir);
+    fv_mlp_config saved;
+    if ((st = fv_run_setup(r)) || (st = fv_checkpoint_config(&r->ckpt, path, &saved)))
+        return st;
+    if (saved.d != r->mc.d || saved.width != r->mc.width || saved.depth != r->mc.depth || saved.act != r->mc.act ||
+        saved.temb != r->mc.temb)
+        return fv_error(FV_EINPUT, "%s: the stored network does not match the run's options", path);
+    return fv_checkpoint_load(&r->ckpt, path, &r->tr, &r->step, &r->log);
+}
+
+void fv_run_free(fv_run *r)
+{
+    fv_loss_log_free(&r->log);
+    fv_trainer_free(&r->tr);
+    fv_cfm_data_free(&r->data);
+    free(r->a);
+    free(r->b);
+    if (r->has_gmm)
+        fv_gmm_free(&r->gmm);
+    fv_problem_free(&r->p);
+    if (r->has_ckpt)
+        fv_st_free(&r->ckpt);
+    memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,51 @@
+/* run.h: a training run as the commands see it: a folder holding checkpoint.safetensors (weights,
+ * optimizer state, loss log and the run's own options as "opt.NAME" metadata), loss.tsv and, for a
+ * finite training set, pairs.npy. Every command that uses a run rebuilds the same problem, data
+ * source and network from those options. */
+#ifndef FV_RUN_H
+#define FV_RUN_H
+
+#include "cli/cli.h"
+#include "gmm/mixture.h"
+#include "core/safetensors.h"
+#include "nn/cfm.h"
+
+extern const fv_opt fv_train_opts_table[]; /* the options of `flowvar train` that define a run */
+
+typedef struct {
+    fv_args args;        /* the run's options */
+    fv_st_file ckpt;     /* the opened checkpoint (its metadata backs args' values) */
+    int has_ckpt;
+    fv_problem p;
+    fv_gmm gmm;
+    int has_gmm;
+    double *a, *b;       /* finite training set (npairs x d each), NULL otherwise */
+    size_t npairs;
+    fv_cfm_data data;
+    fv_trainer tr;
+    uint64_t step;
+    fv_loss_log log;
+    fv_mlp_config mc;
+    fv_adam_config ac;
+    uint64_t seed;
+    size_t batch;
+} fv_run;
+
+/* Build everything the run's options r->args describe: problem, mixture, finite pairs, data source
+ * and a fresh trainer. */
+int fv_run_setup(fv_run *r);
+
+/* The checkpoint metadata that records the run's options ("opt.NAME" = value), for fv_train_opts. */
+int fv_run_meta(const fv_run *r, size_t *n, const char ***keys, const char ***values);
+void fv_run_meta_free(size_t n, const char **keys, const char **values);
+
+/* Open an existing run folder: its options from the checkpoint, then fv_run_setup, then the state.
+ * `override` (may be NULL) replaces --steps when resuming. */
+int fv_run_open(fv_run *r, const char *dir, const char *steps_override);
+
+void fv_run_free(fv_run *r);
+
+/* The checkpoint path of a run folder. */
+void fv_run_checkpoint_path(const char *dir, char *buf, size_t size);
+
+#endif

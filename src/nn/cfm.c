@@ -1,0 +1,301 @@
+/* cfm.c: batches, interpolant and the training loop of conditional flow matching (see cfm.h). */
+#include "nn/cfm.h"
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "nn/checkpoint.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Philox streams of one step: the pairs, then the interpolant. Disjoint for every step. */
+#define STREAM_PAIRS(step) (2 * (step))
+#define STREAM_INTERP(step) (2 * (step) + 1)
+
+int fv_cfm_data_init(fv_cfm_data *D, fv_data_kind kind, const fv_problem *p, const fv_gmm *gmm, size_t npairs,
+                     const double *a, const double *b, size_t cap)
+{
+    memset(D, 0, sizeof *D);
+    D->kind = kind;
+    D->d = p->d;
+    D->p = p;
+    D->gmm = gmm;
+    D->npairs = npairs;
+    D->a = a;
+    D->b = b;
+    if (kind == FV_DATA_GMM && (!gmm || gmm->d != p->d))
+        return fv_error(FV_EINPUT, "the mixture's dimension does not match the problem's");
+    if (kind == FV_DATA_PAIRS && npairs == 0)
+        return fv_error(FV_EINPUT, "a finite training set needs at least one pair");
+    int st = FV_OK;
+    if (kind == FV_DATA_PROBLEM && p->coupling != FV_COUPLING_INDEPENDENT) {
+        fv_field_kind fk = p->coupling == FV_COUPLING_OT ? FV_FIELD_OT : FV_FIELD_ROTATION;
+        if (!(st = fv_field_build(&D->map, p, fk)))
+            st = fv_field_work_alloc(&D->map_work, p->d, cap);
+    }
+    if (st)
+        fv_cfm_data_free(D);
+    return st;
+}
+
+void fv_cfm_data_free(fv_cfm_data *D)
+{
+    fv_field_free(&D->map);
+    fv_field_work_free(&D->map_work);
+    memset(D, 0, sizeof *D);
+}
+
+int fv_cfm_pairs(fv_cfm_data *D, uint64_t seed, uint64_t step, size_t B, double *x0, double *x1)
+{
+    fv_rng r = fv_rng_make(seed, STREAM_PAIRS(step));
+    size_t d = D->d;
+    const fv_problem *p = D->p;
+    switch (D->kind) {
+    case FV_DATA_PAIRS:
+        for (size_t i = 0; i < B; i++) {
+            double u;
+            fv_rng_uniform(&r, 1, &u);
+            size_t k = (size_t)(u * (double)D->npairs);
+            k = k < D->npairs ? k : D->npairs - 1;
+            memcpy(x0 + i * d, D->a + k * d, d * sizeof *x0);
+            memcpy(x1 + i * d, D->b + k * d, d * sizeof *x1);
+        }
+        return FV_OK;
+    case FV_DATA_GMM: {
+        int st = fv_gaussian_sample(d, p->m0, p->S0, B, &r, x0);
+        return st ? st : fv_gmm_sample(D->gmm, B, &r, x1, NULL);
+    }
+    case FV_DATA_PROBLEM: {
+        int st = fv_gaussian_sample(d, p->m0, p->S0, B, &r, x0);
+        if (st)
+            return st;
+        if (p->coupling == FV_COUPLING_INDEPENDENT)
+            return fv_gaussian_sample(d, p->m1, p->S1, B, &r, x1);
+        if (B > D->map_work.n) { /* measurements may ask for more rows than a training batch */
+            fv_field_work_free(&D->map_work);
+            if ((st = fv_field_work_alloc(&D->map_work, d, B)))
+                return st;
+        }
+        return fv_field_map(&D->map, B, x0, x1, &D->map_work);
+    }
+    }
+    return fv_error(FV_EINPUT, "unknown data source %d", (int)D->kind);
+}
+
+void fv_cfm_interpolate(const fv_problem *p, uint64_t seed, uint64_t step, double t_fixed, size_t B, size_t d,
+                        const double *x0, const double *x1, float *xt, float *t, float *u)
+{
+    fv_rng r = fv_rng_make(seed, STREAM_INTERP(step));
+    for (size_t i = 0; i < B; i++) {
+        double ti, z[1], f, fp;
+        if (t_fixed >= 0)
+            ti = t_fixed;
+        else
+            fv_rng_uniform(&r, 1, &ti);
+        fv_noise(p->schedule, p->sigma, ti, &f, &fp);
+        t[i] = (float)ti;
+        for (size_t j = 0; j < d; j++) {
+            fv_rng_normal(&r, 1, z);
+            double a = x0[i * d + j], b = x1[i * d + j];
+            xt[i * d + j] = (float)((1 - ti) * a + ti * b + f * z[0]);
+            u[i * d + j] = (float)(b - a + (p->deriv_term ? fp * z[0] : 0.0));
+        }
+    }
+}
+
+static int log_push(fv_loss_log *log, double step, double loss, double gnorm)
+{
+    if (log->n == log->cap) {
+        size_t cap = log->cap ? 2 * log->cap : 256;
+        double *rows = realloc(log->rows, cap * 3 * sizeof *rows);
+        if (!rows)
+            return fv_error(FV_ENOMEM, "out of memory for the loss log");
+        log->rows = rows;
+        log->cap = cap;
+    }
+    double *row = log->rows + 3 * log->n++;
+    row[0] = step;
+    row[1] = loss;
+    row[2] = gnorm;
+    return FV_OK;
+}
+
+void fv_loss_log_free(fv_loss_log *log)
+{
+    free(log->rows);
+    memset(log, 0, sizeof *log);
+}
+
+static int save(const fv_trainer *tr, const fv_train_opts *o, uint64_t step, const fv_loss_log *log)
+{
+    if (!o->checkpoint)
+        return FV_OK;
+    return fv_checkpoint_save(o->checkpoint, tr, step, log, o->nmeta, o->meta_keys, o->meta_values);
+}
+
+int fv_cfm_train(fv_trainer *tr, fv_cfm_data *D, const fv_train_opts *o, uint64_t *step, fv_loss_log *log)
+{
+    size_t B = o->batch, d = D->d;
+    double *x0 = malloc(2 * B * d * sizeof *x0);
+    float *xt = malloc((2 * B * d + B) * sizeof *xt);
+    if (!x0 || !xt) {
+        free(x0);
+        free(xt);
+        return fv_error(FV_ENOMEM, "out of memory for a batch of %zu", B);
+    }
+    double *x1 = x0 + B * d;
+    float *u = xt + B * d, *t = u + B * d;
+    fv_progress bar;
+    char status[64];
+    int st = FV_OK, pending = 0;
+    size_t every = o->log_every ? o->log_every : 1;
+    fv_progress_start(&bar, "train", o->steps > *step ? o->steps - *step : 0);
+    /* A state is saved only once a forward pass from it gave a finite loss: the checkpoint of step k
+     * is written during step k + 1, and the final one after one more validating forward pass. */
+    for (;;) {
+        float loss, gnorm;
+        if ((st = fv_cfm_pairs(D, o->seed, *step, B, x0, x1)))
+            break;
+        fv_cfm_interpolate(D->p, o->seed, *step, -1.0, B, d, x0, x1, xt, t, u);
+        if ((st = tr->ops->loss_grad(tr, B, xt, t, u, &loss, NULL)))
+            break;
+        if (!isfinite(loss)) {
+            st = fv_error(FV_ENUMERIC, "training diverged: the loss is %g at step %llu; the checkpoint on disk "
+                                       "(if any) holds the last state that gave a finite loss",
+                          (double)loss, (unsigned long long)*step + 1);
+            break;
+        }
+        if (pending || *step >= o->steps) {
+            if ((st = save(tr, o, *step, log)) || *step >= o->steps)
+                break;
+            pending = 0;
+        }
+        if ((st = tr->ops->update(tr, &gnorm)))
+            break;
+        ++*step;
+        if (*step % every == 0 || *step == o->steps)
+            st = log_push(log, (double)*step, loss, gnorm);
+        pending = o->checkpoint_every && *step % o->checkpoint_every == 0;
+        snprintf(status, sizeof status, "loss %.4g", loss);
+        fv_progress_step(&bar, 1, status);
+        if (st)
+            break;
+    }
+    fv_progress_end(&bar);
+    free(x0);
+    free(xt);
+    return st;
+}
+
+typedef struct {
+    fv_trainer *tr;
+    int use_ema;
+    size_t d;
+    float *xf, *tf, *vf;
+} net_ctx;
+
+static int net_rhs(double t, size_t n, const double *y, double *dydt, void *ctx)
+{
+    net_ctx *c = ctx;
+    size_t rows = n / c->d;
+    for (size_t i = 0; i < n; i++)
+        c->xf[i] = (float)y[i];
+    for (size_t i = 0; i < rows; i++)
+        c->tf[i] = (float)t;
+    int st = c->tr->ops->predict(c->tr, c->use_ema, rows, c->xf, c->tf, c->vf);
+    for (size_t i = 0; i < n && !st; i++)
+        dydt[i] = c->vf[i];
+    return st;
+}
+
+int fv_cfm_integrate(fv_trainer *tr, int use_ema, size_t n, double *X, const fv_ode_opts *o)
+{
+    size_t d = tr->net.cfg.d;
+    net_ctx c = {tr, use_ema, d, malloc(n * d * sizeof(float)), malloc(n * sizeof(float)),
+                 malloc(n * d * sizeof(float))};
+    int st = (!c.xf || !c.tf || !c.vf) ? fv_error(FV_ENOMEM, "out of memory integrating %zu points", n)
+                                       : fv_ode_integrate(net_rhs, &c, n * d, X, o, NULL);
+    free(c.xf);
+    free(c.tf);
+    free(c.vf);
+    return st;
+}
+
+/* x_t, t and u for n rows at time t (t < 0: uniform), as in training step `step`. */
+static int draw_rows(fv_cfm_data *D, uint64_t seed, uint64_t step, double t, size_t n, double *x0, float *xt,
+                     float *tt, float *u)
+{
+    int st = fv_cfm_pairs(D, seed, step, n, x0, x0 + n * D->d);
+    if (!st)
+        fv_cfm_interpolate(D->p, seed, step, t, n, D->d, x0, x0 + n * D->d, xt, tt, u);
+    return st;
+}
+
+int fv_cfm_gap(fv_trainer *tr, int use_ema, fv_cfm_data *D, const fv_field *closed, double t, size_t n,
+               uint64_t seed, uint64_t step, fv_estimate *gap)
+{
+    size_t d = D->d;
+    double *x0 = malloc(2 * n * d * sizeof *x0), *xd = malloc(2 * n * d * sizeof *xd);
+    float *xt = malloc((3 * n * d + n) * sizeof *xt);
+    fv_field_work w = {0};
+    int st = (!x0 || !xd || !xt) ? fv_error(FV_ENOMEM, "out of memory for %zu rows", n)
+                                 : fv_field_work_alloc(&w, d, n);
+    if (st)
+        goto done;
+    float *u = xt + n * d, *v = u + n * d, *tt = v + n * d;
+    double *vc = xd + n * d;
+    if ((st = draw_rows(D, seed, step, t, n, x0, xt, tt, u)) ||
+        (st = tr->ops->predict(tr, use_ema, n, xt, tt, v)))
+        goto done;
+    for (size_t i = 0; i < n * d; i++)
+        xd[i] = xt[i];
+    if ((st = fv_field_eval(closed, t, n, xd, vc, &w)))
+        goto done;
+    double s = 0, s2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = 0;
+        for (size_t j = 0; j < d; j++)
+            e += (v[i * d + j] - vc[i * d + j]) * (v[i * d + j] - vc[i * d + j]);
+        s += e;
+        s2 += e * e;
+    }
+    gap->n = n;
+    gap->mean = s / (double)n;
+    gap->se = n > 1 ? sqrt(fmax(s2 / (double)n - gap->mean * gap->mean, 0.0) / (double)(n - 1)) : NAN;
+done:
+    free(x0);
+    free(xd);
+    free(xt);
+    fv_field_work_free(&w);
+    return st;
+}
+
+int fv_cfm_grad_variance(fv_trainer *tr, fv_cfm_data *D, double t, size_t n, uint64_t seed, uint64_t step,
+                         double *var)
+{
+    size_t d = D->d;
+    if (n < 2)
+        return fv_error(FV_EINPUT, "the gradient variance needs at least 2 rows");
+    double *x0 = malloc(2 * n * d * sizeof *x0);
+    float *xt = malloc((2 * n * d + 2 * n) * sizeof *xt);
+    int st = (!x0 || !xt) ? fv_error(FV_ENOMEM, "out of memory for %zu rows", n) : FV_OK;
+    float loss, *u = xt + n * d, *tt = u + n * d, *sq = tt + n;
+    if (!st && !(st = draw_rows(D, seed, step, t, n, x0, xt, tt, u)))
+        st = tr->ops->loss_grad(tr, n, xt, tt, u, &loss, sq);
+    if (!st) {
+        /* row i's loss share is |u_i - v_i|^2 / c with c = n d: rescale to the per-sample loss */
+        double c = (double)n * (double)d, msq = 0, mean2 = 0;
+        for (size_t i = 0; i < n; i++)
+            msq += (double)sq[i] / (double)n;
+        for (size_t k = 0; k < tr->net.nparams; k++)
+            mean2 += (double)tr->grads[k] * tr->grads[k];
+        mean2 /= (double)n * (double)n; /* |mean of row gradients|^2, grads being their sum */
+        *var = c * c * (msq - mean2) * (double)n / (double)(n - 1);
+    }
+    free(x0);
+    free(xt);
+    return st;
+}

@@ -1,0 +1,165 @@
+/* checkpoint.c: saving and loading a trainer (see checkpoint.h). */
+#include "nn/checkpoint.h"
+
+#include "core/error.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NAME_MAX_LEN 96
+#define MODEL_KEYS 7
+
+/* One tensor per parameter block and role: live, ema, adam.m, adam.v. */
+typedef struct {
+    char name[NAME_MAX_LEN];
+    size_t shape[2];
+    int ndim;
+    float *data;
+} block;
+
+static const char *const roles[4] = {"", "ema.", "adam.m.", "adam.v."};
+
+/* The parameter blocks of the network for a role, with pointers into `base` (same layout). */
+static int blocks_of(const fv_mlp *m, int role, const float *base, block *out)
+{
+    size_t k = 0;
+    for (size_t l = 0; l < m->nlayers; l++)
+        for (int bias = 0; bias < 2; bias++, k++) {
+            char pname[NAME_MAX_LEN - 8];
+            int st = fv_mlp_param_name(m, l, bias, pname, sizeof pname);
+            if (st)
+                return st;
+            snprintf(out[k].name, sizeof out[k].name, "%s%s", roles[role], pname);
+            out[k].ndim = bias ? 1 : 2;
+            out[k].shape[0] = m->out[l];
+            out[k].shape[1] = m->in[l];
+            out[k].data = (float *)base + ((bias ? m->b[l] : m->W[l]) - m->params);
+        }
+    return FV_OK;
+}
+
+static const float *role_base(const fv_trainer *tr, int role)
+{
+    const float *bases[4] = {tr->net.params, tr->opt.ema, tr->opt.m, tr->opt.v};
+    return bases[role];
+}
+
+int fv_checkpoint_save(const char *path, const fv_trainer *tr, uint64_t step, const fv_loss_log *log, size_t nmeta,
+                       const char *const *keys, const char *const *values)
+{
+    size_t nb = 2 * tr->net.nlayers, ne = 0;
+    block *bl = malloc(4 * nb * sizeof *bl);
+    fv_st_entry *e = malloc((4 * nb + 1) * sizeof *e);
+    const char **mk = malloc((nmeta + MODEL_KEYS) * sizeof *mk), **mv = malloc((nmeta + MODEL_KEYS) * sizeof *mv);
+    char num[MODEL_KEYS][32];
+    int st = FV_OK;
+    if (!bl || !e || !mk || !mv) {
+        st = fv_error(FV_ENOMEM, "out of memory writing a checkpoint");
+        goto done;
+    }
+    for (int role = 0; role < 4 && !st; role++) {
+        if (!role_base(tr, role))
+            continue; /* no EMA kept */
+        if ((st = blocks_of(&tr->net, role, role_base(tr, role), bl + ne)))
+            break;
+        for (size_t k = 0; k < nb; k++, ne++)
+            e[ne] = (fv_st_entry){bl[ne].name, FV_ST_F32, bl[ne].ndim, bl[ne].shape, bl[ne].data};
+    }
+    size_t log_shape[2] = {log ? log->n : 0, 3};
+    e[ne++] = (fv_st_entry){"train.log", FV_ST_F64, 2, log_shape, log && log->n ? log->rows : (const void *)""};
+    const fv_mlp_config *c = &tr->net.cfg;
+    snprintf(num[0], 32, "%zu", c->d);
+    snprintf(num[1], 32, "%zu", c->width);
+    snprintf(num[2], 32, "%zu", c->depth);
+    snprintf(num[3], 32, "%s", fv_act_name(c->act));
+    snprintf(num[4], 32, "%zu", c->temb);
+    snprintf(num[5], 32, "%" PRIu64, step);
+    snprintf(num[6], 32, "%" PRIu64, tr->opt.step);
+    static const char *const model_keys[MODEL_KEYS] = {"model.d",    "model.width", "model.depth", "model.act",
+                                                       "model.temb", "step",        "adam.step"};
+    for (size_t i = 0; i < MODEL_KEYS; i++) {
+        mk[i] = model_keys[i];
+        mv[i] = num[i];
+    }
+    for (size_t i = 0; i < nmeta; i++) {
+        mk[MODEL_KEYS + i] = keys[i];
+        mv[MODEL_KEYS + i] = values[i];
+    }
+    if (!st)
+        st = fv_st_write(path, ne, e, nmeta + MODEL_KEYS, mk, mv);
+done:
+    free(bl);
+    free(e);
+    free(mk);
+    free(mv);
+    return st;
+}
+
+/* A whole number stored as metadata `key`. */
+static int meta_size(const fv_st_file *f, const char *path, const char *key, uint64_t *out)
+{
+    const char *s = fv_st_meta(f, key);
+    char *end;
+    if (!s)
+        return fv_error(FV_EINPUT, "%s: not a flowvar checkpoint (no '%s' in its metadata)", path, key);
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || errno)
+        return fv_error(FV_EINPUT, "%s: metadata '%s' = '%s' is not a whole number", path, key, s);
+    *out = v;
+    return FV_OK;
+}
+
+int fv_checkpoint_config(const fv_st_file *f, const char *path, fv_mlp_config *mc)
+{
+    uint64_t d, w, depth, temb;
+    int st;
+    if ((st = meta_size(f, path, "model.d", &d)) || (st = meta_size(f, path, "model.width", &w)) ||
+        (st = meta_size(f, path, "model.depth", &depth)) || (st = meta_size(f, path, "model.temb", &temb)))
+        return st;
+    const char *act = fv_st_meta(f, "model.act");
+    if (!act)
+        return fv_error(FV_EINPUT, "%s: not a flowvar checkpoint (no 'model.act' in its metadata)", path);
+    if ((st = fv_act_parse(act, &mc->act)))
+        return fv_error_context(st, "%s: ", path);
+    mc->d = d;
+    mc->width = w;
+    mc->depth = depth;
+    mc->temb = temb;
+    return FV_OK;
+}
+
+int fv_checkpoint_load(const fv_st_file *f, const char *path, fv_trainer *tr, uint64_t *step, fv_loss_log *log)
+{
+    size_t nb = 2 * tr->net.nlayers;
+    block *bl = malloc(nb * sizeof *bl);
+    uint64_t adam_step;
+    int st = bl ? FV_OK : fv_error(FV_ENOMEM, "out of memory reading a checkpoint");
+    for (int role = 0; role < 4 && !st; role++) {
+        if (!role_base(tr, role))
+            continue;
+        if ((st = blocks_of(&tr->net, role, role_base(tr, role), bl)))
+            break;
+        for (size_t k = 0; k < nb && !st; k++)
+            st = fv_st_get_f32(f, bl[k].name, bl[k].ndim, bl[k].shape, bl[k].data);
+    }
+    free(bl);
+    if (!st && !(st = meta_size(f, path, "step", step)) && !(st = meta_size(f, path, "adam.step", &adam_step)))
+        tr->opt.step = adam_step;
+    const fv_st_tensor *lt = st ? NULL : fv_st_find(f, "train.log");
+    if (!st && log && lt) {
+        size_t shape[2] = {lt->ndim == 2 ? lt->shape[0] : 0, 3};
+        fv_loss_log_free(log);
+        log->n = log->cap = shape[0];
+        if (shape[0] && !(log->rows = malloc(shape[0] * 3 * sizeof *log->rows)))
+            st = fv_error(FV_ENOMEM, "out of memory for the loss log");
+        else if (shape[0])
+            st = fv_st_get_f64(f, "train.log", 2, shape, log->rows);
+    }
+    if (st && st != FV_ENOMEM)
+        return fv_error_context(st, "%s: ", path);
+    return st;
+}
