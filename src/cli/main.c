@@ -22,6 +22,7 @@ static const command commands[] = {
     {"gap", fv_cmd_gap, "approximation gap of a trained field against a closed form, over t"},
     {"gradvar", fv_cmd_gradvar, "per-sample gradient variance of a trained network's weights, over t"},
     {"gmm", fv_cmd_gmm, "Table 1 on Gaussian mixtures: memorization and generalization MMD"},
+    {"reflow", fv_cmd_reflow, "rounds of ReFlow with and without noise: how far the coupling moves toward OT"},
     {"check", fv_cmd_check, "verify the paper's propositions numerically, one PASS/FAIL row per claim"},
 };
 
