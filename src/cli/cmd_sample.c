@@ -5,6 +5,8 @@
 #include "core/error.h"
 #include "core/io.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +21,8 @@ static const fv_opt sample_opts[] = {
     {"seed", "N", "seed of the fresh sources; default 1 (training draws use other streams)"},
     {"out", "X.npy|-", "end points: .npy, TSV file, or - for TSV on stdout (default)"},
     {"pairs-out", "P.npy", "also write (source, end point) pairs, shape (N, 2, d): a ReFlow training set"},
+    {"l2-report", NULL, "with --train-sources: print mean and std of |x(1) - paired target| and |x(1) - T_OT(x0)|"},
+    {"paths-out", "F.tsv", "also write every trajectory: point t x.. source.. target.. (target with --train-sources)"},
     {NULL, NULL, NULL},
 };
 
@@ -67,6 +71,98 @@ static int write_pairs(const char *path, size_t n, size_t d, const double *X0, c
     return st;
 }
 
+/* Integrate, step by step when the paths are wanted: rows (point, t, x, x(0), paired target or NaN)
+ * in one block per point, so a plot can draw each path beside its straight training line. */
+static int integrate(fv_run *r, int ema, size_t n, double *X, const fv_ode_opts *o, const char *paths,
+                     const double *targets)
+{
+    if (!paths)
+        return fv_cfm_integrate(&r->tr, ema, n, X, o);
+    size_t d = r->p.d, steps = o->steps;
+    double *P = malloc((steps + 1) * n * d * sizeof *P);
+    if (!P)
+        return fv_error(FV_ENOMEM, "out of memory for %zu trajectories of %zu steps", n, steps);
+    memcpy(P, X, n * d * sizeof *P);
+    int st = FV_OK;
+    for (size_t k = 0; k < steps && !st; k++) {
+        fv_ode_opts one = *o;
+        one.steps = 1;
+        one.t0 = (double)k / (double)steps;
+        one.t1 = (double)(k + 1) / (double)steps;
+        if (!(st = fv_cfm_integrate(&r->tr, ema, n, X, &one)))
+            memcpy(P + (k + 1) * n * d, X, n * d * sizeof *P);
+    }
+    fv_atomic_file f;
+    if (!st && !(st = fv_atomic_open(&f, paths))) {
+        static const char *const blocks[3] = {"x", "source", "target"};
+        fprintf(f.fp, "point\tt");
+        for (int b = 0; b < 3; b++)
+            for (size_t j = 0; j < d; j++)
+                fprintf(f.fp, "\t%s%zu", blocks[b], j + 1);
+        fprintf(f.fp, "\n");
+        for (size_t i = 0; i < n; i++) {
+            for (size_t k = 0; k <= steps; k++) {
+                fprintf(f.fp, "%zu\t%.6g", i, (double)k / (double)steps);
+                for (size_t j = 0; j < d; j++)
+                    fprintf(f.fp, "\t%.10g", P[(k * n + i) * d + j]);
+                for (size_t j = 0; j < d; j++)
+                    fprintf(f.fp, "\t%.10g", P[i * d + j]);
+                for (size_t j = 0; j < d; j++)
+                    fprintf(f.fp, "\t%.10g", targets ? targets[i * d + j] : NAN);
+                fprintf(f.fp, "\n");
+            }
+            fprintf(f.fp, "\n\n");
+        }
+        st = fv_atomic_commit(&f);
+    }
+    free(P);
+    return st;
+}
+
+/* Mean and standard deviation of |x_i - y_i| over n rows. */
+static void l2_stats(size_t n, size_t d, const double *x, const double *y, double *mean, double *sd)
+{
+    double s = 0, s2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = 0;
+        for (size_t j = 0; j < d; j++)
+            e += (x[i * d + j] - y[i * d + j]) * (x[i * d + j] - y[i * d + j]);
+        e = sqrt(e);
+        s += e;
+        s2 += e * e;
+    }
+    *mean = s / (double)n;
+    *sd = n > 1 ? sqrt(fmax(s2 - (double)n * *mean * *mean, 0.0) / (double)(n - 1)) : 0.0;
+}
+
+/* Table 2's measure: how close the end points are to the paired (possibly shuffled) targets and to
+ * the OT map's targets; the end points still go to --out when it is given. */
+static int l2_report(const fv_args *a, fv_run *r, size_t n, const double *X0, const double *X)
+{
+    size_t d = r->p.d;
+    if (!fv_args_flag(a, "train-sources"))
+        return fv_error(FV_EINPUT, "--l2-report goes with --train-sources");
+    if (r->has_gmm)
+        return fv_error(FV_EINPUT, "--l2-report needs a Gaussian problem (an OT map to compare with)");
+    fv_field ot = {0};
+    fv_field_work w = {0};
+    double *T = malloc(n * d * sizeof *T), row[4];
+    int st = T ? fv_field_build(&ot, &r->p, FV_FIELD_OT) : fv_error(FV_ENOMEM, "out of memory");
+    if (!st && !(st = fv_field_work_alloc(&w, d, n)) && !(st = fv_field_map(&ot, n, X0, T, &w))) {
+        l2_stats(n, d, X, r->b, &row[0], &row[1]);
+        l2_stats(n, d, X, T, &row[2], &row[3]);
+        static const char *const names[] = {"l2_to_pair_mean", "l2_to_pair_std", "l2_to_ot_mean", "l2_to_ot_std"};
+        if (fv_args_get(a, "out"))
+            st = fv_cli_write_matrix(fv_args_get(a, "out"), n, d, X, "x");
+        if (!st && !(st = fv_tsv_header(stdout, 4, names)))
+            st = fv_tsv_row(stdout, 4, row);
+    }
+    fv_field_work_free(&w);
+    fv_field_free(&ot);
+    free(T);
+    return st;
+}
+
 int fv_cmd_sample(int argc, char **argv)
 {
     static const char *const solvers[] = {"euler", "rk4", NULL};
@@ -90,11 +186,15 @@ int fv_cmd_sample(int argc, char **argv)
         goto done;
     }
     memcpy(X0, X, n * r.p.d * sizeof *X0);
-    if ((st = fv_cfm_integrate(&r.tr, !fv_args_flag(&a, "no-ema"), n, X, &o)))
+    if ((st = integrate(&r, !fv_args_flag(&a, "no-ema"), n, X, &o, fv_args_get(&a, "paths-out"),
+                        fv_args_flag(&a, "train-sources") ? r.b : NULL)))
         goto done;
     if (fv_args_get(&a, "pairs-out") && (st = write_pairs(fv_args_get(&a, "pairs-out"), n, r.p.d, X0, X)))
         goto done;
-    st = fv_cli_write_matrix(fv_args_get(&a, "out"), n, r.p.d, X, "x");
+    if (fv_args_flag(&a, "l2-report"))
+        st = l2_report(&a, &r, n, X0, X);
+    else
+        st = fv_cli_write_matrix(fv_args_get(&a, "out"), n, r.p.d, X, "x");
 done:
     free(X);
     free(X0);
