@@ -4,6 +4,7 @@ set datafile separator "\t"
 set key top left box opaque
 set grid
 set logscale y
+set format y "10^{%L}"
 set title "Approximation gap of the learned field: E|v_{net}(X_t, t) - v_{closed}(X_t, t)|^2"
 set xlabel "time t"
 set ylabel "mean squared gap (log scale)"

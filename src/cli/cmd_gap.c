@@ -20,7 +20,7 @@ static const fv_opt gap_opts[] = {
     {"n", "N", "rows of the interpolant per time; default 4096"},
     {"no-ema", NULL, "use the live weights even when the run keeps an EMA"},
     {"seed", "N", "seed of the evaluation draws; default 1"},
-    {"out", "DIR", "write DIR/gap.tsv and the figure DIR/gap.png, DIR/gap.svg (else TSV on stdout)"},
+    {"out", "DIR", "also write DIR/gap.tsv and the figure DIR/gap.png, DIR/gap.svg (the TSV always goes to stdout)"},
     {"plots", "DIR", "folder of the gnuplot scripts (see flowvar figures --help)"},
     {NULL, NULL, NULL},
 };
@@ -59,18 +59,19 @@ static int write_rows(const char *path, size_t ncols, const char *const *names, 
     return fv_atomic_commit(&f);
 }
 
-/* Write DIR/NAME.tsv and draw it with plots/NAME.gp, or print the TSV when no folder is given. */
+/* Print the TSV; with --out also write DIR/NAME.tsv and draw it with plots/NAME.gp. */
 static int emit(const fv_args *a, const char *name, size_t ncols, const char *const *names, size_t nrows,
                 const double *rows)
 {
     const char *dir = fv_args_get(a, "out");
-    if (!dir)
-        return write_rows(NULL, ncols, names, nrows, rows);
+    int st = write_rows(NULL, ncols, names, nrows, rows);
+    if (st || !dir)
+        return st;
     char path[4096], plots[4096];
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return fv_error(FV_EIO, "%s: cannot create folder: %s", dir, strerror(errno));
     snprintf(path, sizeof path, "%s/%s.tsv", dir, name);
-    int st = write_rows(path, ncols, names, nrows, rows);
+    st = write_rows(path, ncols, names, nrows, rows);
     if (!st && !(st = fv_cli_find_plots(a, plots, sizeof plots)))
         st = fv_cli_draw(plots, dir, name);
     return st;
