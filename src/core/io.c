@@ -35,7 +35,7 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Byte order: NPY data is little-endian; on a big-endian host we swap rather than misread. */
 
-static int host_is_little_endian(void)
+int fv_host_is_little_endian(void)
 {
     const uint16_t one = 1;
     unsigned char first;
@@ -43,7 +43,7 @@ static int host_is_little_endian(void)
     return first == 1;
 }
 
-static void swap_bytes(void *data, size_t count, size_t elsize)
+void fv_swap_bytes(void *data, size_t count, size_t elsize)
 {
     unsigned char *p = data;
     for (size_t i = 0; i < count; i++, p += elsize)
@@ -390,8 +390,8 @@ static int npy_read_fp(FILE *fp, fv_npy *out)
         return fv_error(FV_ENOMEM, "cannot allocate %zu bytes for the array", bytes);
     if ((rc = read_data(fp, out->data, bytes)) != FV_OK)
         return rc;
-    if (!host_is_little_endian())
-        swap_bytes(out->data, count, elsize);
+    if (!fv_host_is_little_endian())
+        fv_swap_bytes(out->data, count, elsize);
     out->dtype = h.dtype;
     out->ndim = h.ndim;
     memcpy(out->shape, h.shape, sizeof h.shape);
@@ -490,7 +490,7 @@ static int write_le(FILE *fp, const void *data, size_t count, size_t elsize)
 {
     if (count == 0)
         return 1; /* data may be NULL for an empty array, and fwrite must not see NULL */
-    if (host_is_little_endian())
+    if (fv_host_is_little_endian())
         return fwrite(data, elsize, count, fp) == count;
     unsigned char chunk[4096];
     const unsigned char *p = data;
@@ -498,7 +498,7 @@ static int write_le(FILE *fp, const void *data, size_t count, size_t elsize)
     for (size_t done = 0; done < count; done += per) {
         size_t k = count - done < per ? count - done : per;
         memcpy(chunk, p + done * elsize, k * elsize);
-        swap_bytes(chunk, k, elsize);
+        fv_swap_bytes(chunk, k, elsize);
         if (fwrite(chunk, elsize, k, fp) != k)
             return 0;
     }

@@ -50,6 +50,10 @@ void fv_atomic_abort(fv_atomic_file *f); /* close + remove the temporary; safe t
 int fv_tsv_header(FILE *fp, int ncols, const char *const *names);
 int fv_tsv_row(FILE *fp, int ncols, const double *values);
 
+/* Byte order: NPY and safetensors data are little-endian; big-endian hosts swap. */
+int fv_host_is_little_endian(void);
+void fv_swap_bytes(void *data, size_t count, size_t elsize); /* reverse each elsize-byte element */
+
 /* Parse a comma-separated list of numbers ("1,-0.5, 2e3"). Every field must be a finite number;
  * `what` names the source in the error message (e.g. "--target-mean"). On success *values is
  * malloc'ed and *n holds the count. */

@@ -71,26 +71,6 @@ static int dtype_from_name(const char *name, fv_st_dtype *out)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Byte order: the format is little-endian; on a big-endian host we swap rather than misread. */
-
-static int host_is_little_endian(void)
-{
-    const uint16_t one = 1;
-    unsigned char first;
-    memcpy(&first, &one, 1);
-    return first == 1;
-}
-
-static void swap_bytes(void *data, size_t count, size_t elsize)
-{
-    unsigned char *p = data;
-    for (size_t i = 0; i < count; i++, p += elsize)
-        for (size_t a = 0, b = elsize - 1; a < b; a++, b--) {
-            unsigned char t = p[a];
-            p[a] = p[b];
-            p[b] = t;
-        }
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Small shared helpers. */
@@ -873,8 +853,8 @@ int fv_st_get(const fv_st_file *f, const char *name, fv_st_dtype dtype, int ndim
                                                                  t->shape));
     if (t->nbytes)
         memcpy(out, f->data + t->offset, t->nbytes);
-    if (!host_is_little_endian())
-        swap_bytes(out, t->count, dtype_info[dtype].size);
+    if (!fv_host_is_little_endian())
+        fv_swap_bytes(out, t->count, dtype_info[dtype].size);
     return FV_OK;
 }
 
@@ -1126,7 +1106,7 @@ static int write_le(FILE *fp, const void *data, size_t count, size_t elsize)
 {
     if (count == 0)
         return 1; /* data may be NULL for an empty tensor, and fwrite must not see NULL */
-    if (host_is_little_endian())
+    if (fv_host_is_little_endian())
         return fwrite(data, elsize, count, fp) == count;
     unsigned char chunk[4096];
     const unsigned char *p = data;
@@ -1134,7 +1114,7 @@ static int write_le(FILE *fp, const void *data, size_t count, size_t elsize)
     for (size_t done = 0; done < count; done += per) {
         size_t k = count - done < per ? count - done : per;
         memcpy(chunk, p + done * elsize, k * elsize);
-        swap_bytes(chunk, k, elsize);
+        fv_swap_bytes(chunk, k, elsize);
         if (fwrite(chunk, elsize, k, fp) != k)
             return 0;
     }
