@@ -135,7 +135,7 @@ static int read_cfg(const fv_args *a, table_cfg *c)
     return FV_OK;
 }
 
-/* A list flag with a default, every entry checked by `ok`. */
+/* A comma-list flag, or its default when absent. */
 static int read_list(const fv_args *a, const char *name, const char *def, double **v, size_t *n)
 {
     const char *s = fv_args_get(a, name);
