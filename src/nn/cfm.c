@@ -2,10 +2,12 @@
 #include "nn/cfm.h"
 
 #include "core/error.h"
+#include "core/linalg.h"
 #include "core/progress.h"
 #include "core/rng.h"
 #include "nn/checkpoint.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +33,16 @@ int fv_cfm_data_init(fv_cfm_data *D, fv_data_kind kind, const fv_problem *p, con
     if (kind == FV_DATA_PAIRS && npairs == 0)
         return fv_error(FV_EINPUT, "a finite training set needs at least one pair");
     int st = FV_OK;
-    if (kind == FV_DATA_PROBLEM && p->coupling != FV_COUPLING_INDEPENDENT) {
+    size_t d = p->d;
+    /* The covariances' square roots, once: fv_gaussian_sample would take one (a dsyevd) per batch. */
+    if (kind != FV_DATA_PAIRS) {
+        int indep = kind == FV_DATA_PROBLEM && p->coupling == FV_COUPLING_INDEPENDENT;
+        if (!(D->root0 = malloc((indep ? 2 : 1) * d * d * sizeof *D->root0)))
+            st = fv_error(FV_ENOMEM, "out of memory for a %zu-dimensional data source", d);
+        else if (!(st = fv_linalg_sqrtm_spd(d, p->S0, D->root0)) && indep)
+            st = fv_linalg_sqrtm_spd(d, p->S1, D->root1 = D->root0 + d * d);
+    }
+    if (!st && kind == FV_DATA_PROBLEM && p->coupling != FV_COUPLING_INDEPENDENT) {
         fv_field_kind fk = p->coupling == FV_COUPLING_OT ? FV_FIELD_OT : FV_FIELD_ROTATION;
         if (!(st = fv_field_build(&D->map, p, fk)))
             st = fv_field_work_alloc(&D->map_work, p->d, cap);
@@ -45,7 +56,29 @@ void fv_cfm_data_free(fv_cfm_data *D)
 {
     fv_field_free(&D->map);
     fv_field_work_free(&D->map_work);
+    free(D->root0);
+    free(D->z);
     memset(D, 0, sizeof *D);
+}
+
+/* n samples of N(mean, root root^T) into X (n x d): exactly fv_gaussian_sample's draws and arithmetic
+ * (same normals, same dgemm) with the square root taken once by fv_cfm_data_init. */
+static int sample_rooted(fv_cfm_data *D, const double *mean, const double *root, size_t n, fv_rng *r, double *X)
+{
+    size_t d = D->d;
+    if (n * d > D->zcap) {
+        double *z = realloc(D->z, n * d * sizeof *z);
+        if (!z)
+            return fv_error(FV_ENOMEM, "out of memory sampling %zu points", n);
+        D->z = z;
+        D->zcap = n * d;
+    }
+    fv_rng_normal(r, n * d, D->z);
+    for (size_t i = 0; i < n; i++)
+        memcpy(X + i * d, mean, d * sizeof *X);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)d, (int)d, 1.0, D->z, (int)d, root, (int)d, 1.0,
+                X, (int)d);
+    return FV_OK;
 }
 
 int fv_cfm_pairs(fv_cfm_data *D, uint64_t seed, uint64_t step, size_t B, double *x0, double *x1)
@@ -65,15 +98,15 @@ int fv_cfm_pairs(fv_cfm_data *D, uint64_t seed, uint64_t step, size_t B, double 
         }
         return FV_OK;
     case FV_DATA_GMM: {
-        int st = fv_gaussian_sample(d, p->m0, p->S0, B, &r, x0);
+        int st = sample_rooted(D, p->m0, D->root0, B, &r, x0);
         return st ? st : fv_gmm_sample(D->gmm, B, &r, x1, NULL);
     }
     case FV_DATA_PROBLEM: {
-        int st = fv_gaussian_sample(d, p->m0, p->S0, B, &r, x0);
+        int st = sample_rooted(D, p->m0, D->root0, B, &r, x0);
         if (st)
             return st;
         if (p->coupling == FV_COUPLING_INDEPENDENT)
-            return fv_gaussian_sample(d, p->m1, p->S1, B, &r, x1);
+            return sample_rooted(D, p->m1, D->root1, B, &r, x1);
         if (B > D->map_work.n) { /* measurements may ask for more rows than a training batch */
             fv_field_work_free(&D->map_work);
             if ((st = fv_field_work_alloc(&D->map_work, d, B)))
@@ -97,6 +130,19 @@ void fv_cfm_interpolate(const fv_problem *p, uint64_t seed, uint64_t step, doubl
             fv_rng_uniform(&r, 1, &ti);
         fv_noise(p->schedule, p->sigma, ti, &f, &fp);
         t[i] = (float)ti;
+        if (f == 0.0 && !(p->deriv_term && fp != 0.0)) {
+            /* No noise in this row (sigma = 0, or the bridge at t = 0 or 1): its d normals would be
+             * multiplied by 0, so skip drawing them (one Philox block each) but keep the stream where
+             * drawing them would have left it, so later rows get the same numbers. The outputs are
+             * those of the general branch below (x + 0 * z = x, up to the sign of an exact zero). */
+            r.pos += d;
+            for (size_t j = 0; j < d; j++) {
+                double a = x0[i * d + j], b = x1[i * d + j];
+                xt[i * d + j] = (float)((1 - ti) * a + ti * b);
+                u[i * d + j] = (float)(b - a);
+            }
+            continue;
+        }
         for (size_t j = 0; j < d; j++) {
             fv_rng_normal(&r, 1, z);
             double a = x0[i * d + j], b = x1[i * d + j];

@@ -29,7 +29,10 @@ typedef struct {
     const fv_gmm *gmm;
     size_t npairs;
     const double *a, *b;    /* PAIRS: npairs x d sources and targets */
-
+    double *root0, *root1;  /* PROBLEM, GMM: S0^{1/2}; PROBLEM, independent coupling: S1^{1/2} (taken once
+                               at init, not per batch) */
+    double *z;              /* scratch for zcap normals */
+    size_t zcap;
 } fv_cfm_data;
 
 /* Prepare a data source, its scratch sized for batches of `cap` rows (grown on demand); `gmm` and
