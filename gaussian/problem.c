@@ -48,18 +48,22 @@ static int check_orthogonal(size_t d, const double *R)
 {
     if (!fv_all_finite(d * d, R))
         return fv_error(FV_EINPUT, "--rotation: matrix has a non-finite entry");
-    for (size_t i = 0; i < d; i++)
-        for (size_t j = 0; j < d; j++) {
-            double dot = 0.0;
-            for (size_t k = 0; k < d; k++)
-                dot += R[k * d + i] * R[k * d + j];
+    double *G = malloc(d * d * sizeof *G);
+    if (!G)
+        return fv_error(FV_ENOMEM, "out of memory checking --rotation");
+    /* G = R^T R in one product: the triple loop took most of a d = 784 variance evaluation */
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0, R, (int)d, R, (int)d, 0.0, G,
+                (int)d);
+    int st = FV_OK;
+    for (size_t i = 0; i < d && !st; i++)
+        for (size_t j = 0; j < d && !st; j++) {
             double want = i == j ? 1.0 : 0.0;
-            if (fabs(dot - want) > FV_ORTHOGONAL_TOL)
-                return fv_error(FV_EINPUT,
-                                "--rotation: matrix is not orthogonal: (R^T R)(%zu,%zu) = %.9g, expected %g", i + 1,
-                                j + 1, dot, want);
+            if (fabs(G[i * d + j] - want) > FV_ORTHOGONAL_TOL)
+                st = fv_error(FV_EINPUT, "--rotation: matrix is not orthogonal: (R^T R)(%zu,%zu) = %.9g, expected %g",
+                              i + 1, j + 1, G[i * d + j], want);
         }
-    return FV_OK;
+    free(G);
+    return st;
 }
 
 int fv_problem_validate(const fv_problem *p)

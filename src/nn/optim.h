@@ -60,6 +60,6 @@ float fv_clip_grad_norm(size_t n, float *g, float clip);
 /* One update: clip grads (in place), Adam step on params, EMA. Returns the global grad norm before
  * clipping. As with torch (error_if_nonfinite = False) a non-finite gradient is not refused: the caller
  * should check isfinite() of the returned norm. */
-float fv_adam_step(fv_adam *o, float *params, float *grads);
+float fv_adam_step(fv_adam *o, float *restrict params, float *restrict grads);
 
 #endif
