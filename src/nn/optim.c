@@ -98,7 +98,7 @@ float fv_clip_grad_norm(size_t n, float *g, float clip)
 float fv_adam_step(fv_adam *o, float *restrict params, float *restrict grads)
 {
     const fv_adam_config *c = &o->c;
-    /* restrict: params, grads and the moments never alias, which lets the compiler vectorize */
+    /* params, grads and the moments never alias */
     float *restrict m = o->m, *restrict v = o->v;
     float norm = fv_clip_grad_norm(o->n, grads, c->clip);
     uint64_t k = ++o->step;
