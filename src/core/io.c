@@ -486,7 +486,7 @@ static size_t format_header(char buf[NPY_HEADER_BUF], const char *descr, int ndi
     return total;
 }
 
-static int write_le(FILE *fp, const void *data, size_t count, size_t elsize)
+int fv_write_le(FILE *fp, const void *data, size_t count, size_t elsize)
 {
     if (count == 0)
         return 1; /* data may be NULL for an empty array, and fwrite must not see NULL */
@@ -525,7 +525,7 @@ static int npy_write(const char *path, const void *data, size_t elsize, const ch
     int rc = fv_atomic_open(&f, path);
     if (rc != FV_OK)
         return rc;
-    if (fwrite(header, 1, hlen, f.fp) != hlen || !write_le(f.fp, data, count, elsize)) {
+    if (fwrite(header, 1, hlen, f.fp) != hlen || !fv_write_le(f.fp, data, count, elsize)) {
         int err = errno;
         fv_atomic_abort(&f);
         return fv_error(FV_EIO, "%s: write failed: %s", path, strerror(err));

@@ -53,6 +53,8 @@ int fv_tsv_row(FILE *fp, int ncols, const double *values);
 /* Byte order: NPY and safetensors data are little-endian; big-endian hosts swap. */
 int fv_host_is_little_endian(void);
 void fv_swap_bytes(void *data, size_t count, size_t elsize); /* reverse each elsize-byte element */
+/* Write count elements of elsize bytes in little-endian order; 1 on success, 0 on a write error. */
+int fv_write_le(FILE *fp, const void *data, size_t count, size_t elsize);
 
 /* Parse a comma-separated list of numbers ("1,-0.5, 2e3"). Every field must be a finite number;
  * `what` names the source in the error message (e.g. "--target-mean"). On success *values is

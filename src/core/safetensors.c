@@ -1102,25 +1102,6 @@ static int build_header(strbuf *b, size_t n, const fv_st_entry **order, int with
     return b->failed ? fv_error(FV_ENOMEM, "out of memory building the header") : FV_OK;
 }
 
-static int write_le(FILE *fp, const void *data, size_t count, size_t elsize)
-{
-    if (count == 0)
-        return 1; /* data may be NULL for an empty tensor, and fwrite must not see NULL */
-    if (fv_host_is_little_endian())
-        return fwrite(data, elsize, count, fp) == count;
-    unsigned char chunk[4096];
-    const unsigned char *p = data;
-    size_t per = sizeof chunk / elsize;
-    for (size_t done = 0; done < count; done += per) {
-        size_t k = count - done < per ? count - done : per;
-        memcpy(chunk, p + done * elsize, k * elsize);
-        fv_swap_bytes(chunk, k, elsize);
-        if (fwrite(chunk, elsize, k, fp) != k)
-            return 0;
-    }
-    return 1;
-}
-
 static int write_all(FILE *fp, const strbuf *header, size_t n, const fv_st_entry **order)
 {
     unsigned char len[ST_LEN_BYTES];
@@ -1132,7 +1113,7 @@ static int write_all(FILE *fp, const strbuf *header, size_t n, const fv_st_entry
         return 0;
     for (size_t i = 0; i < n; i++) {
         size_t elsize = dtype_info[order[i]->dtype].size;
-        if (!write_le(fp, order[i]->data, entry_bytes(order[i]) / elsize, elsize))
+        if (!fv_write_le(fp, order[i]->data, entry_bytes(order[i]) / elsize, elsize))
             return 0;
     }
     return 1;
