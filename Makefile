@@ -80,8 +80,10 @@ reproduce: deps-check
 	$(MAKE) $(BUILD)/flowvar
 	scripts/reproduce $(BUILD)/flowvar results
 
+# All three benchmarks, each recording its block of BENCHMARKS.md (about 10 minutes on 2 cores).
 bench: all
 	$(MAKE) -C bench
+	$(MAKE) -C bench record-variance record-train
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/lib/pkgconfig
