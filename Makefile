@@ -43,6 +43,13 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
 all: $(BUILD)/flowvar $(BUILD)/libflowvar.a $(BUILD)/libflowvar.so
 
+# The network layer's elementwise loops (the SiLU through nn_math.h's fv_expf_fast, the Adam update)
+# vectorize only with gcc's vectorizer cost model above -O2's "very-cheap" (which refuses loops of
+# unknown length), for Adam's sqrtf without errno (sqrtps rounds exactly as sqrtss: same results), and
+# without FP-exception semantics (else PRE splits fv_expf_fast's clamping selects into branches). None
+# of the three changes a computed value.
+$(BUILD)/src/nn/%.o: CFLAGS += -fvect-cost-model=dynamic -fno-math-errno -fno-trapping-math
+
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@

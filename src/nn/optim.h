@@ -57,6 +57,13 @@ float fv_grad_norm(size_t n, const float *g);
 /* Clip g in place to global norm `clip` (torch's rule above); returns the norm before clipping. */
 float fv_clip_grad_norm(size_t n, float *g, float clip);
 
+/* fv_adam_elem (nn_math.h) on the n elements of p, m, v with gradients g (none of them aliasing), as
+ * one vectorized loop; fv_adam_step's element loop, exposed so a test can compare it with the
+ * per-element reference. */
+void fv_adam_update(size_t n, float *restrict p, float *restrict m, float *restrict v,
+                    const float *restrict g, float one_minus_b1, float b2, float one_minus_b2, float step_size,
+                    float bc2_sqrt, float eps);
+
 /* One update: clip grads (in place), Adam step on params, EMA. Returns the global grad norm before
  * clipping. As with torch (error_if_nonfinite = False) a non-finite gradient is not refused: the caller
  * should check isfinite() of the returned norm. */
