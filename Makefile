@@ -81,7 +81,7 @@ deps-check:
 
 test: deps-check
 	$(MAKE) $(BUILD)/flowvar $(BUILD)/test_flowvar
-	FLOWVAR=$(BUILD)/flowvar $(BUILD)/test_flowvar --verbose=1 -j2
+	FLOWVAR=$(BUILD)/flowvar LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(BUILD)/test_flowvar --verbose=1 -j2
 
 reproduce: deps-check
 	$(MAKE) $(BUILD)/flowvar
