@@ -10,4 +10,18 @@
 /* Sample mean (d) and covariance (d x d, divisor n - 1) of n rows. */
 void th_moments(size_t n, size_t d, const double *X, double *mean, double *cov);
 
+/* Scratch folders: a fresh /tmp/PREFIX_XXXXXX in buf (at least 64 bytes), and its removal with one
+ * level of subfolders. */
+void th_scratch_make(char *buf, const char *prefix);
+void th_remove_tree(const char *dir);
+
+/* "dir/name" in a static buffer (valid until the next call). */
+const char *th_path_in(const char *dir, const char *name);
+
+/* Entries of a folder besides . and .., or -1 when it cannot be opened. */
+int th_entries_in(const char *dir);
+
+/* A whole small file (up to 64 KiB), malloc'ed; *n gets its size. */
+unsigned char *th_slurp(const char *path, size_t *n);
+
 #endif

@@ -4,6 +4,8 @@
  * tests/oracle/make_npy_fixtures.py: the expected values below are the same formulas), and the
  * writer is checked both by round trips and byte for byte against np.save's output. */
 #include <criterion/criterion.h>
+
+#include "helpers.h"
 #include <criterion/redirect.h>
 
 #include "src/core/error.h"
@@ -23,65 +25,12 @@
 /* Each Criterion test runs in its own process, so this per-test scratch directory is private. */
 static char scratch[64];
 
-static void make_scratch(void)
-{
-    strcpy(scratch, "/tmp/fv_test_io_XXXXXX");
-    if (!mkdtemp(scratch))
-        cr_assert_fail("mkdtemp failed");
-}
-
-/* One level of subdirectories is all the tests create. */
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (remove(path) != 0)
-            remove_tree(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static void drop_scratch(void) { remove_tree(scratch); }
+static void make_scratch(void) { th_scratch_make(scratch, "fv_test_io"); }
+static void drop_scratch(void) { th_remove_tree(scratch); }
 
 TestSuite(io, .init = make_scratch, .fini = drop_scratch);
 
-static const char *in_scratch(const char *name)
-{
-    static char path[512];
-    snprintf(path, sizeof path, "%s/%s", scratch, name);
-    return path;
-}
-
-static int entries_in(const char *dir)
-{
-    DIR *d = opendir(dir);
-    int n = 0;
-    if (!d)
-        return -1;
-    for (struct dirent *e; (e = readdir(d));)
-        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return n;
-}
-
-/* Reads a whole file; *n gets its size. */
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *fp = fopen(path, "rb");
-    cr_assert_not_null(fp, "cannot open %s", path);
-    unsigned char *buf = malloc(1 << 16);
-    *n = fread(buf, 1, 1 << 16, fp);
-    fclose(fp);
-    return buf;
-}
+static const char *in_scratch(const char *name) { return th_path_in(scratch, name); }
 
 /* Values with no pattern a byte-order or stride mistake could preserve. */
 static double entropic(size_t i)
@@ -165,7 +114,7 @@ Test(io, write_max_dims_header_is_aligned)
     const char *path = in_scratch("8d.npy");
     cr_assert_eq(fv_npy_write_f64(path, x, 8, shape), FV_OK, "%s", fv_last_error());
     size_t n;
-    unsigned char *b = slurp(path, &n);
+    unsigned char *b = th_slurp(path, &n);
     size_t data_offset = 10 + (size_t)(b[8] | b[9] << 8);
     cr_assert(data_offset % 64 == 0 && b[data_offset - 1] == '\n' && n == data_offset + 32,
               "offset %zu, size %zu", data_offset, n);
@@ -177,7 +126,7 @@ Test(io, write_rejects_too_many_dims)
     size_t shape[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
     double x = 1;
     cr_assert_eq(fv_npy_write_f64(in_scratch("9d.npy"), &x, 9, shape), FV_EINPUT);
-    cr_assert_eq(entries_in(scratch), 0);
+    cr_assert_eq(th_entries_in(scratch), 0);
 }
 
 /* ---- the writer agrees with numpy byte for byte ---- */
@@ -185,7 +134,7 @@ Test(io, write_rejects_too_many_dims)
 static void expect_same_bytes(const char *ours, const char *numpys)
 {
     size_t n1, n2;
-    unsigned char *a = slurp(ours, &n1), *b = slurp(numpys, &n2);
+    unsigned char *a = th_slurp(ours, &n1), *b = th_slurp(numpys, &n2);
     cr_assert(n1 == n2 && memcmp(a, b, n1) == 0, "%s differs from numpy's %s", ours, numpys);
     free(a);
     free(b);
@@ -428,8 +377,8 @@ Test(io, atomic_commit_leaves_only_the_file)
     fputs("hello\n", f.fp);
     cr_assert_eq(fv_atomic_commit(&f), FV_OK, "%s", fv_last_error());
     size_t n;
-    unsigned char *b = slurp(path, &n);
-    cr_assert(n == 6 && memcmp(b, "hello\n", 6) == 0 && entries_in(scratch) == 1);
+    unsigned char *b = th_slurp(path, &n);
+    cr_assert(n == 6 && memcmp(b, "hello\n", 6) == 0 && th_entries_in(scratch) == 1);
     free(b);
 }
 
@@ -444,7 +393,7 @@ Test(io, atomic_commit_replaces_existing_file)
     fputs("new\n", f.fp);
     cr_assert_eq(fv_atomic_commit(&f), FV_OK, "%s", fv_last_error());
     size_t n;
-    unsigned char *b = slurp(path, &n);
+    unsigned char *b = th_slurp(path, &n);
     cr_assert(n == 4 && memcmp(b, "new\n", 4) == 0);
     free(b);
 }
@@ -456,7 +405,7 @@ Test(io, atomic_abort_leaves_nothing)
     fputs("half a result", f.fp);
     fv_atomic_abort(&f);
     fv_atomic_abort(&f); /* documented as safe */
-    cr_assert_eq(entries_in(scratch), 0);
+    cr_assert_eq(th_entries_in(scratch), 0);
 }
 
 Test(io, atomic_open_in_missing_directory_fails)
@@ -467,7 +416,7 @@ Test(io, atomic_open_in_missing_directory_fails)
     cr_assert_eq(fv_atomic_open(&f, path), FV_EIO);
     cr_assert(strstr(fv_last_error(), path) && strstr(fv_last_error(), "No such file or directory"),
               "message: %s", fv_last_error());
-    cr_assert_eq(entries_in(scratch), 0);
+    cr_assert_eq(th_entries_in(scratch), 0);
 }
 
 Test(io, npy_write_in_missing_directory_leaves_nothing)
@@ -476,7 +425,7 @@ Test(io, npy_write_in_missing_directory_leaves_nothing)
     char path[512];
     snprintf(path, sizeof path, "%s/nope/out.npy", scratch);
     cr_assert_eq(fv_npy_write_f64(path, &x, 0, NULL), FV_EIO);
-    cr_assert_eq(entries_in(scratch), 0);
+    cr_assert_eq(th_entries_in(scratch), 0);
 }
 
 Test(io, atomic_failed_rename_removes_temporary)
@@ -487,7 +436,7 @@ Test(io, atomic_failed_rename_removes_temporary)
     cr_assert_eq(fv_atomic_open(&f, path), FV_OK, "%s", fv_last_error());
     fputs("x", f.fp);
     cr_assert_eq(fv_atomic_commit(&f), FV_EIO);
-    cr_assert_eq(entries_in(scratch), 1, "temporary left behind");
+    cr_assert_eq(th_entries_in(scratch), 1, "temporary left behind");
 }
 
 Test(io, atomic_dash_is_stdout, .init = cr_redirect_stdout)
@@ -512,7 +461,7 @@ Test(io, atomic_special_file_is_written_in_place)
     fputs("discarded\n", f.fp);
     cr_assert_eq(fv_atomic_commit(&f), FV_OK, "%s", fv_last_error());
     struct stat st;
-    cr_assert(lstat(link, &st) == 0 && S_ISLNK(st.st_mode) && entries_in(scratch) == 1);
+    cr_assert(lstat(link, &st) == 0 && S_ISLNK(st.st_mode) && th_entries_in(scratch) == 1);
 }
 
 /* ---- TSV ---- */

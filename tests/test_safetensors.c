@@ -6,6 +6,8 @@
  * The damaged files are built here, byte by byte, so each test shows exactly what is wrong. */
 #include <criterion/criterion.h>
 
+#include "helpers.h"
+
 #include "src/core/error.h"
 #include "src/core/safetensors.h"
 
@@ -23,60 +25,12 @@
 /* Each Criterion test runs in its own process, so this per-test scratch directory is private. */
 static char scratch[64];
 
-static void make_scratch(void)
-{
-    strcpy(scratch, "/tmp/fv_test_st_XXXXXX");
-    if (!mkdtemp(scratch))
-        cr_assert_fail("mkdtemp failed");
-}
-
-/* The tests create files only, no subdirectories. */
-static void drop_scratch(void)
-{
-    DIR *d = opendir(scratch);
-    if (!d)
-        return;
-    char path[512];
-    for (struct dirent *e; (e = readdir(d));)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(path, sizeof path, "%s/%s", scratch, e->d_name);
-            remove(path);
-        }
-    closedir(d);
-    rmdir(scratch);
-}
+static void make_scratch(void) { th_scratch_make(scratch, "fv_test_st"); }
+static void drop_scratch(void) { th_remove_tree(scratch); }
 
 TestSuite(safetensors, .init = make_scratch, .fini = drop_scratch);
 
-static const char *in_scratch(const char *name)
-{
-    static char path[512];
-    snprintf(path, sizeof path, "%s/%s", scratch, name);
-    return path;
-}
-
-static int entries_in(const char *dir)
-{
-    DIR *d = opendir(dir);
-    int n = 0;
-    if (!d)
-        return -1;
-    for (struct dirent *e; (e = readdir(d));)
-        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return n;
-}
-
-/* Reads a whole (small) file; *n gets its size. */
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *fp = fopen(path, "rb");
-    cr_assert_not_null(fp, "cannot open %s", path);
-    unsigned char *buf = malloc(1 << 16);
-    *n = fread(buf, 1, 1 << 16, fp);
-    fclose(fp);
-    return buf;
-}
+static const char *in_scratch(const char *name) { return th_path_in(scratch, name); }
 
 static void spit(const char *path, const void *bytes, size_t n)
 {
@@ -129,7 +83,7 @@ static void expect_rejected(const char *path, const char *fragment)
 static void expect_same_bytes(const char *expected, const char *actual)
 {
     size_t ne, na;
-    unsigned char *e = slurp(expected, &ne), *a = slurp(actual, &na);
+    unsigned char *e = th_slurp(expected, &ne), *a = th_slurp(actual, &na);
     size_t i = 0;
     while (i < ne && i < na && e[i] == a[i])
         i++;
@@ -383,7 +337,7 @@ Test(safetensors, empty_metadata_is_written_like_python)
     const char *path = in_scratch("m.safetensors");
     cr_assert_eq(fv_st_write(path, 1, &e, 0, none, none), FV_OK, "%s", fv_last_error());
     size_t n;
-    unsigned char *b = slurp(path, &n);
+    unsigned char *b = th_slurp(path, &n);
     cr_assert_eq(n, 8 + 72 + 4);
     cr_assert_eq(b[0], 72);
     cr_assert_eq(memcmp(b + 8, header, 72), 0, "header: %.72s", (const char *)b + 8);
@@ -414,7 +368,7 @@ Test(safetensors, reader_accepts_whitespace_and_escapes)
 Test(safetensors, rejects_truncated_data)
 {
     size_t n;
-    unsigned char *b = slurp(FIXTURES "mixed.safetensors", &n);
+    unsigned char *b = th_slurp(FIXTURES "mixed.safetensors", &n);
     const char *path = in_scratch("cut.safetensors");
     spit(path, b, n - 3);
     free(b);
@@ -667,7 +621,7 @@ Test(safetensors, write_into_missing_directory_leaves_nothing)
     snprintf(path, sizeof path, "%s/nope/out.safetensors", scratch);
     cr_assert_eq(fv_st_write(path, 1, &e, 0, NULL, NULL), FV_EIO);
     cr_assert_not_null(strstr(fv_last_error(), path), "%s", fv_last_error());
-    cr_assert_eq(entries_in(scratch), 0);
+    cr_assert_eq(th_entries_in(scratch), 0);
 }
 
 Test(safetensors, write_replaces_an_existing_file_leaving_no_temporary)
@@ -678,7 +632,7 @@ Test(safetensors, write_replaces_an_existing_file_leaving_no_temporary)
     const size_t one[] = {1};
     const fv_st_entry e = {"a", FV_ST_U8, 1, one, a};
     cr_assert_eq(fv_st_write(path, 1, &e, 0, NULL, NULL), FV_OK, "%s", fv_last_error());
-    cr_assert_eq(entries_in(scratch), 1);
+    cr_assert_eq(th_entries_in(scratch), 1);
     fv_st_file f;
     cr_assert_eq(fv_st_read(path, &f), FV_OK, "%s", fv_last_error());
     cr_assert_eq(f.data[0], 9);
@@ -694,7 +648,7 @@ static void expect_write_rejected(size_t n, const fv_st_entry *e, size_t nmeta,
     cr_assert_not_null(strstr(fv_last_error(), fragment), "no '%s' in: %s", fragment,
                        fv_last_error());
     cr_assert_not_null(strstr(fv_last_error(), path), "no file in: %s", fv_last_error());
-    cr_assert_eq(entries_in(scratch), 0, "something was written");
+    cr_assert_eq(th_entries_in(scratch), 0, "something was written");
 }
 
 Test(safetensors, write_rejects_bad_entries_writing_nothing)
