@@ -21,13 +21,13 @@ endif
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror -fPIC -Isrc -I. $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
-LDLIBS := -llapacke -lopenblas -lgsl -lm
+LDLIBS := -llapacke -lopenblas -lgsl -lpng -lz -lm
 
-LIB_SRC := $(wildcard src/core/*.c gaussian/*.c gmm/*.c src/nn/*.c)
+LIB_SRC := $(wildcard src/core/*.c src/data/*.c gaussian/*.c gmm/*.c src/nn/*.c)
 CU_SRC := $(wildcard cuda/*.cu)
 CLI_SRC := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/*.c)
-HEADERS := $(wildcard src/core/*.h gaussian/*.h gmm/*.h src/nn/*.h)
+HEADERS := $(wildcard src/core/*.h src/data/*.h gaussian/*.h gmm/*.h src/nn/*.h)
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 # CUDA parts build whenever nvcc is present (sm_90 code plus PTX); a CPU-only build otherwise.

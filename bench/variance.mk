@@ -11,7 +11,7 @@
 CC ?= cc
 BENCH_CFLAGS := -O2 -g -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror -I../src -I..
 LIB := ../build/libflowvar.a
-LDLIBS := -llapacke -lopenblas -lgsl -lm
+LDLIBS := -llapacke -lopenblas -lgsl -lpng -lz -lm
 HEADERS := $(wildcard ../src/core/*.h ../gaussian/*.h ../src/nn/*.h)
 
 ifeq ($(SAN),1)
