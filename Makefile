@@ -34,7 +34,8 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 ifneq ($(NVCC),)
 ifneq ($(CU_SRC),)
 LIB_OBJ += $(CU_SRC:%.cu=$(BUILD)/%.o)
-LDLIBS += -L$(dir $(NVCC))../lib64 -lcudart -lcublas
+CUDA_LIB := $(realpath $(dir $(NVCC))../lib64)
+LDLIBS += -L$(CUDA_LIB) -Wl,-rpath,$(CUDA_LIB) -lcublas -lcudart -lstdc++
 CFLAGS += -DFV_HAVE_CUDA
 endif
 endif
@@ -54,9 +55,11 @@ $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/%.o: %.cu $(HEADERS)
+# -fmad=false: no contraction of a * b + c into one fma, so the per-element formulas the CPU and the GPU
+# share (nn_math.h, philox.h, noise.h) round the same way on both.
+$(BUILD)/%.o: %.cu $(HEADERS) $(wildcard cuda/*.h)
 	@mkdir -p $(dir $@)
-	$(NVCC) -O2 -std=c++17 -Xcompiler -fPIC,-Wall,-Werror -Werror all-warnings -Isrc -I. \
+	$(NVCC) -O2 -std=c++17 -fmad=false -Xcompiler -fPIC,-Wall,-Werror -Werror all-warnings -Isrc -I. \
 		-gencode arch=compute_90,code=[sm_90,compute_90] -c $< -o $@
 
 $(BUILD)/libflowvar.a: $(LIB_OBJ)

@@ -109,18 +109,6 @@ void fv_rotation_blocks(size_t d, double deg, double *R)
     }
 }
 
-void fv_noise(fv_schedule s, double sigma, double t, double *f, double *fprime)
-{
-    if (s == FV_SCHEDULE_CONSTANT) {
-        *f = sigma;
-        *fprime = 0.0;
-        return;
-    }
-    double q = sqrt(t * (1.0 - t));
-    *f = sigma * q;
-    *fprime = sigma == 0.0 ? 0.0 : sigma * (1.0 - 2.0 * t) / (2.0 * q);
-}
-
 double fv_noise_ffprime(fv_schedule s, double sigma, double t)
 {
     return s == FV_SCHEDULE_CONSTANT ? 0.0 : sigma * sigma * (1.0 - 2.0 * t) / 2.0;

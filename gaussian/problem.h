@@ -5,11 +5,11 @@
 #define FV_PROBLEM_H
 
 #include "core/rng.h"
+#include "gaussian/noise.h"
 
 #include <stddef.h>
 
 typedef enum { FV_COUPLING_OT = 0, FV_COUPLING_ROTATION, FV_COUPLING_INDEPENDENT } fv_coupling;
-typedef enum { FV_SCHEDULE_CONSTANT = 0, FV_SCHEDULE_BRIDGE } fv_schedule;
 
 typedef struct {
     size_t d;
@@ -33,10 +33,6 @@ int fv_problem_validate(const fv_problem *p);
 /* The default rotation of THEORY.md section 1: 2x2 rotations by `deg` degrees on coordinate pairs
  * (1,2), (3,4), ..., and 1 on the last coordinate when d is odd. R is d x d. */
 void fv_rotation_blocks(size_t d, double deg, double *R);
-
-/* Noise f(t) and its derivative f'(t) for a schedule. The bridge derivative is infinite at t = 0
- * and t = 1 when sigma > 0 (it is returned as +-inf; callers that need it there must not ask). */
-void fv_noise(fv_schedule s, double sigma, double t, double *f, double *fprime);
 
 /* The reference problem of THEORY.md section 4: d = 2, target mean (1, -0.5), covariance
  * [[2, 0.6], [0.6, 1]], standard source; the rotational coupling by `deg` degrees when deg >= 0

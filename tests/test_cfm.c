@@ -107,7 +107,8 @@ Test(cfm, gradient_variance_equals_brute_force)
     fv_cfm_pairs(&D, 4, 1, n, x0, x1);
     fv_cfm_interpolate(&p, 4, 1, 0.3, n, 2, x0, x1, xt, t, u);
     for (size_t i = 0; i < n; i++) {
-        tr.ops->loss_grad(&tr, 1, xt + 2 * i, t + i, u + 2 * i, &loss, NULL);
+        tr.ops->load(&tr, 1, xt + 2 * i, t + i, u + 2 * i);
+        tr.ops->loss_grad(&tr, &loss, NULL);
         /* one row: the loss is |u - v|^2 / 2, so the per-sample gradient is twice the buffer */
         double s = 0;
         for (size_t k = 0; k < np; k++) {

@@ -85,13 +85,13 @@ int fv_cmd_gap(int argc, char **argv)
     double *rows = NULL;
     size_t nt, n;
     uint64_t seed;
-    int st = fv_args_parse(&a, "gap", gap_usage, argc, argv, gap_opts, NULL);
+    int st = fv_args_parse(&a, "gap", gap_usage, argc, argv, gap_opts, fv_device_opts, NULL);
     if (st < 0)
         return 0;
     if (!st && !fv_args_get(&a, "run"))
         st = fv_error(FV_EINPUT, "--run DIR is required");
     if (st || (st = fv_args_size(&a, "t-grid", 20, 1, &nt)) || (st = fv_args_size(&a, "n", 4096, 2, &n)) ||
-        (st = fv_args_u64(&a, "seed", 1, &seed)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL)) ||
+        (st = fv_args_u64(&a, "seed", 1, &seed)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)) ||
         (st = closed_field(&a, &r, &f)))
         goto done;
     if (!(rows = malloc(nt * 3 * sizeof *rows))) {
@@ -138,13 +138,13 @@ int fv_cmd_gradvar(int argc, char **argv)
     size_t nt, n;
     uint64_t seed;
     double *vars = NULL;
-    int st = fv_args_parse(&a, "gradvar", gradvar_usage, argc, argv, gradvar_opts, NULL);
+    int st = fv_args_parse(&a, "gradvar", gradvar_usage, argc, argv, gradvar_opts, fv_device_opts, NULL);
     if (st < 0)
         return 0;
     if (!st && !fv_args_get(&a, "run"))
         st = fv_error(FV_EINPUT, "--run DIR is required");
     if (st || (st = fv_args_size(&a, "t-grid", 20, 1, &nt)) || (st = fv_args_size(&a, "n", 4096, 2, &n)) ||
-        (st = fv_args_u64(&a, "seed", 1, &seed)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL)))
+        (st = fv_args_u64(&a, "seed", 1, &seed)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)))
         goto done;
     if (!(vars = malloc((nt + 1) * sizeof *vars))) {
         st = fv_error(FV_ENOMEM, "out of memory");

@@ -170,14 +170,14 @@ int fv_cmd_sample(int argc, char **argv)
     fv_run r = {0};
     double *X = NULL, *X0 = NULL;
     size_t n = 0;
-    int solver, st = fv_args_parse(&a, "sample", usage, argc, argv, sample_opts, NULL);
+    int solver, st = fv_args_parse(&a, "sample", usage, argc, argv, sample_opts, fv_device_opts, NULL);
     if (st < 0)
         return 0;
     fv_ode_opts o = fv_ode_defaults();
     if (!st && !fv_args_get(&a, "run"))
         st = fv_error(FV_EINPUT, "--run DIR is required");
     if (st || (st = fv_args_choice(&a, "solver", solvers, 0, &solver)) ||
-        (st = fv_args_size(&a, "steps", 100, 1, &o.steps)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL)) ||
+        (st = fv_args_size(&a, "steps", 100, 1, &o.steps)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)) ||
         (st = sources(&a, &r, &X, &n)))
         goto done;
     o.solver = solver ? FV_ODE_RK4 : FV_ODE_EULER;

@@ -30,7 +30,8 @@ static int check_resume_args(const fv_args *a)
 {
     for (size_t i = 0; i < a->nopts; i++) {
         const char *n = a->opts[i]->name;
-        if (a->values[i] && strcmp(n, "out") && strcmp(n, "resume") && strcmp(n, "steps"))
+        if (a->values[i] && strcmp(n, "out") && strcmp(n, "resume") && strcmp(n, "steps") && strcmp(n, "device") &&
+            strcmp(n, "precision"))
             return fv_error(FV_EINPUT, "--%s cannot be changed on --resume: the run keeps its own options", n);
     }
     return FV_OK;
@@ -86,7 +87,9 @@ static int new_run(fv_run *r, const fv_args *a, const char *dir)
         return fv_error(FV_EIO, "%s: cannot create the run folder: %s", dir, strerror(errno));
     memset(r, 0, sizeof *r);
     r->args = *a;
-    int st = fv_run_setup(r);
+    int st = fv_run_device(a, r);
+    if (!st)
+        st = fv_run_setup(r);
     return st ? st : write_pairs(r, dir);
 }
 
@@ -96,7 +99,8 @@ int fv_cmd_train(int argc, char **argv)
     fv_run r = {0};
     const char **keys = NULL, **values = NULL;
     size_t nmeta = 0;
-    int st = fv_args_parse(&a, "train", usage, argc, argv, fv_problem_opts, fv_train_opts_table, train_cmd_opts, NULL);
+    int st = fv_args_parse(&a, "train", usage, argc, argv, fv_problem_opts, fv_train_opts_table, fv_device_opts,
+                           train_cmd_opts, NULL);
     if (st < 0)
         return 0;
     const char *dir = fv_args_get(&a, "out");
@@ -106,7 +110,7 @@ int fv_cmd_train(int argc, char **argv)
         goto done;
     if (fv_args_flag(&a, "resume")) {
         if (!(st = check_resume_args(&a)))
-            st = fv_run_open(&r, dir, fv_args_get(&a, "steps"));
+            st = fv_run_open(&r, dir, fv_args_get(&a, "steps"), &a);
     } else {
         st = new_run(&r, &a, dir);
     }

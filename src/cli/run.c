@@ -39,6 +39,23 @@ const fv_opt fv_train_opts_table[] = {
     {NULL, NULL, NULL},
 };
 
+const fv_opt fv_device_opts[] = {
+    {"device", "cpu|cuda|auto", "where to compute: auto (the default) takes cuda when a GPU is present, else cpu"},
+    {"precision", "fp32|tf32", "cuda matrix products in fp32 (default) or on TF32 tensor cores"},
+    {NULL, NULL, NULL},
+};
+
+int fv_run_device(const fv_args *a, fv_run *r)
+{
+    static const char *const devices[] = {"auto", "cpu", "cuda", NULL}, *const precisions[] = {"fp32", "tf32", NULL};
+    int dev, prec, st;
+    if ((st = fv_args_choice(a, "device", devices, 0, &dev)) || (st = fv_args_choice(a, "precision", precisions, 0, &prec)))
+        return st;
+    r->device = devices[dev];
+    r->tf32 = prec == 1;
+    return FV_OK;
+}
+
 void fv_run_checkpoint_path(const char *dir, char *buf, size_t size)
 {
     snprintf(buf, size, "%s/checkpoint.safetensors", dir);
@@ -199,7 +216,7 @@ int fv_run_setup(fv_run *r)
     fv_data_kind kind = r->a ? FV_DATA_PAIRS : fresh_kind;
     if ((st = fv_cfm_data_init(&r->data, kind, &r->p, r->has_gmm ? &r->gmm : NULL, r->npairs, r->a, r->b, r->batch)))
         return st;
-    return fv_trainer_cpu_init(&r->tr, &r->mc, &r->ac, r->seed, r->batch);
+    return fv_trainer_init(&r->tr, r->device ? r->device : "auto", &r->mc, &r->ac, r->seed, r->batch, r->tf32);
 }
 
 void fv_run_meta_free(size_t n, const char **keys, const char **values)
@@ -220,7 +237,8 @@ int fv_run_meta(const fv_run *r, size_t *n, const char ***keys, const char ***va
     *n = 0;
     for (size_t i = 0; i < a->nopts; i++) {
         const char *name = a->opts[i]->name;
-        if (!a->values[i] || !strcmp(name, "out") || !strcmp(name, "resume"))
+        if (!a->values[i] || !strcmp(name, "out") || !strcmp(name, "resume") || !strcmp(name, "device") ||
+            !strcmp(name, "precision"))
             continue;
         char *key = malloc(strlen(name) + 5);
         if (!key)
@@ -232,13 +250,15 @@ int fv_run_meta(const fv_run *r, size_t *n, const char ***keys, const char ***va
     return FV_OK;
 }
 
-int fv_run_open(fv_run *r, const char *dir, const char *steps_override)
+int fv_run_open(fv_run *r, const char *dir, const char *steps_override, const fv_args *cmd)
 {
     char path[4096];
     memset(r, 0, sizeof *r);
-    fv_run_checkpoint_path(dir, path, sizeof path);
-    int st = fv_st_read(path, &r->ckpt);
+    int st = fv_run_device(cmd, r);
     if (st)
+        return st;
+    fv_run_checkpoint_path(dir, path, sizeof path);
+    if ((st = fv_st_read(path, &r->ckpt)))
         return fv_error_context(st, "opening run %s: ", dir);
     r->has_ckpt = 1;
     /* argv from the recorded options: "--NAME VALUE" (flags alone), then --steps if overridden */

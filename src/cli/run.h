@@ -11,6 +11,7 @@
 #include "nn/cfm.h"
 
 extern const fv_opt fv_train_opts_table[]; /* the options of `flowvar train` that define a run */
+extern const fv_opt fv_device_opts[];      /* --device, --precision: where a run computes (not recorded) */
 
 typedef struct {
     fv_args args;        /* the run's options */
@@ -29,7 +30,12 @@ typedef struct {
     fv_adam_config ac;
     uint64_t seed;
     size_t batch;
+    const char *device;  /* cpu, cuda or auto (NULL: auto) */
+    int tf32;
 } fv_run;
+
+/* --device and --precision of a command into r (defaults auto, fp32). */
+int fv_run_device(const fv_args *a, fv_run *r);
 
 /* Build everything the run's options r->args describe: problem, mixture, finite pairs, data source
  * and a fresh trainer. */
@@ -40,8 +46,9 @@ int fv_run_meta(const fv_run *r, size_t *n, const char ***keys, const char ***va
 void fv_run_meta_free(size_t n, const char **keys, const char **values);
 
 /* Open an existing run folder: its options from the checkpoint, then fv_run_setup, then the state.
- * `override` (may be NULL) replaces --steps when resuming. */
-int fv_run_open(fv_run *r, const char *dir, const char *steps_override);
+ * `override` (may be NULL) replaces --steps when resuming; the device comes from `cmd`'s --device and
+ * --precision (a run written on one device opens on any). */
+int fv_run_open(fv_run *r, const char *dir, const char *steps_override, const fv_args *cmd);
 
 void fv_run_free(fv_run *r);
 

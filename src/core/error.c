@@ -47,6 +47,7 @@ const char *fv_status_name(int code)
     case FV_ENOMEM: return "out of memory";
     case FV_EIO: return "i/o error";
     case FV_ENUMERIC: return "numerical failure";
+    case FV_EDEVICE: return "device error";
     default: return "unknown status";
     }
 }

@@ -6,6 +6,10 @@
 #ifndef FV_ERROR_H
 #define FV_ERROR_H
 
+#ifdef __cplusplus /* the CUDA backend (C++ under nvcc) reports through the same slot */
+extern "C" {
+#endif
+
 enum fv_status {
     FV_OK = 0,
     FV_EINPUT,    /* bad user input: flag, file, shape, value (exit 2) */
@@ -13,7 +17,8 @@ enum fv_status {
     FV_EDIVERGE,  /* an integral or iteration does not converge (e.g. a singular time inside [0,1]) */
     FV_ENOMEM,    /* allocation failed */
     FV_EIO,       /* the operating system refused a read or write */
-    FV_ENUMERIC   /* a library routine (LAPACK, GSL) failed */
+    FV_ENUMERIC,  /* a library routine (LAPACK, GSL) failed */
+    FV_EDEVICE    /* the CUDA runtime or cuBLAS failed */
 };
 
 /* Record a printf-style message for status `code` and return `code`, so callers can write
@@ -28,5 +33,9 @@ void fv_error_clear(void);
 
 /* Name of a status code, e.g. "input error". */
 const char *fv_status_name(int code);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -4,14 +4,10 @@
 #ifndef FV_PHILOX_H
 #define FV_PHILOX_H
 
+#include "core/hd.h"
+
 #include <math.h>
 #include <stdint.h>
-
-#ifdef __CUDACC__
-#define FV_HD __host__ __device__ __forceinline__
-#else
-#define FV_HD static inline
-#endif
 
 typedef struct { uint32_t v[4]; } fv_philox_ctr;
 typedef struct { uint32_t v[2]; } fv_philox_key;

@@ -20,7 +20,9 @@
 int fv_cfm_data_init(fv_cfm_data *D, fv_data_kind kind, const fv_problem *p, const fv_gmm *gmm, size_t npairs,
                      const double *a, const double *b, size_t cap)
 {
+    static uint64_t last_id;
     memset(D, 0, sizeof *D);
+    D->id = ++last_id;
     D->kind = kind;
     D->d = p->d;
     D->p = p;
@@ -175,25 +177,16 @@ void fv_loss_log_free(fv_loss_log *log)
     memset(log, 0, sizeof *log);
 }
 
-static int save(const fv_trainer *tr, const fv_train_opts *o, uint64_t step, const fv_loss_log *log)
+static int save(fv_trainer *tr, const fv_train_opts *o, uint64_t step, const fv_loss_log *log)
 {
     if (!o->checkpoint)
         return FV_OK;
-    return fv_checkpoint_save(o->checkpoint, tr, step, log, o->nmeta, o->meta_keys, o->meta_values);
+    int st = tr->ops->pull ? tr->ops->pull(tr) : FV_OK;
+    return st ? st : fv_checkpoint_save(o->checkpoint, tr, step, log, o->nmeta, o->meta_keys, o->meta_values);
 }
 
 int fv_cfm_train(fv_trainer *tr, fv_cfm_data *D, const fv_train_opts *o, uint64_t *step, fv_loss_log *log)
 {
-    size_t B = o->batch, d = D->d;
-    double *x0 = malloc(2 * B * d * sizeof *x0);
-    float *xt = malloc((2 * B * d + B) * sizeof *xt);
-    if (!x0 || !xt) {
-        free(x0);
-        free(xt);
-        return fv_error(FV_ENOMEM, "out of memory for a batch of %zu", B);
-    }
-    double *x1 = x0 + B * d;
-    float *u = xt + B * d, *t = u + B * d;
     fv_progress bar;
     char status[64];
     int st = FV_OK, pending = 0;
@@ -203,10 +196,8 @@ int fv_cfm_train(fv_trainer *tr, fv_cfm_data *D, const fv_train_opts *o, uint64_
      * is written during step k + 1, and the final one after one more validating forward pass. */
     for (;;) {
         float loss, gnorm;
-        if ((st = fv_cfm_pairs(D, o->seed, *step, B, x0, x1)))
-            break;
-        fv_cfm_interpolate(D->p, o->seed, *step, -1.0, B, d, x0, x1, xt, t, u);
-        if ((st = tr->ops->loss_grad(tr, B, xt, t, u, &loss, NULL)))
+        if ((st = tr->ops->draw(tr, D, o->seed, *step, -1.0, o->batch)) ||
+            (st = tr->ops->loss_grad(tr, &loss, NULL)))
             break;
         if (!isfinite(loss)) {
             st = fv_error(FV_ENUMERIC, "training diverged: the loss is %g at step %llu; the checkpoint on disk "
@@ -231,8 +222,6 @@ int fv_cfm_train(fv_trainer *tr, fv_cfm_data *D, const fv_train_opts *o, uint64_
             break;
     }
     fv_progress_end(&bar);
-    free(x0);
-    free(xt);
     return st;
 }
 
@@ -325,12 +314,10 @@ int fv_cfm_grad_variance(fv_trainer *tr, fv_cfm_data *D, double t, size_t n, uin
     size_t d = D->d;
     if (n < 2)
         return fv_error(FV_EINPUT, "the gradient variance needs at least 2 rows");
-    double *x0 = malloc(2 * n * d * sizeof *x0);
-    float *xt = malloc((2 * n * d + 2 * n) * sizeof *xt);
-    int st = (!x0 || !xt) ? fv_error(FV_ENOMEM, "out of memory for %zu rows", n) : FV_OK;
-    float loss, *u = xt + n * d, *tt = u + n * d, *sq = tt + n;
-    if (!st && !(st = draw_rows(D, seed, step, t, n, x0, xt, tt, u)))
-        st = tr->ops->loss_grad(tr, n, xt, tt, u, &loss, sq);
+    float loss, *sq = malloc(n * sizeof *sq);
+    int st = !sq ? fv_error(FV_ENOMEM, "out of memory for %zu rows", n) : FV_OK;
+    if (!st && !(st = tr->ops->draw(tr, D, seed, step, t, n)))
+        st = tr->ops->loss_grad(tr, &loss, sq);
     if (!st) {
         /* row i's loss share is |u_i - v_i|^2 / c with c = n d: rescale to the per-sample loss */
         double c = (double)n * (double)d, msq = 0, mean2 = 0;
@@ -341,7 +328,6 @@ int fv_cfm_grad_variance(fv_trainer *tr, fv_cfm_data *D, double t, size_t n, uin
         mean2 /= (double)n * (double)n; /* |mean of row gradients|^2, grads being their sum */
         *var = c * c * (msq - mean2) * (double)n / (double)(n - 1);
     }
-    free(x0);
-    free(xt);
+    free(sq);
     return st;
 }

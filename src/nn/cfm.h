@@ -20,7 +20,8 @@ typedef enum { FV_DATA_PROBLEM = 0, FV_DATA_GMM, FV_DATA_PAIRS } fv_data_kind;
  * OT or rotational map, or an independent target draw). GMM: x0 from the problem's source, x1 an
  * independent mixture draw. PAIRS: a uniformly drawn (with replacement) pair of a finite set. The
  * noise (sigma, schedule, derivative term) is the problem's in every case. */
-typedef struct {
+typedef struct fv_cfm_data {
+    uint64_t id;            /* unique per fv_cfm_data_init: a device backend caches its uploads by it */
     fv_data_kind kind;
     size_t d;
     const fv_problem *p;

@@ -159,6 +159,8 @@ int fv_checkpoint_load(const fv_st_file *f, const char *path, fv_trainer *tr, ui
         else if (shape[0])
             st = fv_st_get_f64(f, "train.log", 2, shape, log->rows);
     }
+    if (!st && tr->ops && tr->ops->push) /* a device backend takes the loaded state */
+        st = tr->ops->push(tr);
     if (st && st != FV_ENOMEM)
         return fv_error_context(st, "%s: ", path);
     return st;

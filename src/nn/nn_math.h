@@ -10,18 +10,10 @@
 #ifndef FV_NN_MATH_H
 #define FV_NN_MATH_H
 
+#include "core/hd.h"
+
 #include <math.h>
 #include <string.h>
-
-/* Same definition as core/philox.h (an identical redefinition is allowed), so this header stands
- * alone and both headers can be included in either order. */
-#ifndef FV_HD
-#ifdef __CUDACC__
-#define FV_HD __host__ __device__ __forceinline__
-#else
-#define FV_HD static inline
-#endif
-#endif
 
 /* Activation codes; must equal the fv_act enum of mlp.h (kept as ints here so that this header does
  * not depend on mlp.h and can be included by device code alone). */

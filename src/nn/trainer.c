@@ -1,7 +1,8 @@
-/* trainer.c: the CPU backend of the trainer (see trainer.h). */
+/* trainer.c: the host state every backend shares and the CPU backend of the trainer (see trainer.h). */
 #include "nn/trainer.h"
 
 #include "core/error.h"
+#include "nn/cfm.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +17,55 @@ static int ensure_rows(fv_trainer *tr, size_t n)
     return fv_mlp_acts_alloc(&tr->acts, &tr->net, n);
 }
 
-static int cpu_loss_grad(fv_trainer *tr, size_t B, const float *xt, const float *t, const float *u, float *loss,
-                         float *sqnorm)
+/* Grow the batch buffers (floats for the network, doubles for the pairs) to n rows. */
+static int ensure_batch(fv_trainer *tr, size_t n)
+{
+    if (n <= tr->bcap)
+        return FV_OK;
+    size_t d = tr->net.cfg.d;
+    free(tr->xt);
+    free(tr->x0);
+    tr->xt = malloc((2 * n * d + n) * sizeof *tr->xt);
+    tr->x0 = malloc(2 * n * d * sizeof *tr->x0);
+    if (!tr->xt || !tr->x0) {
+        tr->bcap = 0;
+        return fv_error(FV_ENOMEM, "out of memory for a batch of %zu", n);
+    }
+    tr->u = tr->xt + n * d;
+    tr->t = tr->u + n * d;
+    tr->bcap = n;
+    return FV_OK;
+}
+
+static int cpu_draw(fv_trainer *tr, struct fv_cfm_data *D, uint64_t seed, uint64_t step, double t_fixed, size_t B)
 {
     size_t d = tr->net.cfg.d;
+    int st = ensure_batch(tr, B);
+    if (!st)
+        st = fv_cfm_pairs(D, seed, step, B, tr->x0, tr->x0 + B * d);
+    if (st)
+        return st;
+    fv_cfm_interpolate(D->p, seed, step, t_fixed, B, d, tr->x0, tr->x0 + B * d, tr->xt, tr->t, tr->u);
+    tr->rows = B;
+    return FV_OK;
+}
+
+static int cpu_load(fv_trainer *tr, size_t B, const float *xt, const float *t, const float *u)
+{
+    size_t d = tr->net.cfg.d;
+    int st = ensure_batch(tr, B);
+    if (st)
+        return st;
+    memcpy(tr->xt, xt, B * d * sizeof *xt);
+    memcpy(tr->u, u, B * d * sizeof *u);
+    memcpy(tr->t, t, B * sizeof *t);
+    tr->rows = B;
+    return FV_OK;
+}
+
+static int cpu_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
+{
+    size_t B = tr->rows, d = tr->net.cfg.d;
     int st = ensure_rows(tr, B);
     if (st)
         return st;
@@ -27,8 +73,8 @@ static int cpu_loss_grad(fv_trainer *tr, size_t B, const float *xt, const float 
     if (!v)
         return fv_error(FV_ENOMEM, "out of memory for a batch of %zu", B);
     float *dout = v + B * d;
-    fv_mlp_forward(&tr->net, B, xt, t, v, &tr->acts);
-    *loss = fv_mse_loss(B * d, v, u, dout);
+    fv_mlp_forward(&tr->net, B, tr->xt, tr->t, v, &tr->acts);
+    *loss = fv_mse_loss(B * d, v, tr->u, dout);
     fv_mlp_backward(&tr->net, B, dout, tr->grads, sqnorm, &tr->acts);
     free(v);
     return FV_OK;
@@ -49,12 +95,12 @@ static int cpu_predict(fv_trainer *tr, int use_ema, size_t n, const float *x, co
     return FV_OK;
 }
 
-static const fv_backend_ops cpu_ops = {"cpu", cpu_loss_grad, cpu_update, cpu_predict};
+static const fv_backend_ops cpu_ops = {"cpu", cpu_draw, cpu_load, cpu_loss_grad, cpu_update, cpu_predict,
+                                       NULL, NULL, NULL};
 
-int fv_trainer_cpu_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed, size_t cap)
+int fv_trainer_host_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed)
 {
     memset(tr, 0, sizeof *tr);
-    tr->ops = &cpu_ops;
     int st = fv_mlp_init(&tr->net, mc, seed);
     if (st)
         return st;
@@ -70,18 +116,58 @@ int fv_trainer_cpu_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_c
         tr->ema_net.params = tr->opt.ema;
         fv_mlp_views(&tr->net, tr->opt.ema, tr->ema_net.W, tr->ema_net.b);
     }
-    tr->cap = cap;
-    if ((st = fv_mlp_acts_alloc(&tr->acts, &tr->net, cap)))
-        goto fail;
     return FV_OK;
 fail:
     fv_trainer_free(tr);
     return st;
 }
 
+int fv_trainer_cpu_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed, size_t cap)
+{
+    int st = fv_trainer_host_init(tr, mc, ac, seed);
+    if (st)
+        return st;
+    tr->ops = &cpu_ops;
+    tr->cap = cap;
+    if ((st = fv_mlp_acts_alloc(&tr->acts, &tr->net, cap)))
+        fv_trainer_free(tr);
+    return st;
+}
+
+int fv_trainer_init(fv_trainer *tr, const char *device, const fv_mlp_config *mc, const fv_adam_config *ac,
+                    uint64_t seed, size_t cap, int tf32)
+{
+    if (strcmp(device, "auto") == 0)
+        device = fv_cuda_available() ? "cuda" : "cpu";
+    if (strcmp(device, "cuda") == 0)
+        return fv_trainer_cuda_init(tr, mc, ac, seed, cap, tf32);
+    if (strcmp(device, "cpu") != 0)
+        return fv_error(FV_EINPUT, "unknown device '%s' (expected cpu, cuda or auto)", device);
+    if (tf32)
+        return fv_error(FV_EINPUT, "--precision tf32 needs the cuda device (the CPU trainer computes in fp32)");
+    return fv_trainer_cpu_init(tr, mc, ac, seed, cap);
+}
+
+#ifndef FV_HAVE_CUDA
+/* This build has no CUDA backend (no nvcc when it was built). */
+int fv_cuda_available(void) { return 0; }
+
+int fv_trainer_cuda_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed, size_t cap,
+                         int tf32)
+{
+    (void)mc, (void)ac, (void)seed, (void)cap, (void)tf32;
+    memset(tr, 0, sizeof *tr);
+    return fv_error(FV_EINPUT, "this flowvar was built without CUDA (nvcc was not found at build time): use --device cpu");
+}
+#endif
+
 void fv_trainer_free(fv_trainer *tr)
 {
+    if (tr->ops && tr->ops->release)
+        tr->ops->release(tr);
     fv_mlp_acts_free(&tr->acts);
+    free(tr->xt);
+    free(tr->x0);
     free(tr->grads);
     fv_adam_free(&tr->opt);
     fv_mlp_free(&tr->net);

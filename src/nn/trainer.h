@@ -1,6 +1,8 @@
 /* trainer.h: a vector-field network with its optimizer, behind a small table of backend operations
- * so the CFM loop (cfm.h) is written once: the CPU backend here, a CUDA backend later. The host
- * copies of params, Adam state and EMA are the truth that checkpoints save and load. */
+ * so the CFM loop (cfm.h) is written once: the CPU backend (trainer.c) and the CUDA backend
+ * (cuda/trainer_cuda.cu). The host copies of params, Adam state and EMA are the truth that
+ * checkpoints save and load; a backend that keeps its own copies (on a GPU) syncs them through
+ * pull and push. */
 #ifndef FV_TRAINER_H
 #define FV_TRAINER_H
 
@@ -10,18 +12,29 @@
 #include <stddef.h>
 
 typedef struct fv_trainer fv_trainer;
+struct fv_cfm_data;
 
 typedef struct {
     const char *name;
-    /* Loss mean((v - u)^2) over a batch and its gradient into the trainer's gradient buffer. With
+    /* The batch of training step `step` into the backend's batch: the pairs of fv_cfm_pairs and the
+     * interpolant of fv_cfm_interpolate (t_fixed < 0: t ~ U(0, 1) per row). A function of (seed, step)
+     * alone; every backend draws the same Philox numbers. */
+    int (*draw)(fv_trainer *tr, struct fv_cfm_data *D, uint64_t seed, uint64_t step, double t_fixed, size_t B);
+    /* A batch given by the caller instead (host arrays: xt, u B x d, t B). */
+    int (*load)(fv_trainer *tr, size_t B, const float *xt, const float *t, const float *u);
+    /* Loss mean((v - u)^2) over the batch and its gradient into the backend's gradient buffer. With
      * sqnorm != NULL also the squared norm of each row's own gradient (of that row's share of the
-     * loss, (1 / (B d)) |v_i - u_i|^2). */
-    int (*loss_grad)(fv_trainer *tr, size_t B, const float *xt, const float *t, const float *u, float *loss,
-                     float *sqnorm);
+     * loss, (1 / (B d)) |v_i - u_i|^2), and the summed gradient in tr->grads on the host. */
+    int (*loss_grad)(fv_trainer *tr, float *loss, float *sqnorm);
     /* One optimizer update from the gradient buffer; *gnorm receives the norm before clipping. */
     int (*update)(fv_trainer *tr, float *gnorm);
-    /* v(x, t) with the live or the EMA weights, for n rows. */
+    /* v(x, t) with the live or the EMA weights, for n rows of host arrays. */
     int (*predict)(fv_trainer *tr, int use_ema, size_t n, const float *x, const float *t, float *out);
+    /* Backend state -> host copies (pull: before a checkpoint is saved) and back (push: after one is
+     * loaded); NULL when the host copies are the backend's state. */
+    int (*pull)(fv_trainer *tr);
+    int (*push)(fv_trainer *tr);
+    void (*release)(fv_trainer *tr); /* the backend's own resources; NULL when it has none */
 } fv_backend_ops;
 
 struct fv_trainer {
@@ -30,12 +43,35 @@ struct fv_trainer {
     fv_mlp ema_net;   /* shares the config; its params point at the optimizer's EMA copy */
     fv_adam opt;
     float *grads;     /* nparams */
-    fv_mlp_acts acts; /* for up to `cap` rows */
+    fv_mlp_acts acts; /* CPU: activations for up to `cap` rows */
     size_t cap;
+    size_t rows;      /* rows of the current batch */
+    size_t bcap;      /* capacity of the batch buffers below, in rows */
+    float *xt, *t, *u; /* CPU: the batch (B x d, B, B x d) */
+    double *x0;        /* CPU: the batch's pairs (2 B x d: x0 then x1) */
+    void *dev;         /* a device backend's state */
 };
+
+/* The host side every backend shares: the network initialized from `seed`, Adam state, EMA and the
+ * gradient buffer (no activations, no batch). On failure *tr is freed. */
+int fv_trainer_host_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed);
 
 /* A CPU trainer for an MLP of config `mc`, initialized from `seed`, activations for `cap` rows. */
 int fv_trainer_cpu_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed, size_t cap);
+
+/* The same trainer on the CUDA device (cuda/trainer_cuda.cu), initialized with the same weights as the
+ * CPU one for a seed; tf32 != 0 lets cuBLAS use TF32 tensor cores (fp32 otherwise). FV_EINPUT when
+ * flowvar was built without CUDA or no device is present. */
+int fv_trainer_cuda_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed, size_t cap,
+                         int tf32);
+
+/* 1 when flowvar was built with CUDA and a device can be used, else 0 (no error is set). */
+int fv_cuda_available(void);
+
+/* "cpu" or "cuda" -> a trainer; "auto" picks cuda when fv_cuda_available(). */
+int fv_trainer_init(fv_trainer *tr, const char *device, const fv_mlp_config *mc, const fv_adam_config *ac,
+                    uint64_t seed, size_t cap, int tf32);
+
 void fv_trainer_free(fv_trainer *tr);
 
 #endif

@@ -1,0 +1,489 @@
+/* trainer_cuda.cu: the CUDA backend of the trainer (src/nn/trainer.h). Weights, Adam moments, EMA and
+ * gradients live in one device allocation; batches are drawn on the device from the same Philox
+ * counters as the CPU path (fv_cfm_pairs / fv_cfm_interpolate in src/nn/cfm.c), so a seed gives the
+ * same training data on both; the host copies in fv_trainer are synced only for checkpoints (pull,
+ * push). Two waits per step: the loss (checked for NaN by the loop) and the gradient norm (logged). */
+#include "cuda/mlp_cuda.h"
+
+extern "C" {
+#include "core/philox.h"
+#include "gaussian/noise.h"
+}
+
+/* Philox streams of one step, as in cfm.c. */
+#define STREAM_PAIRS(step) (2 * (step))
+#define STREAM_INTERP(step) (2 * (step) + 1)
+
+typedef struct {
+    cublasHandle_t h;
+    cudaStream_t s;
+    float *mem;                         /* params | m | v | grads | ema (ema only with an EMA) */
+    float *params, *m, *v, *grads, *ema;
+    fv_cuda_acts acts;                  /* for `cap` rows */
+    size_t cap;
+    float *xt, *t, *u, *sq;             /* the batch, bcap rows */
+    double *x01;                        /* its pairs: x0 then x1, bcap x d each */
+    size_t bcap;
+    double *host_pairs;                 /* pinned staging for pairs drawn on the host (mixtures) */
+    size_t host_cap;
+    double *host_scalar;                /* pinned: a reduced sum read back */
+    uint64_t data_id;                   /* the data source whose constants are uploaded below */
+    double *data;                       /* one allocation: */
+    double *m0, *root0, *m1, *root1, *K, *a, *b;
+    int std_source;                     /* m0 = 0 and root0 = I exactly: x0 is the normals themselves */
+} cuda_state;
+
+static cuda_state *state_of(fv_trainer *tr) { return (cuda_state *)tr->dev; }
+
+/* ---- batches on the device ---------------------------------------------------------------------- */
+
+/* z[k] = the k-th normal of the stream from block pos0 on (fv_rng_normal: two per block). */
+__global__ void k_normals(double *z, size_t n, uint64_t seed, uint64_t stream, uint64_t pos0)
+{
+    size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (k >= n)
+        return;
+    double z0, z1;
+    fv_philox_normal2(seed, stream, pos0 + k / 2, &z0, &z1);
+    z[k] = (k & 1) ? z1 : z0;
+}
+
+/* X (n x d) = rows of mean, minus `sub` (per column) when sub is not NULL: X = x - sub otherwise. */
+__global__ void k_rows(double *X, const double *x, const double *add, const double *sub, size_t n, size_t d)
+{
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= n * d)
+        return;
+    X[i] = x ? x[i] - sub[i % d] : add[i % d];
+}
+
+/* Row i takes pair k = floor(u_i npairs), u_i the i-th uniform of the stream (fv_cfm_pairs, PAIRS). */
+__global__ void k_gather(double *x0, double *x1, const double *a, const double *b, size_t npairs, size_t B,
+                         size_t d, uint64_t seed, uint64_t stream)
+{
+    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (e >= B * d)
+        return;
+    size_t i = e / d, j = e % d;
+    fv_philox_ctr c = fv_philox_block(seed, stream, i);
+    size_t k = (size_t)(fv_philox_u01(c.v[0], c.v[1]) * (double)npairs);
+    k = k < npairs ? k : npairs - 1;
+    x0[e] = a[k * d + j];
+    x1[e] = b[k * d + j];
+}
+
+/* The interpolant of fv_cfm_interpolate, one thread per element: row i's time from block i (d + 1)
+ * of the stream (unless t_fixed >= 0), its j-th noise from the first normal of the block after. */
+__global__ void k_interpolate(float *xt, float *t, float *u, const double *x0, const double *x1, size_t B, size_t d,
+                              uint64_t seed, uint64_t stream, double t_fixed, fv_schedule sched, double sigma,
+                              int deriv)
+{
+    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (e >= B * d)
+        return;
+    size_t i = e / d, j = e % d;
+    int uniform = t_fixed < 0;
+    uint64_t base = (uint64_t)i * (d + (uniform ? 1 : 0));
+    double ti = t_fixed, f, fp;
+    if (uniform) {
+        fv_philox_ctr c = fv_philox_block(seed, stream, base);
+        ti = fv_philox_u01(c.v[0], c.v[1]);
+    }
+    fv_noise(sched, sigma, ti, &f, &fp);
+    if (j == 0)
+        t[i] = (float)ti;
+    double a = x0[e], b = x1[e];
+    if (f == 0.0 && !(deriv && fp != 0.0)) {
+        xt[e] = (float)((1 - ti) * a + ti * b);
+        u[e] = (float)(b - a);
+        return;
+    }
+    double z, unused;
+    fv_philox_normal2(seed, stream, base + (uniform ? 1 : 0) + j, &z, &unused);
+    xt[e] = (float)((1 - ti) * a + ti * b + f * z);
+    u[e] = (float)(b - a + (deriv ? fp * z : 0.0));
+}
+
+static int ensure_batch(fv_trainer *tr, size_t B)
+{
+    cuda_state *S = state_of(tr);
+    if (B <= S->bcap)
+        return FV_OK;
+    size_t d = tr->net.cfg.d;
+    cudaFree(S->xt);
+    cudaFree(S->x01);
+    S->xt = NULL;
+    S->x01 = NULL;
+    S->bcap = 0;
+    int st = fv_cuda_check(cudaMalloc((void **)&S->xt, (2 * B * d + 2 * B) * sizeof(float)), "allocating a batch");
+    if (!st)
+        st = fv_cuda_check(cudaMalloc((void **)&S->x01, 2 * B * d * sizeof(double)), "allocating a batch");
+    if (st)
+        return st;
+    S->u = S->xt + B * d;
+    S->t = S->u + B * d;
+    S->sq = S->t + B;
+    S->bcap = B;
+    return FV_OK;
+}
+
+static int ensure_acts(fv_trainer *tr, size_t B)
+{
+    cuda_state *S = state_of(tr);
+    if (B <= S->cap)
+        return FV_OK;
+    fv_cuda_acts_free(&S->acts);
+    S->cap = 0;
+    int st = fv_cuda_acts_alloc(&S->acts, &tr->net, B);
+    if (!st)
+        S->cap = B;
+    return st;
+}
+
+static int upload(double *dst, const double *src, size_t n)
+{
+    return fv_cuda_check(cudaMemcpy(dst, src, n * sizeof *dst, cudaMemcpyHostToDevice), "uploading data constants");
+}
+
+/* The coupling map's matrix K of x1 = m1 + K (x0 - m0): the rotation field keeps it; the OT field keeps
+ * K - I = V diag(l) V^T. */
+static void map_matrix(const fv_field *f, double *K)
+{
+    size_t d = f->d;
+    if (f->K) {
+        memcpy(K, f->K, d * d * sizeof *K);
+        return;
+    }
+    for (size_t i = 0; i < d; i++)
+        for (size_t j = 0; j < d; j++) {
+            double s = 0.0;
+            for (size_t k = 0; k < d; k++)
+                s += f->V[i * d + k] * (1.0 + f->l[k]) * f->V[j * d + k];
+            K[i * d + j] = s;
+        }
+}
+
+/* Upload what a data source's batches are made from, once per source (kept until another comes). */
+static int ensure_data(fv_trainer *tr, const fv_cfm_data *D)
+{
+    cuda_state *S = state_of(tr);
+    if (S->data_id == D->id)
+        return FV_OK;
+    cudaFree(S->data);
+    S->data = NULL;
+    S->data_id = 0;
+    size_t d = D->d, n = D->kind == FV_DATA_PAIRS ? 2 * D->npairs * d : 3 * d * d + 2 * d;
+    if (D->kind == FV_DATA_GMM)
+        return FV_OK; /* mixtures are drawn on the host */
+    int st = fv_cuda_check(cudaMalloc((void **)&S->data, n * sizeof(double)), "allocating data constants");
+    if (st)
+        return st;
+    if (D->kind == FV_DATA_PAIRS) {
+        S->a = S->data;
+        S->b = S->a + D->npairs * d;
+        if ((st = upload(S->a, D->a, D->npairs * d)) || (st = upload(S->b, D->b, D->npairs * d)))
+            return st;
+    } else {
+        const fv_problem *p = D->p;
+        S->m0 = S->data;
+        S->m1 = S->m0 + d;
+        S->root0 = S->m1 + d;
+        S->root1 = S->root0 + d * d;
+        S->K = S->root1 + d * d;
+        S->std_source = 1;
+        for (size_t i = 0; i < d; i++)
+            for (size_t j = 0; j < d; j++)
+                S->std_source &= D->root0[i * d + j] == (i == j ? 1.0 : 0.0) && p->m0[i] == 0.0;
+        if ((st = upload(S->m0, p->m0, d)) || (st = upload(S->m1, p->m1, d)) || (st = upload(S->root0, D->root0, d * d)))
+            return st;
+        if (D->root1 && (st = upload(S->root1, D->root1, d * d)))
+            return st;
+        if (p->coupling != FV_COUPLING_INDEPENDENT) {
+            double *K = (double *)malloc(d * d * sizeof *K);
+            if (!K)
+                return fv_error(FV_ENOMEM, "out of memory for a %zu-dimensional map", d);
+            map_matrix(&D->map, K);
+            st = upload(S->K, K, d * d);
+            free(K);
+            if (st)
+                return st;
+        }
+    }
+    S->data_id = D->id;
+    return FV_OK;
+}
+
+/* X (B x d) = mean + z root^T, z the normals of `stream` from block pos0 (sample_rooted of cfm.c).
+ * The standard source skips the product: z I + 0 is z exactly. */
+static int sample_rooted(cuda_state *S, double *X, double *z, const double *mean, const double *root, int identity,
+                         size_t B, size_t d, uint64_t seed, uint64_t stream, uint64_t pos0)
+{
+    size_t n = B * d;
+    k_normals<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, S->s>>>(identity ? X : z, n, seed, stream, pos0);
+    int st = fv_cuda_launched("normals");
+    if (st || identity)
+        return st;
+    k_rows<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, S->s>>>(X, NULL, mean, NULL, B, d);
+    const double one = 1.0;
+    if (!(st = fv_cuda_launched("mean rows")))
+        st = fv_cublas_check(cublasDgemm(S->h, CUBLAS_OP_T, CUBLAS_OP_N, (int)d, (int)B, (int)d, &one, root, (int)d, z,
+                                         (int)d, &one, X, (int)d),
+                             "sampling a Gaussian");
+    return st;
+}
+
+/* x1 = m1 + (x0 - m0) K^T (fv_field_map), with dx as scratch. */
+static int map_pairs(cuda_state *S, double *x1, const double *x0, double *dx, size_t B, size_t d)
+{
+    size_t n = B * d;
+    k_rows<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, S->s>>>(dx, x0, NULL, S->m0, B, d);
+    k_rows<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, S->s>>>(x1, NULL, S->m1, NULL, B, d);
+    const double one = 1.0;
+    int st = fv_cuda_launched("map rows");
+    if (!st)
+        st = fv_cublas_check(cublasDgemm(S->h, CUBLAS_OP_T, CUBLAS_OP_N, (int)d, (int)B, (int)d, &one, S->K, (int)d, dx,
+                                         (int)d, &one, x1, (int)d),
+                             "coupling map");
+    return st;
+}
+
+static int draw_pairs(fv_trainer *tr, fv_cfm_data *D, uint64_t seed, uint64_t step, size_t B)
+{
+    cuda_state *S = state_of(tr);
+    size_t d = D->d, n = B * d;
+    double *x0 = S->x01, *x1 = x0 + n;
+    uint64_t stream = STREAM_PAIRS(step);
+    int st;
+    switch (D->kind) {
+    case FV_DATA_PAIRS:
+        k_gather<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, S->s>>>(x0, x1, S->a, S->b, D->npairs, B, d, seed, stream);
+        return fv_cuda_launched("gathering pairs");
+    case FV_DATA_GMM:
+        if (B > S->host_cap) {
+            cudaFreeHost(S->host_pairs);
+            S->host_cap = 0;
+            if ((st = fv_cuda_check(cudaMallocHost((void **)&S->host_pairs, 2 * n * sizeof(double)), "pinned memory")))
+                return st;
+            S->host_cap = B;
+        }
+        if ((st = fv_cfm_pairs(D, seed, step, B, S->host_pairs, S->host_pairs + n)))
+            return st;
+        return fv_cuda_check(cudaMemcpyAsync(x0, S->host_pairs, 2 * n * sizeof(double), cudaMemcpyHostToDevice, S->s),
+                             "uploading pairs");
+    case FV_DATA_PROBLEM: {
+        /* the normals of x0 go into x1's room (x1 is written after), then x1's into the float batch
+         * buffers (2 B d floats = B d doubles, overwritten by the interpolant afterwards) */
+        double *z = (double *)S->xt;
+        if ((st = sample_rooted(S, x0, x1, S->m0, S->root0, S->std_source, B, d, seed, stream, 0)))
+            return st;
+        if (D->p->coupling == FV_COUPLING_INDEPENDENT)
+            return sample_rooted(S, x1, z, S->m1, S->root1, 0, B, d, seed, stream, (n + 1) / 2);
+        return map_pairs(S, x1, x0, z, B, d);
+    }
+    }
+    return fv_error(FV_EINPUT, "unknown data source %d", (int)D->kind);
+}
+
+/* ---- backend operations ------------------------------------------------------------------------- */
+
+static int cuda_draw(fv_trainer *tr, struct fv_cfm_data *D, uint64_t seed, uint64_t step, double t_fixed, size_t B)
+{
+    cuda_state *S = state_of(tr);
+    size_t d = tr->net.cfg.d;
+    int st;
+    if ((st = ensure_batch(tr, B)) || (st = ensure_data(tr, D)) || (st = draw_pairs(tr, D, seed, step, B)))
+        return st;
+    const fv_problem *p = D->p;
+    k_interpolate<<<fv_cuda_blocks(B * d), FV_CUDA_THREADS, 0, S->s>>>(
+        S->xt, S->t, S->u, S->x01, S->x01 + B * d, B, d, seed, STREAM_INTERP(step), t_fixed, p->schedule, p->sigma,
+        p->deriv_term);
+    if (!(st = fv_cuda_launched("interpolant")))
+        tr->rows = B;
+    return st;
+}
+
+static int cuda_load(fv_trainer *tr, size_t B, const float *xt, const float *t, const float *u)
+{
+    cuda_state *S = state_of(tr);
+    size_t d = tr->net.cfg.d;
+    int st = ensure_batch(tr, B);
+    if (!st)
+        st = fv_cuda_check(cudaMemcpyAsync(S->xt, xt, B * d * sizeof *xt, cudaMemcpyHostToDevice, S->s), "batch");
+    if (!st)
+        st = fv_cuda_check(cudaMemcpyAsync(S->u, u, B * d * sizeof *u, cudaMemcpyHostToDevice, S->s), "batch");
+    if (!st)
+        st = fv_cuda_check(cudaMemcpyAsync(S->t, t, B * sizeof *t, cudaMemcpyHostToDevice, S->s), "batch");
+    if (!st)
+        tr->rows = B;
+    return st;
+}
+
+/* The reduced sum (acts.scalar) on the host: the step's one wait. */
+static int read_scalar(cuda_state *S, double *out)
+{
+    int st = fv_cuda_check(cudaMemcpyAsync(S->host_scalar, S->acts.scalar, sizeof(double), cudaMemcpyDeviceToHost, S->s),
+                           "reading a sum");
+    if (!st)
+        st = fv_cuda_check(cudaStreamSynchronize(S->s), "a training step");
+    *out = *S->host_scalar;
+    return st;
+}
+
+static int cuda_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
+{
+    cuda_state *S = state_of(tr);
+    size_t B = tr->rows, d = tr->net.cfg.d;
+    double sum;
+    int st;
+    if ((st = ensure_acts(tr, B)) ||
+        (st = fv_cuda_mlp_forward(S->h, &tr->net, S->params, B, S->xt, S->t, S->acts.v, &S->acts)) ||
+        (st = fv_cuda_mse_loss(S->s, B * d, S->acts.v, S->u, &S->acts)) ||
+        (st = fv_cuda_mlp_backward(S->h, &tr->net, S->params, B, S->grads, sqnorm ? S->sq : NULL, &S->acts)))
+        return st;
+    if (sqnorm) {
+        st = fv_cuda_check(cudaMemcpyAsync(sqnorm, S->sq, B * sizeof *sqnorm, cudaMemcpyDeviceToHost, S->s), "norms");
+        if (!st)
+            st = fv_cuda_check(cudaMemcpyAsync(tr->grads, S->grads, tr->net.nparams * sizeof(float),
+                                               cudaMemcpyDeviceToHost, S->s),
+                               "gradients");
+        if (st)
+            return st;
+    }
+    st = read_scalar(S, &sum);
+    *loss = (float)(sum / (double)(B * d));
+    return st;
+}
+
+static int cuda_update(fv_trainer *tr, float *gnorm)
+{
+    cuda_state *S = state_of(tr);
+    double sum;
+    int st = fv_cuda_adam_step(S->s, &tr->opt.c, tr->opt.step + 1, tr->net.nparams, S->params, S->m, S->v, S->ema,
+                               S->grads, &S->acts);
+    if (!st)
+        st = read_scalar(S, &sum);
+    if (!st) {
+        tr->opt.step++;
+        *gnorm = (float)sqrt(sum);
+    }
+    return st;
+}
+
+/* Overwrites the batch (its buffers carry the points). */
+static int cuda_predict(fv_trainer *tr, int use_ema, size_t n, const float *x, const float *t, float *out)
+{
+    cuda_state *S = state_of(tr);
+    size_t d = tr->net.cfg.d;
+    const float *w = use_ema && S->ema ? S->ema : S->params;
+    int st;
+    if ((st = ensure_batch(tr, n)) || (st = ensure_acts(tr, n)))
+        return st;
+    tr->rows = 0;
+    if ((st = fv_cuda_check(cudaMemcpyAsync(S->xt, x, n * d * sizeof *x, cudaMemcpyHostToDevice, S->s), "points")) ||
+        (st = fv_cuda_check(cudaMemcpyAsync(S->t, t, n * sizeof *t, cudaMemcpyHostToDevice, S->s), "times")) ||
+        (st = fv_cuda_mlp_forward(S->h, &tr->net, w, n, S->xt, S->t, S->acts.v, &S->acts)) ||
+        (st = fv_cuda_check(cudaMemcpyAsync(out, S->acts.v, n * d * sizeof *out, cudaMemcpyDeviceToHost, S->s), "output")))
+        return st;
+    return fv_cuda_check(cudaStreamSynchronize(S->s), "prediction");
+}
+
+/* The state vectors of the host and the device, in the same order. */
+static void state_pairs(fv_trainer *tr, float **host, float **dev, size_t *count)
+{
+    cuda_state *S = state_of(tr);
+    host[0] = tr->net.params, dev[0] = S->params;
+    host[1] = tr->opt.m, dev[1] = S->m;
+    host[2] = tr->opt.v, dev[2] = S->v;
+    host[3] = tr->opt.ema, dev[3] = S->ema;
+    *count = S->ema ? 4 : 3;
+}
+
+static int copy_state(fv_trainer *tr, int to_host)
+{
+    float *host[4], *dev[4];
+    size_t count, bytes = tr->net.nparams * sizeof(float);
+    state_pairs(tr, host, dev, &count);
+    for (size_t k = 0; k < count; k++) {
+        cudaError_t e = to_host ? cudaMemcpy(host[k], dev[k], bytes, cudaMemcpyDeviceToHost)
+                                : cudaMemcpy(dev[k], host[k], bytes, cudaMemcpyHostToDevice);
+        int st = fv_cuda_check(e, to_host ? "downloading the trainer state" : "uploading the trainer state");
+        if (st)
+            return st;
+    }
+    return FV_OK;
+}
+
+static int cuda_pull(fv_trainer *tr) { return copy_state(tr, 1); }
+static int cuda_push(fv_trainer *tr) { return copy_state(tr, 0); }
+
+static void cuda_release(fv_trainer *tr)
+{
+    cuda_state *S = state_of(tr);
+    if (!S)
+        return;
+    fv_cuda_acts_free(&S->acts);
+    cudaFree(S->mem);
+    cudaFree(S->xt);
+    cudaFree(S->x01);
+    cudaFree(S->data);
+    cudaFreeHost(S->host_pairs);
+    cudaFreeHost(S->host_scalar);
+    if (S->h)
+        cublasDestroy(S->h);
+    if (S->s)
+        cudaStreamDestroy(S->s);
+    free(S);
+    tr->dev = NULL;
+}
+
+static const fv_backend_ops cuda_ops = {"cuda", cuda_draw, cuda_load, cuda_loss_grad, cuda_update, cuda_predict,
+                                        cuda_pull, cuda_push, cuda_release};
+
+extern "C" int fv_cuda_available(void)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    cudaGetLastError(); /* clear the sticky "no device" status */
+    return e == cudaSuccess && n > 0;
+}
+
+extern "C" int fv_trainer_cuda_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed,
+                                    size_t cap, int tf32)
+{
+    if (!fv_cuda_available()) {
+        memset(tr, 0, sizeof *tr);
+        return fv_error(FV_EINPUT, "no CUDA device is available: use --device cpu");
+    }
+    int st = fv_trainer_host_init(tr, mc, ac, seed);
+    if (st)
+        return st;
+    cuda_state *S = (cuda_state *)calloc(1, sizeof *S);
+    if (!S) {
+        fv_trainer_free(tr);
+        return fv_error(FV_ENOMEM, "out of memory for the CUDA trainer");
+    }
+    tr->dev = S;
+    tr->ops = &cuda_ops;
+    size_t np = tr->net.nparams, nvec = tr->opt.ema ? 5 : 4;
+    if (!(st = fv_cuda_check(cudaMalloc((void **)&S->mem, nvec * np * sizeof(float)), "allocating parameters"))) {
+        S->params = S->mem;
+        S->m = S->params + np;
+        S->v = S->m + np;
+        S->grads = S->v + np;
+        S->ema = tr->opt.ema ? S->grads + np : NULL;
+        st = cuda_push(tr);
+    }
+    if (!st)
+        st = fv_cuda_check(cudaStreamCreate(&S->s), "creating a stream");
+    if (!st)
+        st = fv_cuda_check(cudaMallocHost((void **)&S->host_scalar, sizeof(double)), "pinned memory");
+    if (!st && !(st = fv_cublas_check(cublasCreate(&S->h), "creating the cuBLAS handle")) &&
+        !(st = fv_cublas_check(cublasSetStream(S->h, S->s), "cuBLAS stream")))
+        st = fv_cublas_check(cublasSetMathMode(S->h, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
+                             "cuBLAS math mode");
+    if (!st)
+        st = ensure_acts(tr, cap);
+    if (st)
+        fv_trainer_free(tr);
+    return st;
+}
