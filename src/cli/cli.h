@@ -86,5 +86,6 @@ int fv_cmd_gap(int argc, char **argv);
 int fv_cmd_gradvar(int argc, char **argv);
 int fv_cmd_gmm(int argc, char **argv);
 int fv_cmd_reflow(int argc, char **argv);
+int fv_cmd_fit(int argc, char **argv);
 
 #endif

@@ -23,6 +23,7 @@ static const command commands[] = {
     {"gradvar", fv_cmd_gradvar, "per-sample gradient variance of a trained network's weights, over t"},
     {"gmm", fv_cmd_gmm, "Table 1 on Gaussian mixtures: memorization and generalization MMD"},
     {"reflow", fv_cmd_reflow, "rounds of ReFlow with and without noise: how far the coupling moves toward OT"},
+    {"fit", fv_cmd_fit, "fit a Gaussian to an image set (Fashion-MNIST, CIFAR-10): moments, spectrum, pictures"},
     {"check", fv_cmd_check, "verify the paper's propositions numerically, one PASS/FAIL row per claim"},
 };
 
