@@ -75,6 +75,10 @@ $(BUILD)/flowvar: $(CLI_OBJ) $(BUILD)/libflowvar.a
 $(BUILD)/test_flowvar: $(TEST_OBJ) $(BUILD)/libflowvar.a
 	$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libflowvar.a -lcriterion $(LDLIBS)
 
+# The link line of a program built on libflowvar.a (the benchmarks use it).
+print-ldlibs:
+	@echo $(LDLIBS)
+
 deps:
 	scripts/install-deps
 
@@ -85,6 +89,11 @@ deps-check:
 test: deps-check
 	$(MAKE) $(BUILD)/flowvar $(BUILD)/test_flowvar
 	FLOWVAR=$(BUILD)/flowvar LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(BUILD)/test_flowvar --verbose=1 -j2
+
+# The CUDA parity suite alone (each test prints a skip line where no GPU is present).
+test-cuda: deps-check
+	$(MAKE) $(BUILD)/flowvar $(BUILD)/test_flowvar
+	FLOWVAR=$(BUILD)/flowvar bash -o pipefail -c "$(BUILD)/test_flowvar --verbose=1 --filter 'cuda/*' 2>&1 | grep -v 'Test is disabled'"
 
 reproduce: deps-check
 	$(MAKE) $(BUILD)/flowvar
@@ -108,4 +117,4 @@ install: all
 clean:
 	rm -rf build build-san
 
-.PHONY: all deps deps-check test reproduce bench install clean
+.PHONY: all print-ldlibs deps deps-check test test-cuda reproduce bench install clean

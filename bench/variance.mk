@@ -11,7 +11,7 @@
 CC ?= cc
 BENCH_CFLAGS := -O2 -g -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror -I../src -I..
 LIB := ../build/libflowvar.a
-LDLIBS := -llapacke -lopenblas -lgsl -lpng -lz -lm
+LDLIBS := $(shell $(MAKE) --no-print-directory -s -C .. print-ldlibs)
 HEADERS := $(wildcard ../src/core/*.h ../gaussian/*.h ../src/nn/*.h)
 
 ifeq ($(SAN),1)
@@ -46,3 +46,8 @@ clean-variance:
 	rm -f bench_variance bench_train out/variance.* out/train*
 
 .PHONY: all variance train record-variance record-train clean-variance
+
+# The GPU benchmark (bench_train_cuda.c and peer_train_cuda.py), run on a GPU machine with
+# bench/run_train_cuda.sh; needs the CUDA build of ../build/libflowvar.a.
+bench_train_cuda: bench_train_cuda.c $(LIB) $(HEADERS)
+	$(CC) $(BENCH_CFLAGS) -I$(dir $(shell command -v nvcc))../include -o $@ bench_train_cuda.c $(LIB) $(LDLIBS)
