@@ -38,12 +38,11 @@ static void normalize(size_t count, const unsigned char *b, float *x)
         x[k] = lut[b[k]];
 }
 
-static int check_labels(const char *path, size_t first, size_t count, const unsigned char *labels)
+static int check_labels(const char *path, size_t count, const unsigned char *labels)
 {
     for (size_t k = 0; k < count; k++)
         if (labels[k] >= NCLASSES)
-            return fv_error(FV_EINPUT, "%s: label %u of image %zu is outside 0..%d", path, labels[k], first + k,
-                            NCLASSES - 1);
+            return fv_error(FV_EINPUT, "%s: label %u of image %zu is outside 0..%d", path, labels[k], k, NCLASSES - 1);
     return FV_OK;
 }
 
@@ -229,7 +228,7 @@ static int idx_load(fv_dataset *ds, const char *images, const char *labels, size
         if (nl != n)
             st = fv_error(FV_EINPUT, "%s: %" PRIu32 " labels for the %" PRIu32 " images of %s", labels, nl, n, images);
         if (!st && !(st = idx_payload(&fl, nl, ds->n, NULL, ds->labels, buf)))
-            st = check_labels(labels, 0, ds->n, ds->labels);
+            st = check_labels(labels, ds->n, ds->labels);
     }
     idx_close(&fl);
     free(buf);
@@ -299,7 +298,7 @@ static int cifar_read(const char *path, size_t first, size_t count, fv_dataset *
         }
     }
     fclose(fp);
-    return st ? st : check_labels(path, 0, count, ds->labels + first);
+    return st ? st : check_labels(path, count, ds->labels + first);
 }
 
 static int cifar_load(fv_dataset *ds, const char *dir, fv_split split, size_t limit)

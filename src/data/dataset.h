@@ -30,9 +30,10 @@ typedef struct {
  *     1 x 28 x 28; the .gz name is tried first, read through zlib (which also reads plain files).
  *   CIFAR-10: data_batch_1.bin .. data_batch_5.bin (train) or test_batch.bin (test), records of one
  *     label byte and 3072 pixel bytes (the R, G, B planes of 32 x 32); 3 x 32 x 32.
- * Every file is checked whole even when `limit` keeps fewer images: a missing, truncated,
- * wrong-magic or wrong-size file, labels outside 0..9, or `limit` above the split's size is
- * FV_EINPUT with a message naming the file and the size it should have. On failure *ds is empty. */
+ * Every file's size is checked whole even when `limit` keeps fewer images: a missing, truncated,
+ * wrong-magic or wrong-size file, a label outside 0..9 among the images kept, or `limit` above the
+ * split's size is FV_EINPUT with a message naming the file and the size it should have. On failure
+ * *ds is empty. */
 int fv_dataset_load(fv_dataset *ds, fv_dataset_kind kind, const char *dir, fv_split split, size_t limit);
 
 void fv_dataset_free(fv_dataset *ds);
