@@ -1,0 +1,374 @@
+/* unet_layers.c: the U-Net's layers on the CPU (see unet_layers.h): convolution by im2col + sgemm,
+ * GroupNorm, nearest upsampling, concatenation, attention on sgemm, the time embedding, dropout. */
+#include "nn/unet_layers.h"
+
+#include "core/philox.h"
+#include "nn/nn_math.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- 2-D convolution -------------------------------------------------------------------------- */
+
+size_t fv_conv2d_out_h(const fv_conv2d_shape *s) { return (s->h + 2 * s->pad - s->k) / s->stride + 1; }
+size_t fv_conv2d_out_w(const fv_conv2d_shape *s) { return (s->w + 2 * s->pad - s->k) / s->stride + 1; }
+
+static int is_pointwise(const fv_conv2d_shape *s) { return s->k == 1 && s->stride == 1 && s->pad == 0; }
+
+size_t fv_conv2d_col_size(const fv_conv2d_shape *s)
+{
+    return is_pointwise(s) ? 0 : s->cin * s->k * s->k * fv_conv2d_out_h(s) * fv_conv2d_out_w(s);
+}
+
+/* The output columns [*x0, *x1) whose input column ox * stride + kx - pad lies inside the image; the
+ * others read the zero padding. */
+static void valid_cols(const fv_conv2d_shape *s, size_t ow, size_t kx, size_t *x0, size_t *x1)
+{
+    ptrdiff_t st = (ptrdiff_t)s->stride, lo = (ptrdiff_t)s->pad - (ptrdiff_t)kx;
+    ptrdiff_t hi = (ptrdiff_t)s->w + lo; /* ox * stride < w + pad - kx */
+    ptrdiff_t a = lo > 0 ? (lo + st - 1) / st : 0, b = hi > 0 ? (hi + st - 1) / st : 0;
+    *x1 = (size_t)b < ow ? (size_t)b : ow;
+    *x0 = (size_t)a < *x1 ? (size_t)a : *x1;
+}
+
+/* col (cin k k x oh ow): row (c, ky, kx) holds input channel c shifted by (ky - pad, kx - pad) and
+ * sampled every `stride` pixels, so that the convolution is the product W (cout x cin k k) col. With
+ * add = 0 the image is unfolded into col; with add = 1 col is folded back, img += col (col2im). */
+static void im2col(float *col, float *img, const fv_conv2d_shape *s, int add)
+{
+    size_t k = s->k, oh = fv_conv2d_out_h(s), ow = fv_conv2d_out_w(s), st = s->stride;
+    for (size_t c = 0; c < s->cin; c++)
+        for (size_t ky = 0; ky < k; ky++)
+            for (size_t kx = 0; kx < k; kx++) {
+                float *rows = col + ((c * k + ky) * k + kx) * oh * ow;
+                size_t x0, x1;
+                valid_cols(s, ow, kx, &x0, &x1);
+                for (size_t oy = 0; oy < oh; oy++) {
+                    float *d = rows + oy * ow;
+                    ptrdiff_t iy = (ptrdiff_t)(oy * st + ky) - (ptrdiff_t)s->pad;
+                    if (iy < 0 || iy >= (ptrdiff_t)s->h) {
+                        if (!add)
+                            memset(d, 0, ow * sizeof(float));
+                        continue;
+                    }
+                    /* Input pixel of output column ox: src[ox * st]. */
+                    float *src = img + (c * s->h + (size_t)iy) * s->w + x0 * st + kx - s->pad;
+                    if (add) {
+                        for (size_t ox = x0; ox < x1; ox++)
+                            src[(ox - x0) * st] += d[ox];
+                    } else {
+                        memset(d, 0, x0 * sizeof(float));
+                        for (size_t ox = x0; ox < x1; ox++)
+                            d[ox] = src[(ox - x0) * st];
+                        memset(d + x1, 0, (ow - x1) * sizeof(float));
+                    }
+                }
+            }
+}
+
+void fv_conv2d_forward(float *out, const float *in, const float *W, const float *b, float *col, size_t B,
+                       const fv_conv2d_shape *s)
+{
+    size_t K = s->cin * s->k * s->k, P = fv_conv2d_out_h(s) * fv_conv2d_out_w(s), n_in = s->cin * s->h * s->w;
+    for (size_t i = 0; i < B; i++) {
+        float *o = out + i * s->cout * P;
+        const float *cols = in + i * n_in;
+        if (!is_pointwise(s)) {
+            im2col(col, (float *)cols, s, 0); /* add = 0 only reads the image */
+            cols = col;
+        }
+        /* Rows start at the bias; sgemm adds W col onto them (beta = 1). */
+        for (size_t c = 0; c < s->cout; c++)
+            for (size_t p = 0; p < P; p++)
+                o[c * P + p] = b[c];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)s->cout, (int)P, (int)K, 1.0f, W, (int)K, cols,
+                    (int)P, 1.0f, o, (int)P);
+    }
+}
+
+void fv_conv2d_backward(float *dinp, float *dW, float *db, const float *dout, const float *in, const float *W,
+                        float *col, size_t B, const fv_conv2d_shape *s)
+{
+    size_t K = s->cin * s->k * s->k, P = fv_conv2d_out_h(s) * fv_conv2d_out_w(s), n_in = s->cin * s->h * s->w;
+    int pointwise = is_pointwise(s);
+    for (size_t c = 0; c < s->cout; c++) {
+        double acc = 0.0;
+        for (size_t i = 0; i < B; i++) {
+            const float *r = dout + (i * s->cout + c) * P;
+            for (size_t p = 0; p < P; p++)
+                acc += r[p];
+        }
+        db[c] = (float)acc;
+    }
+    for (size_t i = 0; i < B; i++) {
+        const float *d = dout + i * s->cout * P, *cols = in + i * n_in;
+        if (!pointwise) {
+            im2col(col, (float *)cols, s, 0);
+            cols = col;
+        }
+        /* dW (cout x K) = sum over images of dout_i (cout x P) col_i^T. */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->cout, (int)K, (int)P, 1.0f, d, (int)P, cols,
+                    (int)P, i ? 1.0f : 0.0f, dW, (int)K);
+        if (!dinp)
+            continue;
+        /* d col (K x P) = W^T dout_i; a pointwise convolution's col is the image itself, so its gradient
+         * is added in place, else it is folded back by col2im. */
+        float *dimg = dinp + i * n_in;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)P, (int)s->cout, 1.0f, W, (int)K, d,
+                    (int)P, pointwise ? 1.0f : 0.0f, pointwise ? dimg : col, (int)P);
+        if (!pointwise)
+            im2col(col, dimg, s, 1);
+    }
+}
+
+/* ---- GroupNorm -------------------------------------------------------------------------------- */
+
+void fv_groupnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
+                          const float *beta, size_t B, size_t C, size_t HW, size_t G)
+{
+    size_t cpg = C / G, n = cpg * HW;
+    for (size_t i = 0; i < B; i++)
+        for (size_t g = 0; g < G; g++) {
+            size_t off = (i * C + g * cpg) * HW;
+            const float *x = in + off;
+            /* Two passes in double: the variance of a group with a large mean must not cancel. */
+            double s = 0.0, ss = 0.0;
+            for (size_t j = 0; j < n; j++)
+                s += x[j];
+            double mu = s / (double)n;
+            for (size_t j = 0; j < n; j++)
+                ss += (x[j] - mu) * (x[j] - mu);
+            float r = (float)(1.0 / sqrt(ss / (double)n + (double)FV_GROUPNORM_EPS));
+            mean[i * G + g] = (float)mu;
+            rstd[i * G + g] = r;
+            for (size_t c = 0; c < cpg; c++) {
+                size_t ch = g * cpg + c;
+                float scale = r * gamma[ch], shift = beta[ch] - (float)mu * scale;
+                const float *xc = x + c * HW;
+                float *y = out + off + c * HW;
+                for (size_t p = 0; p < HW; p++)
+                    y[p] = xc[p] * scale + shift;
+            }
+        }
+}
+
+void fv_groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout, const float *in,
+                           const float *mean, const float *rstd, const float *gamma, size_t B, size_t C, size_t HW,
+                           size_t G)
+{
+    size_t cpg = C / G, n = cpg * HW;
+    memset(dgamma, 0, C * sizeof(float));
+    memset(dbeta, 0, C * sizeof(float));
+    for (size_t i = 0; i < B; i++)
+        for (size_t g = 0; g < G; g++) {
+            size_t off = (i * C + g * cpg) * HW;
+            float mu = mean[i * G + g], r = rstd[i * G + g];
+            /* With xhat = (x - mu) r and dxhat = dy gamma: dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat)). */
+            double s1 = 0.0, s2 = 0.0;
+            for (size_t c = 0; c < cpg; c++) {
+                size_t ch = g * cpg + c;
+                const float *x = in + off + c * HW, *dy = dout + off + c * HW;
+                double sdy = 0.0, sdyx = 0.0;
+                for (size_t p = 0; p < HW; p++) {
+                    sdy += dy[p];
+                    sdyx += (double)dy[p] * ((x[p] - mu) * r);
+                }
+                dgamma[ch] += (float)sdyx;
+                dbeta[ch] += (float)sdy;
+                s1 += gamma[ch] * sdy;
+                s2 += gamma[ch] * sdyx;
+            }
+            float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
+            for (size_t c = 0; c < cpg; c++) {
+                size_t ch = g * cpg + c;
+                const float *x = in + off + c * HW, *dy = dout + off + c * HW;
+                float *dx = dinp + off + c * HW;
+                for (size_t p = 0; p < HW; p++) {
+                    float xhat = (x[p] - mu) * r;
+                    dx[p] += r * (dy[p] * gamma[ch] - m1 - xhat * m2);
+                }
+            }
+        }
+}
+
+/* ---- nearest 2x upsampling, channel concatenation --------------------------------------------- */
+
+void fv_upsample2x_forward(float *out, const float *in, size_t B, size_t C, size_t h, size_t w)
+{
+    for (size_t plane = 0; plane < B * C; plane++) {
+        const float *src = in + plane * h * w;
+        float *dst = out + plane * 4 * h * w;
+        for (size_t y = 0; y < 2 * h; y++) {
+            const float *row = src + (y / 2) * w;
+            float *d = dst + y * 2 * w;
+            for (size_t x = 0; x < 2 * w; x++)
+                d[x] = row[x / 2];
+        }
+    }
+}
+
+void fv_upsample2x_backward(float *dinp, const float *dout, size_t B, size_t C, size_t h, size_t w)
+{
+    for (size_t plane = 0; plane < B * C; plane++) {
+        const float *d = dout + plane * 4 * h * w;
+        float *dst = dinp + plane * h * w;
+        for (size_t y = 0; y < h; y++) {
+            const float *r0 = d + 2 * y * 2 * w, *r1 = r0 + 2 * w;
+            for (size_t x = 0; x < w; x++)
+                dst[y * w + x] += (r0[2 * x] + r0[2 * x + 1]) + (r1[2 * x] + r1[2 * x + 1]);
+        }
+    }
+}
+
+void fv_concat_forward(float *out, const float *a, const float *b, size_t B, size_t Ca, size_t Cb, size_t HW)
+{
+    for (size_t i = 0; i < B; i++) {
+        float *o = out + i * (Ca + Cb) * HW;
+        memcpy(o, a + i * Ca * HW, Ca * HW * sizeof(float));
+        memcpy(o + Ca * HW, b + i * Cb * HW, Cb * HW * sizeof(float));
+    }
+}
+
+void fv_concat_backward(float *da, float *db, const float *dout, size_t B, size_t Ca, size_t Cb, size_t HW)
+{
+    for (size_t i = 0; i < B; i++) {
+        const float *d = dout + i * (Ca + Cb) * HW;
+        fv_accumulate(da + i * Ca * HW, d, Ca * HW);
+        fv_accumulate(db + i * Cb * HW, d + Ca * HW, Cb * HW);
+    }
+}
+
+/* ---- sums ------------------------------------------------------------------------------------- */
+
+void fv_accumulate(float *y, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+/* ---- per-image channel bias ------------------------------------------------------------------- */
+
+void fv_channel_bias_forward(float *x, const float *e, size_t B, size_t C, size_t HW)
+{
+    for (size_t bc = 0; bc < B * C; bc++) {
+        float v = e[bc], *row = x + bc * HW;
+        for (size_t p = 0; p < HW; p++)
+            row[p] += v;
+    }
+}
+
+void fv_channel_bias_backward(float *de, const float *dx, size_t B, size_t C, size_t HW)
+{
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const float *row = dx + bc * HW;
+        double s = 0.0;
+        for (size_t p = 0; p < HW; p++)
+            s += row[p];
+        de[bc] = (float)s;
+    }
+}
+
+/* ---- attention -------------------------------------------------------------------------------- */
+
+/* Row-wise softmax of a T x T matrix in place. */
+static void softmax_rows(float *a, size_t T)
+{
+    for (size_t t = 0; t < T; t++) {
+        float *row = a + t * T, mx = row[0], sum = 0.0f;
+        for (size_t s = 1; s < T; s++)
+            mx = row[s] > mx ? row[s] : mx;
+        for (size_t s = 0; s < T; s++) {
+            row[s] = fv_expf_fast(row[s] - mx);
+            sum += row[s];
+        }
+        float inv = 1.0f / sum;
+        for (size_t s = 0; s < T; s++)
+            row[s] *= inv;
+    }
+}
+
+void fv_attention_forward(float *out, float *att, const float *qkv, size_t B, size_t heads, size_t C, size_t T)
+{
+    size_t ch = C / heads;
+    float alpha = (float)(1.0 / sqrt((double)ch));
+    for (size_t i = 0; i < B; i++)
+        for (size_t h = 0; h < heads; h++) {
+            const float *q = qkv + (i * 3 * C + 3 * ch * h) * T, *k = q + ch * T, *v = k + ch * T;
+            float *P = att + (i * heads + h) * T * T;
+            /* P[t, s] = alpha sum_c q[c, t] k[c, s]. */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)T, (int)ch, alpha, q, (int)T, k,
+                        (int)T, 0.0f, P, (int)T);
+            softmax_rows(P, T);
+            /* a[c, t] = sum_s v[c, s] P[t, s]. */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ch, (int)T, (int)T, 1.0f, v, (int)T, P, (int)T,
+                        0.0f, out + (i * C + h * ch) * T, (int)T);
+        }
+}
+
+void fv_attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv, const float *att,
+                           size_t B, size_t heads, size_t C, size_t T)
+{
+    size_t ch = C / heads;
+    float alpha = (float)(1.0 / sqrt((double)ch));
+    for (size_t i = 0; i < B; i++)
+        for (size_t h = 0; h < heads; h++) {
+            size_t off = (i * 3 * C + 3 * ch * h) * T;
+            const float *q = qkv + off, *k = q + ch * T, *v = k + ch * T;
+            float *dq = dqkv + off, *dk = dq + ch * T, *dv = dk + ch * T;
+            const float *da = dout + (i * C + h * ch) * T, *P = att + (i * heads + h) * T * T;
+            /* dv[c, s] += sum_t da[c, t] P[t, s]; dP[t, s] = sum_c da[c, t] v[c, s]. */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ch, (int)T, (int)T, 1.0f, da, (int)T, P,
+                        (int)T, 1.0f, dv, (int)T);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)T, (int)ch, 1.0f, da, (int)T, v, (int)T,
+                        0.0f, datt, (int)T);
+            /* Through the softmax: dS[t, s] = P[t, s] (dP[t, s] - sum_s' P[t, s'] dP[t, s']). */
+            for (size_t t = 0; t < T; t++) {
+                const float *p = P + t * T;
+                float *d = datt + t * T, dot = 0.0f;
+                for (size_t s = 0; s < T; s++)
+                    dot += p[s] * d[s];
+                for (size_t s = 0; s < T; s++)
+                    d[s] = p[s] * (d[s] - dot);
+            }
+            /* dq[c, t] += alpha sum_s k[c, s] dS[t, s]; dk[c, s] += alpha sum_t q[c, t] dS[t, s]. */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ch, (int)T, (int)T, alpha, k, (int)T, datt,
+                        (int)T, 1.0f, dq, (int)T);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ch, (int)T, (int)T, alpha, q, (int)T, datt,
+                        (int)T, 1.0f, dk, (int)T);
+        }
+}
+
+/* ---- timestep embedding, dropout -------------------------------------------------------------- */
+
+void fv_timestep_embedding(float *out, const float *t, size_t B, size_t dim)
+{
+    for (size_t i = 0; i < B; i++)
+        fv_temb(t[i], (unsigned)(dim / 2), out + i * dim);
+}
+
+/* out = in * mask / (1 - p): the forward and the backward are the same map. */
+static void dropout_apply(float *out, const float *in, size_t n, float p, uint64_t seed, uint64_t stream,
+                          uint64_t block0)
+{
+    float scale = 1.0f / (1.0f - p);
+    for (size_t i = 0; i < n; i += 4) {
+        fv_philox_ctr r = fv_philox_block(seed, stream, block0 + i / 4);
+        for (size_t j = 0; j < 4 && i + j < n; j++) {
+            float u = (float)(r.v[j] >> 8) * 0x1p-24f;
+            out[i + j] = u < p ? 0.0f : in[i + j] * scale;
+        }
+    }
+}
+
+void fv_dropout_forward(float *out, const float *in, size_t n, float p, uint64_t seed, uint64_t stream,
+                        uint64_t block0)
+{
+    dropout_apply(out, in, n, p, seed, stream, block0);
+}
+
+void fv_dropout_backward(float *dinp, const float *dout, size_t n, float p, uint64_t seed, uint64_t stream,
+                         uint64_t block0)
+{
+    dropout_apply(dinp, dout, n, p, seed, stream, block0);
+}
