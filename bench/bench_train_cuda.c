@@ -10,8 +10,14 @@
  * checks it for NaN, and for its gradient norm).
  * FLOPs of a step: the network's, 3 F - 2 B in0 out0 with F = 2 B sum(in out) (no data generation).
  *
+ * Then, once: the same steps phase by phase (draw, loss and gradient, update; the device synchronized
+ * after each), and the matrix products of one step replayed alone with cuBLAS (each linear layer's
+ * forward, weight-gradient and input-gradient product), also with the first layer's inner dimension
+ * padded to a multiple of 4 (its d + 1 columns leave rows unaligned for 16-byte loads).
+ *
  * Usage: bench_train_cuda --d D --width W --depth L --batch B [--steps N] [--warmup W] [--reps R] [--tf32]
- * Rows: "meta KEY VALUE", "steps flowvar REP SECONDS_PER_STEP", "sgemm SIZE TFLOPS". */
+ * Rows: "meta KEY VALUE", "steps flowvar REP SECONDS_PER_STEP", "phase NAME SECONDS_PER_STEP",
+ * "gemms NAME SECONDS_PER_STEP", "sgemm SIZE TFLOPS". */
 #include "core/error.h"
 #include "core/rng.h"
 #include "gaussian/problem.h"
@@ -86,6 +92,61 @@ static double sgemm_rate(size_t S, int tf32)
     cublasDestroy(cb);
     cudaFree(a);
     return 2.0 * (double)S * (double)S * (double)S / (0.5 * (best[4] + best[5])) / 1e12;
+}
+
+/* Median seconds of one cublasSgemm (m, n, k, column-major, transposes as given) over 20 runs. */
+static double time_gemm(cublasHandle_t cb, float *buf, cublasOperation_t ta, cublasOperation_t tb, size_t m, size_t n,
+                        size_t k)
+{
+    const float one = 1.0f, zero = 0.0f;
+    size_t lda = ta == CUBLAS_OP_N ? m : k, ldb = tb == CUBLAS_OP_N ? k : n;
+    float *A = buf, *Bm = buf + m * k, *C = Bm + k * n;
+    double t[20];
+    for (int r = 0; r < 23; r++) {
+        cudaDeviceSynchronize();
+        double t0 = now();
+        cublasSgemm(cb, ta, tb, (int)m, (int)n, (int)k, &one, A, (int)lda, Bm, (int)ldb, &zero, C, (int)m);
+        cudaDeviceSynchronize();
+        if (r >= 3)
+            t[r - 3] = now() - t0;
+    }
+    for (int i = 1; i < 20; i++)
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = x;
+        }
+    return 0.5 * (t[9] + t[10]);
+}
+
+/* The products of one step (as cuda/mlp_cuda.cu issues them), timed alone; pad4 rounds the first
+ * layer's inner dimension up to a multiple of 4. */
+static double step_gemms(const fv_mlp *m, size_t B, int tf32, int pad4)
+{
+    size_t big = 0;
+    for (size_t l = 0; l < m->nlayers; l++) {
+        size_t in = m->in[l] + 3, s = in * m->out[l] + in * B + m->out[l] * B;
+        big = s > big ? s : big;
+    }
+    float *buf;
+    check_cuda(cudaMalloc((void **)&buf, big * sizeof *buf) == cudaSuccess, "cudaMalloc");
+    cudaMemset(buf, 0, big * sizeof *buf);
+    cublasHandle_t cb;
+    check_cuda(cublasCreate(&cb) == CUBLAS_STATUS_SUCCESS, "cublasCreate");
+    cublasSetMathMode(cb, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+    double total = 0.0;
+    for (size_t l = 0; l < m->nlayers; l++) {
+        size_t in = m->in[l], out = m->out[l];
+        if (l == 0 && pad4)
+            in = (in + 3) / 4 * 4;
+        total += time_gemm(cb, buf, CUBLAS_OP_T, CUBLAS_OP_N, out, B, in); /* forward */
+        total += time_gemm(cb, buf, CUBLAS_OP_N, CUBLAS_OP_T, in, out, B); /* weight gradient */
+        if (l)
+            total += time_gemm(cb, buf, CUBLAS_OP_N, CUBLAS_OP_N, in, B, out); /* input gradient */
+    }
+    cublasDestroy(cb);
+    cudaFree(buf);
+    return total;
 }
 
 int main(int argc, char **argv)
@@ -164,6 +225,24 @@ int main(int argc, char **argv)
         printf("steps\tflowvar\t%d\t%.9f\n", rep, (now() - t0) / (double)steps);
         fflush(stdout);
     }
+    /* phase by phase */
+    double ph[3] = {0};
+    for (size_t k = 0; k < steps; k++, step++) {
+        float loss, gnorm;
+        double t0 = now();
+        check(tr.ops->draw(&tr, &data, SEED, step, -1.0, B), "draw");
+        cudaDeviceSynchronize();
+        double t1 = now();
+        check(tr.ops->loss_grad(&tr, &loss, NULL), "loss_grad");
+        double t2 = now();
+        check(tr.ops->update(&tr, &gnorm), "update");
+        double t3 = now();
+        ph[0] += t1 - t0, ph[1] += t2 - t1, ph[2] += t3 - t2;
+    }
+    printf("phase\tdraw\t%.9f\nphase\tloss_grad\t%.9f\nphase\tupdate\t%.9f\n", ph[0] / (double)steps,
+           ph[1] / (double)steps, ph[2] / (double)steps);
+    printf("gemms\tstep\t%.9f\n", step_gemms(&tr.net, B, tf32, 0));
+    printf("gemms\tstep_first_padded\t%.9f\n", step_gemms(&tr.net, B, tf32, 1));
     size_t S = 8192;
     printf("sgemm\t%zu\t%.2f\n", S, sgemm_rate(S, tf32));
     fv_loss_log_free(&log);

@@ -87,7 +87,7 @@ Test(cuda, forward_loss_and_every_gradient_match_the_cpu)
         fv_adam_config ac = fv_adam_defaults();
         fv_trainer cpu, gpu;
         pair_init(&cpu, &gpu, mc, &ac, 100 + c, B);
-        float *xt = malloc((3 * B * d + 5 * B) * sizeof *xt), *u = xt + B * d, *vc = u + B * d, *t = vc + B * d;
+        float *xt = malloc((4 * B * d + 3 * B) * sizeof *xt), *u = xt + B * d, *vc = u + B * d, *t = vc + B * d;
         float *vg = t + B, *sqc = vg + B * d, *sqg = sqc + B, lc, lg;
         double *z = malloc((2 * B * d + B) * sizeof *z);
         fv_rng r = fv_rng_make(7, c);
