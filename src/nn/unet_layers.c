@@ -52,15 +52,23 @@ static void im2col(float *col, float *img, const fv_conv2d_shape *s, int add)
                             memset(d, 0, ow * sizeof(float));
                         continue;
                     }
-                    /* Input pixel of output column ox: src[ox * st]. */
-                    float *src = img + (c * s->h + (size_t)iy) * s->w + x0 * st + kx - s->pad;
-                    if (add) {
-                        for (size_t ox = x0; ox < x1; ox++)
-                            src[(ox - x0) * st] += d[ox];
+                    /* Output column x0 + i reads src[i * st]; stride 1 (all but the downsampling
+                     * convolutions) gets contiguous loops that vectorize. */
+                    float *src = img + (c * s->h + (size_t)iy) * s->w + x0 * st + kx - s->pad, *dv = d + x0;
+                    size_t m = x1 - x0;
+                    if (add && st == 1) {
+                        for (size_t i = 0; i < m; i++)
+                            src[i] += dv[i];
+                    } else if (add) {
+                        for (size_t i = 0; i < m; i++)
+                            src[i * st] += dv[i];
                     } else {
                         memset(d, 0, x0 * sizeof(float));
-                        for (size_t ox = x0; ox < x1; ox++)
-                            d[ox] = src[(ox - x0) * st];
+                        if (st == 1)
+                            memcpy(dv, src, m * sizeof(float));
+                        else
+                            for (size_t i = 0; i < m; i++)
+                                dv[i] = src[i * st];
                         memset(d + x1, 0, (ow - x1) * sizeof(float));
                     }
                 }
