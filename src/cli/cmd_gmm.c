@@ -1,6 +1,7 @@
 /* cmd_gmm.c: `flowvar gmm`: Table 1 of the paper on Gaussian mixtures: does CFM with sigma = 0
  * memorize its finite training set, and does sigma = 0.05 generalize better? (THEORY.md section 5) */
 #include "cli/cli.h"
+#include "cli/run.h"
 
 #include "core/error.h"
 #include "core/io.h"
@@ -44,6 +45,8 @@ typedef struct {
     size_t K, npairs, steps, batch, width, depth, samples, euler;
     double lr;
     uint64_t seed;
+    const char *device;
+    int tf32;
 } table_cfg;
 
 /* The paper's Table 1 (THEORY.md section 5), for reference. */
@@ -93,7 +96,7 @@ static int one_row(const table_cfg *c, size_t d, double sigma, double *gen, doub
     fv_ode_opts ode = fv_ode_defaults();
     ode.solver = FV_ODE_EULER;
     ode.steps = c->euler;
-    if ((st = fv_trainer_cpu_init(&tr, &mc, &ac, c->seed, c->batch)) ||
+    if ((st = fv_trainer_init(&tr, c->device, &mc, &ac, c->seed, c->batch, c->tf32)) ||
         (st = fv_cfm_train(&tr, &data, &o, &step, &log)))
         goto done;
     /* memorization: from the training sources to their own targets */
@@ -124,7 +127,7 @@ static int read_cfg(const fv_args *a, table_cfg *c)
 {
     int st;
     size_t def_steps = fv_args_flag(a, "full") ? 20000 : 3000;
-    if ((st = fv_args_size(a, "components", 8, 1, &c->K)) || (st = fv_args_size(a, "pairs", 1000, 2, &c->npairs)) ||
+    if ((st = fv_run_device(a, &c->device, &c->tf32)) || (st = fv_args_size(a, "components", 8, 1, &c->K)) || (st = fv_args_size(a, "pairs", 1000, 2, &c->npairs)) ||
         (st = fv_args_size(a, "steps", def_steps, 1, &c->steps)) || (st = fv_args_size(a, "batch", 256, 1, &c->batch)) ||
         (st = fv_args_size(a, "width", 256, 1, &c->width)) || (st = fv_args_size(a, "depth", 3, 1, &c->depth)) ||
         (st = fv_args_size(a, "samples", 2000, 2, &c->samples)) || (st = fv_args_size(a, "euler", 100, 1, &c->euler)) ||
@@ -171,7 +174,7 @@ int fv_cmd_gmm(int argc, char **argv)
     table_cfg c;
     double *dims = NULL, *sigmas = NULL, *rows = NULL;
     size_t nd = 0, ns = 0;
-    int st = fv_args_parse(&a, "gmm", usage, argc, argv, gmm_opts, NULL);
+    int st = fv_args_parse(&a, "gmm", usage, argc, argv, gmm_opts, fv_device_opts, NULL);
     if (st < 0)
         return 0;
     if (st || (st = read_cfg(&a, &c)) || (st = read_list(&a, "dims", "3,50", &dims, &nd)) ||

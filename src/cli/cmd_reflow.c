@@ -2,6 +2,7 @@
  * the trained field takes it) with and without noise, and how far each round moves the coupling
  * toward OT (THEORY.md section 3, Lemma 2 and Remark 2). */
 #include "cli/cli.h"
+#include "cli/run.h"
 
 #include "core/error.h"
 #include "core/io.h"
@@ -39,6 +40,8 @@ typedef struct {
     size_t rounds, npairs, steps, batch, width, depth, euler;
     double lr;
     uint64_t seed;
+    const char *device;
+    int tf32;
 } reflow_cfg;
 
 /* Mean distance to the OT map and transport cost of the pairs (a, b). */
@@ -95,7 +98,7 @@ static int round_once(const reflow_cfg *c, fv_problem *p, double sigma, uint64_t
     ode.solver = FV_ODE_EULER;
     ode.steps = c->euler;
     if (!(st = fv_cfm_data_init(&D, FV_DATA_PAIRS, p, NULL, n, a, b_old, c->batch)) &&
-        !(st = fv_trainer_cpu_init(&tr, &mc, &ac, o.seed, c->batch)) && !(st = fv_cfm_train(&tr, &D, &o, &step, &log))) {
+        !(st = fv_trainer_init(&tr, c->device, &mc, &ac, o.seed, c->batch, c->tf32)) && !(st = fv_cfm_train(&tr, &D, &o, &step, &log))) {
         memcpy(b, a, n * d * sizeof *b);
         st = fv_cfm_integrate(&tr, 0, n, b, &ode);
     }
@@ -109,7 +112,7 @@ static int round_once(const reflow_cfg *c, fv_problem *p, double sigma, uint64_t
 static int read_cfg(const fv_args *a, reflow_cfg *c)
 {
     int st;
-    if ((st = fv_args_size(a, "rounds", 3, 1, &c->rounds)) || (st = fv_args_size(a, "pairs", 2000, 2, &c->npairs)) ||
+    if ((st = fv_run_device(a, &c->device, &c->tf32)) || (st = fv_args_size(a, "rounds", 3, 1, &c->rounds)) || (st = fv_args_size(a, "pairs", 2000, 2, &c->npairs)) ||
         (st = fv_args_size(a, "steps", 2000, 1, &c->steps)) || (st = fv_args_size(a, "batch", 256, 1, &c->batch)) ||
         (st = fv_args_size(a, "width", 128, 1, &c->width)) || (st = fv_args_size(a, "depth", 3, 1, &c->depth)) ||
         (st = fv_args_size(a, "euler", 100, 1, &c->euler)) || (st = fv_args_double(a, "lr", 1e-3, &c->lr)) ||
@@ -127,7 +130,7 @@ int fv_cmd_reflow(int argc, char **argv)
     reflow_cfg c;
     double *sig = NULL, *a0 = NULL, *b0 = NULL, *b = NULL, *rows = NULL, w2sq;
     size_t ns = 0;
-    int st = fv_args_parse(&a, "reflow", usage, argc, argv, fv_problem_opts, reflow_opts, NULL);
+    int st = fv_args_parse(&a, "reflow", usage, argc, argv, fv_problem_opts, reflow_opts, fv_device_opts, NULL);
     if (st < 0)
         return 0;
     if (st || (st = read_cfg(&a, &c)) || (st = fv_parse_list(fv_args_get(&a, "sigmas") ? fv_args_get(&a, "sigmas")

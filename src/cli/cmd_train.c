@@ -87,7 +87,7 @@ static int new_run(fv_run *r, const fv_args *a, const char *dir)
         return fv_error(FV_EIO, "%s: cannot create the run folder: %s", dir, strerror(errno));
     memset(r, 0, sizeof *r);
     r->args = *a;
-    int st = fv_run_device(a, r);
+    int st = fv_run_device(a, &r->device, &r->tf32);
     if (!st)
         st = fv_run_setup(r);
     return st ? st : write_pairs(r, dir);

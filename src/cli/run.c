@@ -45,14 +45,14 @@ const fv_opt fv_device_opts[] = {
     {NULL, NULL, NULL},
 };
 
-int fv_run_device(const fv_args *a, fv_run *r)
+int fv_run_device(const fv_args *a, const char **device, int *tf32)
 {
     static const char *const devices[] = {"auto", "cpu", "cuda", NULL}, *const precisions[] = {"fp32", "tf32", NULL};
     int dev, prec, st;
     if ((st = fv_args_choice(a, "device", devices, 0, &dev)) || (st = fv_args_choice(a, "precision", precisions, 0, &prec)))
         return st;
-    r->device = devices[dev];
-    r->tf32 = prec == 1;
+    *device = devices[dev];
+    *tf32 = prec == 1;
     return FV_OK;
 }
 
@@ -254,7 +254,7 @@ int fv_run_open(fv_run *r, const char *dir, const char *steps_override, const fv
 {
     char path[4096];
     memset(r, 0, sizeof *r);
-    int st = fv_run_device(cmd, r);
+    int st = fv_run_device(cmd, &r->device, &r->tf32);
     if (st)
         return st;
     fv_run_checkpoint_path(dir, path, sizeof path);

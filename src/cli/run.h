@@ -34,8 +34,8 @@ typedef struct {
     int tf32;
 } fv_run;
 
-/* --device and --precision of a command into r (defaults auto, fp32). */
-int fv_run_device(const fv_args *a, fv_run *r);
+/* --device and --precision of a command (defaults auto, fp32). */
+int fv_run_device(const fv_args *a, const char **device, int *tf32);
 
 /* Build everything the run's options r->args describe: problem, mixture, finite pairs, data source
  * and a fresh trainer. */
