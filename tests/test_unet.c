@@ -495,32 +495,59 @@ static void conv_bwd(const fd_case *c, const float *dout, float **g)
     fv_conv2d_backward(g[0], g[1], g[2], dout, c->arr[0], c->arr[1], c->scratch, c->dims[0], &s);
 }
 
-static void conv_case(size_t B, size_t cin, size_t cout, size_t h, size_t w, size_t k, size_t stride, uint64_t seed)
+static void conv_case(size_t B, size_t cin, size_t cout, size_t h, size_t w, size_t k, size_t stride, size_t pad,
+                      uint64_t seed)
 {
     fv_rng r = fv_rng_make(seed, 1);
     fd_case c = {.name = "conv2d", .narr = 3, .fwd = conv_fwd, .bwd = conv_bwd,
-                 .dims = {B, cin, cout, h, w, k, stride, k / 2}, .arr_name = {"input", "weight", "bias"}};
+                 .dims = {B, cin, cout, h, w, k, stride, pad}, .arr_name = {"input", "weight", "bias"}};
     fv_conv2d_shape s = conv_dims(&c);
     size_t oh = fv_conv2d_out_h(&s), ow = fv_conv2d_out_w(&s);
-    cr_assert_eq(oh, (h + 2 * (k / 2) - k) / stride + 1);
+    cr_assert_eq(oh, (h + 2 * pad - k) / stride + 1);
     c.len[0] = B * cin * h * w, c.len[1] = cout * cin * k * k, c.len[2] = cout;
     for (int i = 0; i < 3; i++)
         c.arr[i] = random_array(&r, c.len[i], 1.0);
     c.nout = B * cout * oh * ow;
     size_t col = fv_conv2d_col_size(&s);
     c.scratch = col ? malloc(col * sizeof(float)) : NULL;
-    cr_expect_eq(col == 0, k == 1 && stride == 1);
-    cr_log_info("conv2d %zux%zu stride %zu, %zu -> %zu channels, %zu x %zu:", k, k, stride, cin, cout, h, w);
+    cr_expect_eq(col == 0, k == 1 && stride == 1 && pad == 0);
+    cr_log_info("conv2d %zux%zu stride %zu pad %zu, %zu -> %zu channels, %zu x %zu:", k, k, stride, pad, cin, cout, h,
+                w);
+    /* The forward against the definition, in plain loops. */
+    float *out = malloc(c.nout * sizeof(float));
+    conv_fwd(&c, out);
+    double worst = 0;
+    for (size_t b = 0; b < B; b++)
+        for (size_t co = 0; co < cout; co++)
+            for (size_t oy = 0; oy < oh; oy++)
+                for (size_t ox = 0; ox < ow; ox++) {
+                    double v = c.arr[2][co];
+                    for (size_t ci = 0; ci < cin; ci++)
+                        for (size_t ky = 0; ky < k; ky++)
+                            for (size_t kx = 0; kx < k; kx++) {
+                                ptrdiff_t iy = (ptrdiff_t)(oy * stride + ky) - (ptrdiff_t)pad;
+                                ptrdiff_t ix = (ptrdiff_t)(ox * stride + kx) - (ptrdiff_t)pad;
+                                if (iy >= 0 && iy < (ptrdiff_t)h && ix >= 0 && ix < (ptrdiff_t)w)
+                                    v += (double)c.arr[1][((co * cin + ci) * k + ky) * k + kx] *
+                                         c.arr[0][((b * cin + ci) * h + (size_t)iy) * w + (size_t)ix];
+                            }
+                    worst = fmax(worst, fabs(out[((b * cout + co) * oh + oy) * ow + ox] - v));
+                }
+    cr_expect(worst < 1e-5, "forward against the definition: %.3g", worst);
+    free(out);
     fd_check(&c, 1e-2, 1e-4, seed);
     fd_free(&c);
 }
 
 Test(unet_layers, conv2d_gradients)
 {
-    conv_case(2, 3, 4, 5, 7, 3, 1, 11);  /* the U-Net's 3x3 convolutions */
-    conv_case(2, 3, 4, 6, 8, 3, 2, 12);  /* Downsample's stride-2 convolution */
-    conv_case(2, 3, 4, 7, 5, 3, 2, 13);  /* odd sizes: the last column reads the padding */
-    conv_case(2, 5, 3, 4, 6, 1, 1, 14);  /* the 1x1 skip convolution and the attention's projections */
+    conv_case(2, 3, 4, 5, 7, 3, 1, 1, 11); /* the U-Net's 3x3 convolutions (im2col's flat path) */
+    conv_case(2, 3, 4, 6, 8, 3, 2, 1, 12); /* Downsample's stride-2 convolution */
+    conv_case(2, 3, 4, 7, 5, 3, 2, 1, 13); /* odd sizes: the last column reads the padding */
+    conv_case(2, 5, 3, 4, 6, 1, 1, 0, 14); /* the 1x1 skip convolution and the attention's projections */
+    conv_case(2, 2, 3, 6, 9, 5, 1, 2, 15); /* flat path with shifts of 2 */
+    conv_case(2, 2, 3, 6, 5, 3, 1, 0, 16); /* stride 1 without padding: the row-by-row path */
+    conv_case(1, 2, 2, 3, 2, 3, 1, 1, 17); /* images narrower than the kernel */
 }
 
 Test(unet_layers, conv2d_values)

@@ -21,54 +21,68 @@ size_t fv_conv2d_col_size(const fv_conv2d_shape *s)
     return is_pointwise(s) ? 0 : s->cin * s->k * s->k * fv_conv2d_out_h(s) * fv_conv2d_out_w(s);
 }
 
-/* The output columns [*x0, *x1) whose input column ox * stride + kx - pad lies inside the image; the
- * others read the zero padding. */
-static void valid_cols(const fv_conv2d_shape *s, size_t ow, size_t kx, size_t *x0, size_t *x1)
+/* The outputs [*a, *b) of n whose input o * stride + kk - pad lies in [0, size); the others read the zero
+ * padding. Columns: kk = kx, size = w; rows: kk = ky, size = h. */
+static void valid_range(const fv_conv2d_shape *s, size_t size, size_t n, size_t kk, size_t *a, size_t *b)
 {
-    ptrdiff_t st = (ptrdiff_t)s->stride, lo = (ptrdiff_t)s->pad - (ptrdiff_t)kx;
-    ptrdiff_t hi = (ptrdiff_t)s->w + lo; /* ox * stride < w + pad - kx */
-    ptrdiff_t a = lo > 0 ? (lo + st - 1) / st : 0, b = hi > 0 ? (hi + st - 1) / st : 0;
-    *x1 = (size_t)b < ow ? (size_t)b : ow;
-    *x0 = (size_t)a < *x1 ? (size_t)a : *x1;
+    ptrdiff_t st = (ptrdiff_t)s->stride, lo = (ptrdiff_t)s->pad - (ptrdiff_t)kk;
+    ptrdiff_t hi = (ptrdiff_t)size + lo; /* o * stride < size + pad - kk */
+    ptrdiff_t first = lo > 0 ? (lo + st - 1) / st : 0, end = hi > 0 ? (hi + st - 1) / st : 0;
+    *b = (size_t)end < n ? (size_t)end : n;
+    *a = (size_t)first < *b ? (size_t)first : *b;
 }
 
 /* col (cin k k x oh ow): row (c, ky, kx) holds input channel c shifted by (ky - pad, kx - pad) and
  * sampled every `stride` pixels, so that the convolution is the product W (cout x cin k k) col. With
- * add = 0 the image is unfolded into col; with add = 1 col is folded back, img += col (col2im). */
+ * add = 0 the image is unfolded into col; with add = 1 col is folded back, img += col (col2im), and
+ * col's padding entries are zeroed on the way. */
 static void im2col(float *col, float *img, const fv_conv2d_shape *s, int add)
 {
     size_t k = s->k, oh = fv_conv2d_out_h(s), ow = fv_conv2d_out_w(s), st = s->stride;
+    /* A stride-1 convolution that keeps the width (the U-Net's 3x3 ones) maps each row (c, ky, kx) to a
+     * flat shifted copy of the channel's valid rows: one long copy, then the entries that wrapped around
+     * a row's end are set to the padding's zero. */
+    int flat = st == 1 && ow == s->w;
     for (size_t c = 0; c < s->cin; c++)
         for (size_t ky = 0; ky < k; ky++)
             for (size_t kx = 0; kx < k; kx++) {
                 float *rows = col + ((c * k + ky) * k + kx) * oh * ow;
-                size_t x0, x1;
-                valid_cols(s, ow, kx, &x0, &x1);
-                for (size_t oy = 0; oy < oh; oy++) {
-                    float *d = rows + oy * ow;
-                    ptrdiff_t iy = (ptrdiff_t)(oy * st + ky) - (ptrdiff_t)s->pad;
-                    if (iy < 0 || iy >= (ptrdiff_t)s->h) {
-                        if (!add)
-                            memset(d, 0, ow * sizeof(float));
-                        continue;
+                size_t x0, x1, y0, y1;
+                valid_range(s, s->w, ow, kx, &x0, &x1);
+                valid_range(s, s->h, oh, ky, &y0, &y1);
+                if (!add) {
+                    memset(rows, 0, y0 * ow * sizeof(float));
+                    memset(rows + y1 * ow, 0, (oh - y1) * ow * sizeof(float));
+                }
+                if (flat) {
+                    float *d = rows + y0 * ow, *src = img + (c * s->h + y0 + ky - s->pad) * s->w;
+                    ptrdiff_t sh = (ptrdiff_t)kx - (ptrdiff_t)s->pad, n = (ptrdiff_t)((y1 - y0) * ow);
+                    ptrdiff_t lo = sh < 0 ? -sh : 0, hi = sh > 0 ? n - sh : n; /* d[i] is src[i + sh] */
+                    if (!add && hi > lo)
+                        memcpy(d + lo, src + lo + sh, (size_t)(hi - lo) * sizeof(float));
+                    for (size_t oy = 0; oy < y1 - y0; oy++) {
+                        for (size_t ox = 0; ox < x0; ox++)
+                            d[oy * ow + ox] = 0.0f;
+                        for (size_t ox = x1; ox < ow; ox++)
+                            d[oy * ow + ox] = 0.0f;
                     }
-                    /* Output column x0 + i reads src[i * st]; stride 1 (all but the downsampling
-                     * convolutions) gets contiguous loops that vectorize. */
-                    float *src = img + (c * s->h + (size_t)iy) * s->w + x0 * st + kx - s->pad, *dv = d + x0;
+                    if (add)
+                        for (ptrdiff_t i = lo; i < hi; i++)
+                            src[i + sh] += d[i];
+                    continue;
+                }
+                for (size_t oy = y0; oy < y1; oy++) {
+                    float *d = rows + oy * ow;
+                    /* Output column x0 + i reads src[i * st]. */
+                    float *src = img + (c * s->h + oy * st + ky - s->pad) * s->w + x0 * st + kx - s->pad;
                     size_t m = x1 - x0;
-                    if (add && st == 1) {
+                    if (add) {
                         for (size_t i = 0; i < m; i++)
-                            src[i] += dv[i];
-                    } else if (add) {
-                        for (size_t i = 0; i < m; i++)
-                            src[i * st] += dv[i];
+                            src[i * st] += d[x0 + i];
                     } else {
                         memset(d, 0, x0 * sizeof(float));
-                        if (st == 1)
-                            memcpy(dv, src, m * sizeof(float));
-                        else
-                            for (size_t i = 0; i < m; i++)
-                                dv[i] = src[i * st];
+                        for (size_t i = 0; i < m; i++)
+                            d[x0 + i] = src[i * st];
                         memset(d + x1, 0, (ow - x1) * sizeof(float));
                     }
                 }
