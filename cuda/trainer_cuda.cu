@@ -109,7 +109,7 @@ static int ensure_batch(fv_trainer *tr, size_t B)
     cuda_state *S = state_of(tr);
     if (B <= S->bcap)
         return FV_OK;
-    size_t d = tr->net.cfg.d;
+    size_t d = tr->d;
     cudaFree(S->xt);
     cudaFree(S->x01);
     S->xt = NULL;
@@ -173,8 +173,8 @@ static int ensure_data(fv_trainer *tr, const fv_cfm_data *D)
     S->data = NULL;
     S->data_id = 0;
     size_t d = D->d, n = D->kind == FV_DATA_PAIRS ? 2 * D->npairs * d : 3 * d * d + 2 * d;
-    if (D->kind == FV_DATA_GMM)
-        return FV_OK; /* mixtures are drawn on the host */
+    if (D->kind == FV_DATA_GMM || D->kind == FV_DATA_TARGETS)
+        return FV_OK; /* mixtures and target sets are drawn on the host */
     int st = fv_cuda_check(cudaMalloc((void **)&S->data, n * sizeof(double)), "allocating data constants");
     if (st)
         return st;
@@ -190,10 +190,7 @@ static int ensure_data(fv_trainer *tr, const fv_cfm_data *D)
         S->root0 = S->m1 + d;
         S->root1 = S->root0 + d * d;
         S->K = S->root1 + d * d;
-        S->std_source = 1;
-        for (size_t i = 0; i < d; i++)
-            for (size_t j = 0; j < d; j++)
-                S->std_source &= D->root0[i * d + j] == (i == j ? 1.0 : 0.0) && p->m0[i] == 0.0;
+        S->std_source = D->std_source;
         if ((st = upload(S->m0, p->m0, d)) || (st = upload(S->m1, p->m1, d)) || (st = upload(S->root0, D->root0, d * d)))
             return st;
         if (D->root1 && (st = upload(S->root1, D->root1, d * d)))
@@ -259,6 +256,7 @@ static int draw_pairs(fv_trainer *tr, fv_cfm_data *D, uint64_t seed, uint64_t st
         k_gather<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, S->s>>>(x0, x1, S->a, S->b, D->npairs, B, d, seed, stream);
         return fv_cuda_launched("gathering pairs");
     case FV_DATA_GMM:
+    case FV_DATA_TARGETS:
         if (B > S->host_cap) {
             cudaFreeHost(S->host_pairs);
             S->host_cap = 0;
@@ -289,7 +287,7 @@ static int draw_pairs(fv_trainer *tr, fv_cfm_data *D, uint64_t seed, uint64_t st
 static int cuda_draw(fv_trainer *tr, struct fv_cfm_data *D, uint64_t seed, uint64_t step, double t_fixed, size_t B)
 {
     cuda_state *S = state_of(tr);
-    size_t d = tr->net.cfg.d;
+    size_t d = tr->d;
     int st;
     if ((st = ensure_batch(tr, B)) || (st = ensure_data(tr, D)) || (st = draw_pairs(tr, D, seed, step, B)))
         return st;
@@ -305,7 +303,7 @@ static int cuda_draw(fv_trainer *tr, struct fv_cfm_data *D, uint64_t seed, uint6
 static int cuda_load(fv_trainer *tr, size_t B, const float *xt, const float *t, const float *u)
 {
     cuda_state *S = state_of(tr);
-    size_t d = tr->net.cfg.d;
+    size_t d = tr->d;
     int st = ensure_batch(tr, B);
     if (!st)
         st = fv_cuda_check(cudaMemcpyAsync(S->xt, xt, B * d * sizeof *xt, cudaMemcpyHostToDevice, S->s), "batch");
@@ -332,7 +330,7 @@ static int read_scalar(cuda_state *S, double *out)
 static int cuda_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
 {
     cuda_state *S = state_of(tr);
-    size_t B = tr->rows, d = tr->net.cfg.d;
+    size_t B = tr->rows, d = tr->d;
     double sum;
     int st;
     if ((st = ensure_acts(tr, B)) ||
@@ -343,7 +341,7 @@ static int cuda_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
     if (sqnorm) {
         st = fv_cuda_check(cudaMemcpyAsync(sqnorm, S->sq, B * sizeof *sqnorm, cudaMemcpyDeviceToHost, S->s), "norms");
         if (!st)
-            st = fv_cuda_check(cudaMemcpyAsync(tr->grads, S->grads, tr->net.nparams * sizeof(float),
+            st = fv_cuda_check(cudaMemcpyAsync(tr->grads, S->grads, tr->nparams * sizeof(float),
                                                cudaMemcpyDeviceToHost, S->s),
                                "gradients");
         if (st)
@@ -358,7 +356,7 @@ static int cuda_update(fv_trainer *tr, float *gnorm)
 {
     cuda_state *S = state_of(tr);
     double sum;
-    int st = fv_cuda_adam_step(S->s, &tr->opt.c, tr->opt.step + 1, tr->net.nparams, S->params, S->m, S->v, S->ema,
+    int st = fv_cuda_adam_step(S->s, &tr->opt.c, tr->opt.step + 1, tr->nparams, S->params, S->m, S->v, S->ema,
                                S->grads, &S->acts);
     if (!st)
         st = read_scalar(S, &sum);
@@ -373,7 +371,7 @@ static int cuda_update(fv_trainer *tr, float *gnorm)
 static int cuda_predict(fv_trainer *tr, int use_ema, size_t n, const float *x, const float *t, float *out)
 {
     cuda_state *S = state_of(tr);
-    size_t d = tr->net.cfg.d;
+    size_t d = tr->d;
     const float *w = use_ema && S->ema ? S->ema : S->params;
     int st;
     if ((st = ensure_batch(tr, n)) || (st = ensure_acts(tr, n)))
@@ -391,7 +389,7 @@ static int cuda_predict(fv_trainer *tr, int use_ema, size_t n, const float *x, c
 static void state_pairs(fv_trainer *tr, float **host, float **dev, size_t *count)
 {
     cuda_state *S = state_of(tr);
-    host[0] = tr->net.params, dev[0] = S->params;
+    host[0] = tr->params, dev[0] = S->params;
     host[1] = tr->opt.m, dev[1] = S->m;
     host[2] = tr->opt.v, dev[2] = S->v;
     host[3] = tr->opt.ema, dev[3] = S->ema;
@@ -401,7 +399,7 @@ static void state_pairs(fv_trainer *tr, float **host, float **dev, size_t *count
 static int copy_state(fv_trainer *tr, int to_host)
 {
     float *host[4], *dev[4];
-    size_t count, bytes = tr->net.nparams * sizeof(float);
+    size_t count, bytes = tr->nparams * sizeof(float);
     state_pairs(tr, host, dev, &count);
     for (size_t k = 0; k < count; k++) {
         cudaError_t e = to_host ? cudaMemcpy(host[k], dev[k], bytes, cudaMemcpyDeviceToHost)
@@ -464,7 +462,7 @@ extern "C" int fv_trainer_cuda_init(fv_trainer *tr, const fv_mlp_config *mc, con
     }
     tr->dev = S;
     tr->ops = &cuda_ops;
-    size_t np = tr->net.nparams, nvec = tr->opt.ema ? 5 : 4;
+    size_t np = tr->nparams, nvec = tr->opt.ema ? 5 : 4;
     if (!(st = fv_cuda_check(cudaMalloc((void **)&S->mem, nvec * np * sizeof(float)), "allocating parameters"))) {
         S->params = S->mem;
         S->m = S->params + np;

@@ -6,6 +6,10 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "core/rng.h"
+#include "data/dataset.h"
+#include "nn/trainer.h"
+
+#include "helpers.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -438,4 +442,55 @@ Test(cli, sample_and_gap_of_a_trained_run)
     snprintf(args, sizeof args, "gradvar --run %s/r --t-grid 2 --n 64", dir);
     cr_assert_eq(run(args), 0, "%s", err_text);
     cr_assert(strstr(out_text, "\nintegrated\t") != NULL, "%s", out_text);
+}
+
+Test(cli, device_and_precision_are_checked)
+{
+    cr_assert_eq(train_run("r", "--steps 5 --device tpu"), 2);
+    cr_assert(strstr(err_text, "--device") != NULL, "%s", err_text);
+    cr_assert_eq(train_run("r", "--steps 5 --device cpu --precision tf32"), 2);
+    cr_assert(strstr(err_text, "tf32") != NULL, "%s", err_text);
+    if (!fv_cuda_available()) { /* asking for the GPU where there is none: a clear refusal */
+        cr_assert_eq(train_run("r", "--steps 5 --device cuda"), 2);
+        cr_assert(strstr(err_text, "--device cpu") != NULL, "%s", err_text);
+    }
+    char f[512];
+    snprintf(f, sizeof f, "%s/r/checkpoint.safetensors", dir);
+    cr_assert(!exists(f), "no checkpoint from a refused run");
+}
+
+Test(cli, unet_needs_images_and_pngs_need_an_image_run)
+{
+    cr_assert_eq(train_run("u", "--model unet --steps 2"), 2);
+    cr_assert(strstr(err_text, "--data") != NULL, "%s", err_text);
+    cr_assert_eq(train_run("r", "--steps 5"), 0, "%s", err_text);
+    char args[512];
+    snprintf(args, sizeof args, "sample --run %s/r --n 4 --png %s/grid.png", dir, dir);
+    cr_assert_eq(run(args), 2);
+    cr_assert(strstr(err_text, "not images") != NULL, "%s", err_text);
+    snprintf(args, sizeof args, "%s/grid.png", dir);
+    cr_assert(!exists(args));
+}
+
+/* A tiny U-Net on the first 32 Fashion-MNIST images (Debian's package), then a PNG grid of samples. */
+Test(cli, unet_trains_on_fashion_mnist_and_draws_a_grid)
+{
+    if (!exists(FV_FASHION_MNIST_DIR))
+        cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
+    char args[1024], f[512];
+    snprintf(args, sizeof args,
+             "train --model unet --data fashion-mnist --images 32 --channels 32 --channel-mult 1,2 --batch 4 "
+             "--steps 3 --out %s/u",
+             dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert(strstr(out_text, "train: 3 steps") != NULL, "%s", out_text);
+    snprintf(args, sizeof args, "sample --run %s/u --n 4 --steps 2 --png %s/grid.png --out %s/x.npy", dir, dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(f, sizeof f, "%s/grid.png", dir);
+    size_t n;
+    unsigned char *png = th_slurp(f, &n);
+    cr_assert(png && n > 8 && memcmp(png, "\x89PNG", 4) == 0, "a PNG file");
+    free(png);
+    snprintf(args, sizeof args, "train --out %s/u --resume --steps 4 --device cuda", dir);
+    cr_assert_eq(run(args), 2, "the U-Net trains on the CPU only");
 }

@@ -4,6 +4,7 @@
 #include "cli/run.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "data/png.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@ static const fv_opt sample_opts[] = {
     {"out", "X.npy|-", "end points: .npy, TSV file, or - for TSV on stdout (default)"},
     {"pairs-out", "P.npy", "also write (source, end point) pairs, shape (N, 2, d): a ReFlow training set"},
     {"l2-report", NULL, "with --train-sources: print mean and std of |x(1) - paired target| and |x(1) - T_OT(x0)|"},
+    {"png", "GRID.png", "runs on an image set (--data): also draw the end points as a PNG grid of images"},
     {"paths-out", "F.tsv", "also write every trajectory: point t x.. source.. target.. (target with --train-sources)"},
     {NULL, NULL, NULL},
 };
@@ -163,6 +165,22 @@ static int l2_report(const fv_args *a, fv_run *r, size_t n, const double *X0, co
     return st;
 }
 
+/* The end points of an image run as a square-ish grid of images, twice their size. */
+static int write_grid(const char *path, const fv_run *r, size_t n, const double *X)
+{
+    if (!r->has_ds)
+        return fv_error(FV_EINPUT, "--png: this run's samples are not images (it was not trained with --data)");
+    size_t d = r->p.d, cols = (size_t)ceil(sqrt((double)n)), rows = (n + cols - 1) / cols;
+    float *x = malloc(n * d * sizeof *x);
+    if (!x)
+        return fv_error(FV_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n * d; i++)
+        x[i] = (float)X[i];
+    int st = fv_png_write_grid(path, n, r->ds.c, r->ds.h, r->ds.w, x, rows, cols, 2);
+    free(x);
+    return st;
+}
+
 int fv_cmd_sample(int argc, char **argv)
 {
     static const char *const solvers[] = {"euler", "rk4", NULL};
@@ -190,6 +208,8 @@ int fv_cmd_sample(int argc, char **argv)
                         fv_args_flag(&a, "train-sources") ? r.b : NULL)))
         goto done;
     if (fv_args_get(&a, "pairs-out") && (st = write_pairs(fv_args_get(&a, "pairs-out"), n, r.p.d, X0, X)))
+        goto done;
+    if (fv_args_get(&a, "png") && (st = write_grid(fv_args_get(&a, "png"), &r, n, X)))
         goto done;
     if (fv_args_flag(&a, "l2-report"))
         st = l2_report(&a, &r, n, X0, X);

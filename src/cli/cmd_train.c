@@ -138,7 +138,7 @@ int fv_cmd_train(int argc, char **argv)
     if ((st = fv_cfm_train(&r.tr, &r.data, &o, &r.step, &r.log)) || (st = write_loss(&r.log, dir)))
         goto done;
     printf("train: %llu steps, last logged loss %.6g, %zu parameters; checkpoint %s\n", (unsigned long long)r.step,
-           r.log.n ? r.log.rows[3 * (r.log.n - 1) + 1] : NAN, r.tr.net.nparams, ckpt);
+           r.log.n ? r.log.rows[3 * (r.log.n - 1) + 1] : NAN, r.tr.nparams, ckpt);
 done:
     fv_run_meta_free(nmeta, keys, values);
     fv_run_free(&r);

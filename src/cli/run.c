@@ -15,7 +15,7 @@
 #define STREAM_FINITE (1ULL << 62)
 
 const fv_opt fv_train_opts_table[] = {
-    {"model", "mlp", "network: mlp (default)"},
+    {"model", "mlp|unet", "network: mlp (default) or unet (torchcfm's U-Net, on the CPU; needs --data)"},
     {"width", "N", "hidden width; default 256"},
     {"depth", "N", "hidden layers; default 3"},
     {"act", "silu|selu|relu|tanh", "activation; default silu"},
@@ -25,6 +25,17 @@ const fv_opt fv_train_opts_table[] = {
     {"gmm-scale", "S", "with --gmm: component means ~ N(0, S^2 I); default 5"},
     {"gmm-var", "V", "with --gmm: component covariance V I; default 0.25"},
     {"gmm-seed", "N", "with --gmm: seed of the mixture; default 0"},
+    {"data", "fashion-mnist|cifar10", "target: an image set (noise -> data, independent coupling, N(0, I) source)"},
+    {"data-dir", "DIR", "with --data: the folder of the files (Fashion-MNIST: Debian's by default)"},
+    {"images", "N", "with --data: the first N training images (default all)"},
+    {"pad32", NULL, "with --data: pad 28 x 28 images to 32 x 32"},
+    {"channels", "N", "unet: base channel count; default 32"},
+    {"channel-mult", "LIST", "unet: channel multiplier per level; default 1,2"},
+    {"res-blocks", "N", "unet: residual blocks per level; default 1"},
+    {"attention", "LIST", "unet: resolutions with attention (e.g. 16; default none)"},
+    {"heads", "N", "unet: attention heads; default 1"},
+    {"head-channels", "N", "unet: channels per head (0: use --heads); default 0"},
+    {"dropout", "P", "unet: dropout rate in the residual blocks; default 0"},
     {"pairs", "P.npy", "train on this finite set of pairs, shape (N, 2, d): [i,0] source, [i,1] target"},
     {"finite", "N", "train on N pairs drawn once from the coupling (or mixture) instead of fresh draws"},
     {"shuffle", NULL, "with --finite: shuffle the targets among the pairs (adversarial coupling)"},
@@ -61,9 +72,57 @@ void fv_run_checkpoint_path(const char *dir, char *buf, size_t size)
     snprintf(buf, size, "%s/checkpoint.safetensors", dir);
 }
 
+/* A comma list of whole numbers (at most max) into out. */
+static int read_sizes(const fv_args *a, const char *name, const char *def, size_t max, size_t *out, size_t *n)
+{
+    const char *text = fv_args_get(a, name) ? fv_args_get(a, name) : def;
+    double *v;
+    size_t k;
+    *n = 0;
+    if (!*text)
+        return FV_OK;
+    int st = fv_parse_list(text, name, &v, &k);
+    if (st)
+        return fv_error_context(st, "--%s: ", name);
+    for (size_t i = 0; i < k && !st; i++)
+        if (!(v[i] >= 1 && v[i] == floor(v[i])) || k > max)
+            st = fv_error(FV_EINPUT, "--%s: '%s' must be at most %zu whole numbers >= 1", name, text, max);
+        else
+            out[i] = (size_t)v[i];
+    free(v);
+    if (!st)
+        *n = k;
+    return st;
+}
+
+/* --model unet: the U-Net's configuration, for the image set's shape. */
+static int read_unet(fv_run *r)
+{
+    const fv_args *a = &r->args;
+    fv_unet_config *c = &r->uc;
+    double dropout;
+    int st;
+    memset(c, 0, sizeof *c);
+    c->in_channels = r->ds.c;
+    c->height = r->ds.h;
+    c->width = r->ds.w;
+    if ((st = fv_args_size(a, "channels", 32, 1, &c->num_channels)) ||
+        (st = fv_args_size(a, "res-blocks", 1, 1, &c->num_res_blocks)) ||
+        (st = fv_args_size(a, "heads", 1, 1, &c->num_heads)) ||
+        (st = fv_args_size(a, "head-channels", 0, 0, &c->num_head_channels)) ||
+        (st = fv_args_double(a, "dropout", 0.0, &dropout)) ||
+        (st = read_sizes(a, "channel-mult", "1,2", FV_UNET_MAX_LEVELS, c->channel_mult, &c->nlevels)) ||
+        (st = read_sizes(a, "attention", "", FV_UNET_MAX_LEVELS, c->attention_resolutions, &c->nattn)))
+        return st;
+    c->dropout = (float)dropout;
+    if (c->nlevels == 0)
+        return fv_error(FV_EINPUT, "--channel-mult needs at least one level");
+    return fv_unet_config_check(c);
+}
+
 static int read_model(fv_run *r)
 {
-    static const char *const models[] = {"mlp", NULL};
+    static const char *const models[] = {"mlp", "unet", NULL};
     int model, st;
     size_t temb;
     if ((st = fv_args_choice(&r->args, "model", models, 0, &model)) ||
@@ -72,6 +131,9 @@ static int read_model(fv_run *r)
         (st = fv_args_size(&r->args, "temb", 0, 0, &temb)))
         return st;
     r->mc.temb = temb;
+    r->is_unet = model == 1;
+    if (r->is_unet && !fv_args_get(&r->args, "data"))
+        return fv_error(FV_EINPUT, "--model unet needs an image set: --data fashion-mnist or --data cifar10");
     r->mc.act = FV_ACT_SILU;
     if (fv_args_get(&r->args, "act") && (st = fv_act_parse(fv_args_get(&r->args, "act"), &r->mc.act)))
         return fv_error_context(st, "--act: ");
@@ -89,35 +151,68 @@ static int read_model(fv_run *r)
     return FV_OK;
 }
 
-/* The problem: the problem flags, or with --gmm a standard source in --dim dimensions. */
-static int read_problem(fv_run *r)
+/* A standard source in d dimensions, the independent coupling, and the noise flags: the problem of a
+ * target given by samples (--gmm, --data) rather than by a Gaussian. `what` names that target. */
+static int sampled_target_problem(fv_run *r, size_t d, const char *what)
 {
     const fv_args *a = &r->args;
-    if (!fv_args_get(a, "gmm"))
-        return fv_cli_problem(a, &r->p);
     static const char *const target_flags[] = {"target-mean", "target-cov", "source-mean", "source-cov", "angle",
                                                "rotation", "coupling", NULL};
     for (int i = 0; target_flags[i]; i++)
         if (fv_args_get(a, target_flags[i]))
-            return fv_error(FV_EINPUT, "--%s does not go with --gmm (a mixture target from N(0, I) sources)",
-                            target_flags[i]);
+            return fv_error(FV_EINPUT, "--%s does not go with --%s (its target comes from N(0, I) sources)",
+                            target_flags[i], what);
     static const char *const schedules[] = {"constant", "bridge", NULL};
-    size_t K, d;
-    double scale, var;
-    uint64_t gseed;
     int s, st;
-    if (!fv_args_get(a, "dim"))
-        return fv_error(FV_EINPUT, "--gmm needs --dim D");
-    if ((st = fv_args_size(a, "gmm", 0, 1, &K)) || (st = fv_args_size(a, "dim", 0, 1, &d)) ||
-        (st = fv_args_double(a, "gmm-scale", 5.0, &scale)) || (st = fv_args_double(a, "gmm-var", 0.25, &var)) ||
-        (st = fv_args_u64(a, "gmm-seed", 0, &gseed)) || (st = fv_problem_alloc(&r->p, d)))
-        return st;
-    if ((st = fv_args_double(a, "sigma", 0.0, &r->p.sigma)) ||
-        (st = fv_args_choice(a, "schedule", schedules, 0, &s)) || (st = fv_problem_validate(&r->p)))
+    if ((st = fv_problem_alloc(&r->p, d)) || (st = fv_args_double(a, "sigma", 0.0, &r->p.sigma)) ||
+        (st = fv_args_choice(a, "schedule", schedules, 0, &s)))
         return st;
     r->p.schedule = (fv_schedule)s;
     r->p.deriv_term = fv_args_flag(a, "deriv-term");
     r->p.coupling = FV_COUPLING_INDEPENDENT;
+    return fv_problem_validate(&r->p);
+}
+
+/* --data: the image set and its problem. */
+static int read_images(fv_run *r)
+{
+    static const char *const sets[] = {"fashion-mnist", "cifar10", NULL};
+    const fv_args *a = &r->args;
+    int set, st;
+    size_t limit;
+    if (fv_args_get(a, "gmm"))
+        return fv_error(FV_EINPUT, "give --gmm or --data, not both");
+    if ((st = fv_args_choice(a, "data", sets, 0, &set)) || (st = fv_args_size(a, "images", 0, 0, &limit)))
+        return st;
+    if (set == FV_DATASET_CIFAR10 && !fv_args_get(a, "data-dir"))
+        return fv_error(FV_EINPUT, "--data cifar10 needs --data-dir DIR (data_batch_1.bin ... as distributed)");
+    if ((st = fv_dataset_load(&r->ds, (fv_dataset_kind)set, fv_args_get(a, "data-dir"), FV_SPLIT_TRAIN, limit)))
+        return st;
+    r->has_ds = 1;
+    if (fv_args_flag(a, "pad32") && (st = fv_dataset_pad(&r->ds, 32)))
+        return st;
+    return sampled_target_problem(r, r->ds.c * r->ds.h * r->ds.w, "data");
+}
+
+/* The problem: the problem flags, with --gmm a standard source in --dim dimensions, with --data the
+ * image set's dimension. */
+static int read_problem(fv_run *r)
+{
+    const fv_args *a = &r->args;
+    if (fv_args_get(a, "data"))
+        return read_images(r);
+    if (!fv_args_get(a, "gmm"))
+        return fv_cli_problem(a, &r->p);
+    size_t K, d;
+    double scale, var;
+    uint64_t gseed;
+    int st;
+    if (!fv_args_get(a, "dim"))
+        return fv_error(FV_EINPUT, "--gmm needs --dim D");
+    if ((st = fv_args_size(a, "gmm", 0, 1, &K)) || (st = fv_args_size(a, "dim", 0, 1, &d)) ||
+        (st = fv_args_double(a, "gmm-scale", 5.0, &scale)) || (st = fv_args_double(a, "gmm-var", 0.25, &var)) ||
+        (st = fv_args_u64(a, "gmm-seed", 0, &gseed)) || (st = sampled_target_problem(r, d, "gmm")))
+        return st;
     if (!(var > 0) || !(scale >= 0))
         return fv_error(FV_EINPUT, "--gmm-var must be > 0 and --gmm-scale >= 0");
     if ((st = fv_gmm_random(&r->gmm, K, d, scale, var, gseed)))
@@ -213,10 +308,21 @@ int fv_run_setup(fv_run *r)
     }
     if (st)
         return st;
-    fv_data_kind kind = r->a ? FV_DATA_PAIRS : fresh_kind;
-    if ((st = fv_cfm_data_init(&r->data, kind, &r->p, r->has_gmm ? &r->gmm : NULL, r->npairs, r->a, r->b, r->batch)))
+    if (r->has_ds) {
+        if (r->a)
+            return fv_error(FV_EINPUT, "--pairs and --finite do not go with --data (its pairs are noise and images)");
+        st = fv_cfm_data_targets(&r->data, &r->p, r->ds.n, r->ds.x, r->batch);
+    } else {
+        fv_data_kind kind = r->a ? FV_DATA_PAIRS : fresh_kind;
+        st = fv_cfm_data_init(&r->data, kind, &r->p, r->has_gmm ? &r->gmm : NULL, r->npairs, r->a, r->b, r->batch);
+    }
+    if (st)
         return st;
-    return fv_trainer_init(&r->tr, r->device ? r->device : "auto", &r->mc, &r->ac, r->seed, r->batch, r->tf32);
+    if (!r->is_unet)
+        return fv_trainer_init(&r->tr, r->device ? r->device : "auto", &r->mc, &r->ac, r->seed, r->batch, r->tf32);
+    if (r->device && !strcmp(r->device, "cuda"))
+        return fv_error(FV_EINPUT, "the U-Net trains on the CPU only (use --device cpu or auto)");
+    return (st = read_unet(r)) ? st : fv_trainer_unet_init(&r->tr, &r->uc, &r->ac, r->seed, r->batch);
 }
 
 void fv_run_meta_free(size_t n, const char **keys, const char **values)
@@ -283,7 +389,11 @@ int fv_run_open(fv_run *r, const char *dir, const char *steps_override, const fv
     if (st)
         return fv_error_context(st == -1 ? FV_EINPUT : st, "run %s: its recorded options: ", dir);
     fv_mlp_config saved;
-    if ((st = fv_run_setup(r)) || (st = fv_checkpoint_config(&r->ckpt, path, &saved)))
+    if ((st = fv_run_setup(r)))
+        return st;
+    if (r->is_unet) /* its tensors' shapes are checked one by one on load */
+        return fv_checkpoint_load(&r->ckpt, path, &r->tr, &r->step, &r->log);
+    if ((st = fv_checkpoint_config(&r->ckpt, path, &saved)))
         return st;
     if (saved.d != r->mc.d || saved.width != r->mc.width || saved.depth != r->mc.depth || saved.act != r->mc.act ||
         saved.temb != r->mc.temb)
@@ -300,6 +410,8 @@ void fv_run_free(fv_run *r)
     free(r->b);
     if (r->has_gmm)
         fv_gmm_free(&r->gmm);
+    if (r->has_ds)
+        fv_dataset_free(&r->ds);
     fv_problem_free(&r->p);
     if (r->has_ckpt)
         fv_st_free(&r->ckpt);

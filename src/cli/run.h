@@ -6,6 +6,7 @@
 #define FV_RUN_H
 
 #include "cli/cli.h"
+#include "data/dataset.h"
 #include "gmm/mixture.h"
 #include "core/safetensors.h"
 #include "nn/cfm.h"
@@ -20,6 +21,10 @@ typedef struct {
     fv_problem p;
     fv_gmm gmm;
     int has_gmm;
+    fv_dataset ds;       /* --data: the image set (the targets) */
+    int has_ds;
+    fv_unet_config uc;   /* --model unet */
+    int is_unet;
     double *a, *b;       /* finite training set (npairs x d each), NULL otherwise */
     size_t npairs;
     fv_cfm_data data;

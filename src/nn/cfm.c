@@ -17,6 +17,19 @@
 #define STREAM_PAIRS(step) (2 * (step))
 #define STREAM_INTERP(step) (2 * (step) + 1)
 
+/* N(0, I) exactly: zero mean, identity covariance. */
+static int is_standard(size_t d, const double *m, const double *S)
+{
+    for (size_t i = 0; i < d; i++) {
+        if (m[i] != 0.0)
+            return 0;
+        for (size_t j = 0; j < d; j++)
+            if (S[i * d + j] != (i == j ? 1.0 : 0.0))
+                return 0;
+    }
+    return 1;
+}
+
 int fv_cfm_data_init(fv_cfm_data *D, fv_data_kind kind, const fv_problem *p, const fv_gmm *gmm, size_t npairs,
                      const double *a, const double *b, size_t cap)
 {
@@ -36,12 +49,19 @@ int fv_cfm_data_init(fv_cfm_data *D, fv_data_kind kind, const fv_problem *p, con
         return fv_error(FV_EINPUT, "a finite training set needs at least one pair");
     int st = FV_OK;
     size_t d = p->d;
-    /* The covariances' square roots, once: fv_gaussian_sample would take one (a dsyevd) per batch. */
+    /* The covariances' square roots, once: fv_gaussian_sample would take one (a dsyevd) per batch.
+     * The standard source's is the identity, known without one (a dsyevd of an image's dimension
+     * takes seconds). */
     if (kind != FV_DATA_PAIRS) {
         int indep = kind == FV_DATA_PROBLEM && p->coupling == FV_COUPLING_INDEPENDENT;
+        D->std_source = is_standard(d, p->m0, p->S0);
         if (!(D->root0 = malloc((indep ? 2 : 1) * d * d * sizeof *D->root0)))
             st = fv_error(FV_ENOMEM, "out of memory for a %zu-dimensional data source", d);
-        else if (!(st = fv_linalg_sqrtm_spd(d, p->S0, D->root0)) && indep)
+        else if (D->std_source)
+            fv_mat_identity(d, D->root0);
+        else
+            st = fv_linalg_sqrtm_spd(d, p->S0, D->root0);
+        if (!st && indep)
             st = fv_linalg_sqrtm_spd(d, p->S1, D->root1 = D->root0 + d * d);
     }
     if (!st && kind == FV_DATA_PROBLEM && p->coupling != FV_COUPLING_INDEPENDENT) {
@@ -51,6 +71,16 @@ int fv_cfm_data_init(fv_cfm_data *D, fv_data_kind kind, const fv_problem *p, con
     }
     if (st)
         fv_cfm_data_free(D);
+    return st;
+}
+
+int fv_cfm_data_targets(fv_cfm_data *D, const fv_problem *p, size_t n, const float *targets, size_t cap)
+{
+    if (n == 0)
+        return fv_error(FV_EINPUT, "a target set needs at least one row");
+    int st = fv_cfm_data_init(D, FV_DATA_TARGETS, p, NULL, n, NULL, NULL, cap);
+    if (!st)
+        D->targets = targets;
     return st;
 }
 
@@ -64,10 +94,16 @@ void fv_cfm_data_free(fv_cfm_data *D)
 }
 
 /* n samples of N(mean, root root^T) into X (n x d): exactly fv_gaussian_sample's draws and arithmetic
- * (same normals, same dgemm) with the square root taken once by fv_cfm_data_init. */
-static int sample_rooted(fv_cfm_data *D, const double *mean, const double *root, size_t n, fv_rng *r, double *X)
+ * (same normals, same dgemm) with the square root taken once by fv_cfm_data_init. With `identity`
+ * (mean 0, root I) X is the normals: what the product would give, bit for bit. */
+static int sample_rooted(fv_cfm_data *D, const double *mean, const double *root, int identity, size_t n, fv_rng *r,
+                         double *X)
 {
     size_t d = D->d;
+    if (identity) {
+        fv_rng_normal(r, n * d, X);
+        return FV_OK;
+    }
     if (n * d > D->zcap) {
         double *z = realloc(D->z, n * d * sizeof *z);
         if (!z)
@@ -99,16 +135,28 @@ int fv_cfm_pairs(fv_cfm_data *D, uint64_t seed, uint64_t step, size_t B, double 
             memcpy(x1 + i * d, D->b + k * d, d * sizeof *x1);
         }
         return FV_OK;
+    case FV_DATA_TARGETS: {
+        int st = sample_rooted(D, p->m0, D->root0, D->std_source, B, &r, x0);
+        for (size_t i = 0; i < B && !st; i++) {
+            double u;
+            fv_rng_uniform(&r, 1, &u);
+            size_t k = (size_t)(u * (double)D->npairs);
+            k = k < D->npairs ? k : D->npairs - 1;
+            for (size_t j = 0; j < d; j++)
+                x1[i * d + j] = D->targets[k * d + j];
+        }
+        return st;
+    }
     case FV_DATA_GMM: {
-        int st = sample_rooted(D, p->m0, D->root0, B, &r, x0);
+        int st = sample_rooted(D, p->m0, D->root0, D->std_source, B, &r, x0);
         return st ? st : fv_gmm_sample(D->gmm, B, &r, x1, NULL);
     }
     case FV_DATA_PROBLEM: {
-        int st = sample_rooted(D, p->m0, D->root0, B, &r, x0);
+        int st = sample_rooted(D, p->m0, D->root0, D->std_source, B, &r, x0);
         if (st)
             return st;
         if (p->coupling == FV_COUPLING_INDEPENDENT)
-            return sample_rooted(D, p->m1, D->root1, B, &r, x1);
+            return sample_rooted(D, p->m1, D->root1, 0, B, &r, x1);
         if (B > D->map_work.n) { /* measurements may ask for more rows than a training batch */
             fv_field_work_free(&D->map_work);
             if ((st = fv_field_work_alloc(&D->map_work, d, B)))
@@ -248,7 +296,7 @@ static int net_rhs(double t, size_t n, const double *y, double *dydt, void *ctx)
 
 int fv_cfm_integrate(fv_trainer *tr, int use_ema, size_t n, double *X, const fv_ode_opts *o)
 {
-    size_t d = tr->net.cfg.d;
+    size_t d = tr->d;
     net_ctx c = {tr, use_ema, d, malloc(n * d * sizeof(float)), malloc(n * sizeof(float)),
                  malloc(n * d * sizeof(float))};
     int st = (!c.xf || !c.tf || !c.vf) ? fv_error(FV_ENOMEM, "out of memory integrating %zu points", n)
@@ -323,7 +371,7 @@ int fv_cfm_grad_variance(fv_trainer *tr, fv_cfm_data *D, double t, size_t n, uin
         double c = (double)n * (double)d, msq = 0, mean2 = 0;
         for (size_t i = 0; i < n; i++)
             msq += (double)sq[i] / (double)n;
-        for (size_t k = 0; k < tr->net.nparams; k++)
+        for (size_t k = 0; k < tr->nparams; k++)
             mean2 += (double)tr->grads[k] * tr->grads[k];
         mean2 /= (double)n * (double)n; /* |mean of row gradients|^2, grads being their sum */
         *var = c * c * (msq - mean2) * (double)n / (double)(n - 1);

@@ -14,12 +14,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { FV_DATA_PROBLEM = 0, FV_DATA_GMM, FV_DATA_PAIRS } fv_data_kind;
+typedef enum { FV_DATA_PROBLEM = 0, FV_DATA_GMM, FV_DATA_PAIRS, FV_DATA_TARGETS } fv_data_kind;
 
 /* Where a batch's (x0, x1) come from. PROBLEM: x0 from the problem's source, x1 by its coupling (the
  * OT or rotational map, or an independent target draw). GMM: x0 from the problem's source, x1 an
- * independent mixture draw. PAIRS: a uniformly drawn (with replacement) pair of a finite set. The
- * noise (sigma, schedule, derivative term) is the problem's in every case. */
+ * independent mixture draw. PAIRS: a uniformly drawn (with replacement) pair of a finite set.
+ * TARGETS: x0 from the problem's source, x1 a uniformly drawn row of a finite set of targets (an
+ * image set: noise -> data with the independent coupling). The noise (sigma, schedule, derivative
+ * term) is the problem's in every case. */
 typedef struct fv_cfm_data {
     uint64_t id;            /* unique per fv_cfm_data_init: a device backend caches its uploads by it */
     fv_data_kind kind;
@@ -30,6 +32,8 @@ typedef struct fv_cfm_data {
     const fv_gmm *gmm;
     size_t npairs;
     const double *a, *b;    /* PAIRS: npairs x d sources and targets */
+    const float *targets;   /* TARGETS: npairs x d */
+    int std_source;         /* the source is N(0, I): x0 is the normals themselves (no product) */
     double *root0, *root1;  /* PROBLEM, GMM: S0^{1/2}; PROBLEM, independent coupling: S1^{1/2} (taken once
                                at init, not per batch) */
     double *z;              /* scratch for zcap normals */
@@ -40,6 +44,10 @@ typedef struct fv_cfm_data {
  * the pairs are kept by pointer. */
 int fv_cfm_data_init(fv_cfm_data *D, fv_data_kind kind, const fv_problem *p, const fv_gmm *gmm, size_t npairs,
                      const double *a, const double *b, size_t cap);
+
+/* A TARGETS source: x0 from p's source, x1 among the n rows of `targets` (n x p->d floats, kept by
+ * pointer). */
+int fv_cfm_data_targets(fv_cfm_data *D, const fv_problem *p, size_t n, const float *targets, size_t cap);
 void fv_cfm_data_free(fv_cfm_data *D);
 
 /* Training pairs (x0, x1) for step `step`: a function of (seed, step) alone, so a resumed run draws

@@ -15,16 +15,38 @@
 /* One tensor per parameter block and role: live, ema, adam.m, adam.v. */
 typedef struct {
     char name[NAME_MAX_LEN];
-    size_t shape[2];
+    size_t shape[4];
     int ndim;
     float *data;
 } block;
 
 static const char *const roles[4] = {"", "ema.", "adam.m.", "adam.v."};
 
-/* The parameter blocks of the network for a role, with pointers into `base` (same layout). */
-static int blocks_of(const fv_mlp *m, int role, const float *base, block *out)
+/* Parameter tensors of the trainer's network. */
+static size_t count_blocks(const fv_trainer *tr)
 {
+    return tr->model == FV_MODEL_UNET ? tr->unet.ntensors : 2 * tr->net.nlayers;
+}
+
+/* The U-Net's tensors for a role, under torch's names and shapes. */
+static int unet_blocks(const fv_unet *net, int role, const float *base, block *out)
+{
+    for (size_t k = 0; k < net->ntensors; k++) {
+        const fv_unet_tensor *t = &net->tensors[k];
+        snprintf(out[k].name, sizeof out[k].name, "%s%s", roles[role], t->name);
+        out[k].ndim = t->ndim;
+        memcpy(out[k].shape, t->shape, sizeof t->shape);
+        out[k].data = (float *)base + t->offset;
+    }
+    return FV_OK;
+}
+
+/* The parameter blocks of the network for a role, with pointers into `base` (same layout). */
+static int blocks_of(const fv_trainer *tr, int role, const float *base, block *out)
+{
+    if (tr->model == FV_MODEL_UNET)
+        return unet_blocks(&tr->unet, role, base, out);
+    const fv_mlp *m = &tr->net;
     size_t k = 0;
     for (size_t l = 0; l < m->nlayers; l++)
         for (int bias = 0; bias < 2; bias++, k++) {
@@ -43,14 +65,14 @@ static int blocks_of(const fv_mlp *m, int role, const float *base, block *out)
 
 static const float *role_base(const fv_trainer *tr, int role)
 {
-    const float *bases[4] = {tr->net.params, tr->opt.ema, tr->opt.m, tr->opt.v};
+    const float *bases[4] = {tr->params, tr->opt.ema, tr->opt.m, tr->opt.v};
     return bases[role];
 }
 
 int fv_checkpoint_save(const char *path, const fv_trainer *tr, uint64_t step, const fv_loss_log *log, size_t nmeta,
                        const char *const *keys, const char *const *values)
 {
-    size_t nb = 2 * tr->net.nlayers, ne = 0;
+    size_t nb = count_blocks(tr), ne = 0;
     block *bl = malloc(4 * nb * sizeof *bl);
     fv_st_entry *e = malloc((4 * nb + 1) * sizeof *e);
     const char **mk = malloc((nmeta + MODEL_KEYS) * sizeof *mk), **mv = malloc((nmeta + MODEL_KEYS) * sizeof *mv);
@@ -63,7 +85,7 @@ int fv_checkpoint_save(const char *path, const fv_trainer *tr, uint64_t step, co
     for (int role = 0; role < 4 && !st; role++) {
         if (!role_base(tr, role))
             continue; /* no EMA kept */
-        if ((st = blocks_of(&tr->net, role, role_base(tr, role), bl + ne)))
+        if ((st = blocks_of(tr, role, role_base(tr, role), bl + ne)))
             break;
         for (size_t k = 0; k < nb; k++, ne++)
             e[ne] = (fv_st_entry){bl[ne].name, FV_ST_F32, bl[ne].ndim, bl[ne].shape, bl[ne].data};
@@ -71,25 +93,28 @@ int fv_checkpoint_save(const char *path, const fv_trainer *tr, uint64_t step, co
     size_t log_shape[2] = {log ? log->n : 0, 3};
     e[ne++] = (fv_st_entry){"train.log", FV_ST_F64, 2, log_shape, log && log->n ? log->rows : (const void *)""};
     const fv_mlp_config *c = &tr->net.cfg;
-    snprintf(num[0], 32, "%zu", c->d);
-    snprintf(num[1], 32, "%zu", c->width);
-    snprintf(num[2], 32, "%zu", c->depth);
-    snprintf(num[3], 32, "%s", fv_act_name(c->act));
-    snprintf(num[4], 32, "%zu", c->temb);
-    snprintf(num[5], 32, "%" PRIu64, step);
-    snprintf(num[6], 32, "%" PRIu64, tr->opt.step);
-    static const char *const model_keys[MODEL_KEYS] = {"model.d",    "model.width", "model.depth", "model.act",
-                                                       "model.temb", "step",        "adam.step"};
-    for (size_t i = 0; i < MODEL_KEYS; i++) {
-        mk[i] = model_keys[i];
-        mv[i] = num[i];
+    snprintf(num[0], 32, "%" PRIu64, step);
+    snprintf(num[1], 32, "%" PRIu64, tr->opt.step);
+    snprintf(num[2], 32, "%zu", c->d);
+    snprintf(num[3], 32, "%zu", c->width);
+    snprintf(num[4], 32, "%zu", c->depth);
+    snprintf(num[5], 32, "%s", fv_act_name(c->act));
+    snprintf(num[6], 32, "%zu", c->temb);
+    /* a U-Net's configuration is the run's options (opt.*); its tensors' shapes are checked on load */
+    static const char *const model_keys[MODEL_KEYS] = {"step",        "adam.step", "model.d",   "model.width",
+                                                       "model.depth", "model.act", "model.temb"};
+    static const char *const unet_keys[2] = {"model.kind", "unet"};
+    size_t nm = tr->model == FV_MODEL_UNET ? 3 : MODEL_KEYS;
+    for (size_t i = 0; i < nm; i++) {
+        mk[i] = tr->model == FV_MODEL_UNET && i == 2 ? unet_keys[0] : model_keys[i];
+        mv[i] = tr->model == FV_MODEL_UNET && i == 2 ? unet_keys[1] : num[i];
     }
     for (size_t i = 0; i < nmeta; i++) {
-        mk[MODEL_KEYS + i] = keys[i];
-        mv[MODEL_KEYS + i] = values[i];
+        mk[nm + i] = keys[i];
+        mv[nm + i] = values[i];
     }
     if (!st)
-        st = fv_st_write(path, ne, e, nmeta + MODEL_KEYS, mk, mv);
+        st = fv_st_write(path, ne, e, nmeta + nm, mk, mv);
 done:
     free(bl);
     free(e);
@@ -117,6 +142,9 @@ int fv_checkpoint_config(const fv_st_file *f, const char *path, fv_mlp_config *m
 {
     uint64_t d, w, depth, temb;
     int st;
+    const char *kind = fv_st_meta(f, "model.kind");
+    if (kind && strcmp(kind, "mlp") != 0)
+        return fv_error(FV_EINPUT, "%s: holds a %s, not an MLP", path, kind);
     if ((st = meta_size(f, path, "model.d", &d)) || (st = meta_size(f, path, "model.width", &w)) ||
         (st = meta_size(f, path, "model.depth", &depth)) || (st = meta_size(f, path, "model.temb", &temb)))
         return st;
@@ -134,14 +162,14 @@ int fv_checkpoint_config(const fv_st_file *f, const char *path, fv_mlp_config *m
 
 int fv_checkpoint_load(const fv_st_file *f, const char *path, fv_trainer *tr, uint64_t *step, fv_loss_log *log)
 {
-    size_t nb = 2 * tr->net.nlayers;
+    size_t nb = count_blocks(tr);
     block *bl = malloc(nb * sizeof *bl);
     uint64_t adam_step;
     int st = bl ? FV_OK : fv_error(FV_ENOMEM, "out of memory reading a checkpoint");
     for (int role = 0; role < 4 && !st; role++) {
         if (!role_base(tr, role))
             continue;
-        if ((st = blocks_of(&tr->net, role, role_base(tr, role), bl)))
+        if ((st = blocks_of(tr, role, role_base(tr, role), bl)))
             break;
         for (size_t k = 0; k < nb && !st; k++)
             st = fv_st_get_f32(f, bl[k].name, bl[k].ndim, bl[k].shape, bl[k].data);

@@ -1,8 +1,9 @@
 /* checkpoint.h: a trainer's whole state in one safetensors file: the weights under torch's
- * state_dict names ("net.0.weight", ...), the EMA weights ("ema.net.0.weight", ...), Adam's moments
- * ("adam.m.net.0.weight", "adam.v. ..."), the loss log ("train.log", n x 3: step, loss, gradient
- * norm), and metadata: the model config ("model.d", "model.width", "model.depth", "model.act",
- * "model.temb"), "step", "adam.step" and the run's own configuration keys. */
+ * state_dict names ("net.0.weight", ... for the MLP; torchcfm's UNetModelWrapper names for the
+ * U-Net), the EMA weights ("ema.net.0.weight", ...), Adam's moments ("adam.m.net.0.weight",
+ * "adam.v. ..."), the loss log ("train.log", n x 3: step, loss, gradient norm), and metadata: the MLP
+ * config ("model.d", "model.width", "model.depth", "model.act", "model.temb") or "model.kind" =
+ * "unet", "step", "adam.step" and the run's own configuration keys. */
 #ifndef FV_CHECKPOINT_H
 #define FV_CHECKPOINT_H
 
@@ -14,7 +15,8 @@
 int fv_checkpoint_save(const char *path, const fv_trainer *tr, uint64_t step, const fv_loss_log *log, size_t nmeta,
                        const char *const *keys, const char *const *values);
 
-/* The model configuration stored in an opened checkpoint; FV_EINPUT naming what is missing. */
+/* The MLP configuration stored in an opened checkpoint; FV_EINPUT naming what is missing (or that the
+ * file holds a U-Net, marked "model.kind" = "unet": its configuration is the run's options). */
 int fv_checkpoint_config(const fv_st_file *f, const char *path, fv_mlp_config *mc);
 
 /* Load weights, EMA, Adam state, step and log into a trainer built with the checkpoint's config.

@@ -1,4 +1,5 @@
-/* trainer.c: the host state every backend shares and the CPU backend of the trainer (see trainer.h). */
+/* trainer.c: the host state every backend shares and the CPU backends of the trainer (see trainer.h):
+ * the MLP and the U-Net, which differ only in their forward and backward. */
 #include "nn/trainer.h"
 
 #include "core/error.h"
@@ -22,7 +23,7 @@ static int ensure_batch(fv_trainer *tr, size_t n)
 {
     if (n <= tr->bcap)
         return FV_OK;
-    size_t d = tr->net.cfg.d;
+    size_t d = tr->d;
     free(tr->xt);
     free(tr->x0);
     tr->xt = malloc((2 * n * d + n) * sizeof *tr->xt);
@@ -39,7 +40,7 @@ static int ensure_batch(fv_trainer *tr, size_t n)
 
 static int cpu_draw(fv_trainer *tr, struct fv_cfm_data *D, uint64_t seed, uint64_t step, double t_fixed, size_t B)
 {
-    size_t d = tr->net.cfg.d;
+    size_t d = tr->d;
     int st = ensure_batch(tr, B);
     if (!st)
         st = fv_cfm_pairs(D, seed, step, B, tr->x0, tr->x0 + B * d);
@@ -47,12 +48,14 @@ static int cpu_draw(fv_trainer *tr, struct fv_cfm_data *D, uint64_t seed, uint64
         return st;
     fv_cfm_interpolate(D->p, seed, step, t_fixed, B, d, tr->x0, tr->x0 + B * d, tr->xt, tr->t, tr->u);
     tr->rows = B;
+    tr->batch_seed = seed;
+    tr->batch_step = step;
     return FV_OK;
 }
 
 static int cpu_load(fv_trainer *tr, size_t B, const float *xt, const float *t, const float *u)
 {
-    size_t d = tr->net.cfg.d;
+    size_t d = tr->d;
     int st = ensure_batch(tr, B);
     if (st)
         return st;
@@ -65,7 +68,7 @@ static int cpu_load(fv_trainer *tr, size_t B, const float *xt, const float *t, c
 
 static int cpu_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
 {
-    size_t B = tr->rows, d = tr->net.cfg.d;
+    size_t B = tr->rows, d = tr->d;
     int st = ensure_rows(tr, B);
     if (st)
         return st;
@@ -82,7 +85,7 @@ static int cpu_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
 
 static int cpu_update(fv_trainer *tr, float *gnorm)
 {
-    *gnorm = fv_adam_step(&tr->opt, tr->net.params, tr->grads);
+    *gnorm = fv_adam_step(&tr->opt, tr->params, tr->grads);
     return FV_OK;
 }
 
@@ -98,18 +101,104 @@ static int cpu_predict(fv_trainer *tr, int use_ema, size_t n, const float *x, co
 static const fv_backend_ops cpu_ops = {"cpu", cpu_draw, cpu_load, cpu_loss_grad, cpu_update, cpu_predict,
                                        NULL, NULL, NULL};
 
+/* ---- the U-Net on the CPU ------------------------------------------------------------------------ */
+
+/* Dropout masks of a training batch: a stream of their own for every step, apart from the data's. */
+#define UNET_DROPOUT_STREAM(step) ((1ULL << 63) | (step))
+
+static int ensure_unet_rows(fv_trainer *tr, size_t n)
+{
+    if (n <= tr->cap)
+        return FV_OK;
+    fv_unet_acts_free(&tr->uacts);
+    tr->cap = n;
+    return fv_unet_acts_alloc(&tr->uacts, &tr->unet, n);
+}
+
+static int unet_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
+{
+    size_t B = tr->rows, d = tr->d;
+    if (sqnorm)
+        return fv_error(FV_EINPUT, "per-sample gradient norms are implemented for the MLP only");
+    int st = ensure_unet_rows(tr, B);
+    if (st)
+        return st;
+    float *v = malloc(2 * B * d * sizeof *v);
+    if (!v)
+        return fv_error(FV_ENOMEM, "out of memory for a batch of %zu", B);
+    float *dout = v + B * d;
+    tr->uacts.train = 1;
+    tr->uacts.dropout_seed = tr->batch_seed;
+    tr->uacts.dropout_stream = UNET_DROPOUT_STREAM(tr->batch_step);
+    fv_unet_forward(&tr->unet, B, tr->xt, tr->t, v, &tr->uacts);
+    *loss = fv_mse_loss(B * d, v, tr->u, dout);
+    fv_unet_backward(&tr->unet, B, dout, tr->grads, &tr->uacts);
+    free(v);
+    return FV_OK;
+}
+
+static int unet_predict(fv_trainer *tr, int use_ema, size_t n, const float *x, const float *t, float *out)
+{
+    int st = ensure_unet_rows(tr, n);
+    if (st)
+        return st;
+    tr->uacts.train = 0; /* eval mode: dropout is the identity */
+    fv_unet_forward(use_ema && tr->opt.ema ? &tr->ema_unet : &tr->unet, n, x, t, out, &tr->uacts);
+    return FV_OK;
+}
+
+static const fv_backend_ops unet_ops = {"cpu", cpu_draw, cpu_load, unet_loss_grad, cpu_update, unet_predict,
+                                        NULL, NULL, NULL};
+
+/* The optimizer, its EMA and the gradient buffer for the network already in tr (params, nparams). */
+static int optimizer_init(fv_trainer *tr, const fv_adam_config *ac)
+{
+    int st = fv_adam_init(&tr->opt, ac, tr->nparams, tr->params);
+    if (st)
+        return st;
+    if (!(tr->grads = calloc(tr->nparams, sizeof *tr->grads)))
+        return fv_error(FV_ENOMEM, "out of memory for %zu gradients", tr->nparams);
+    return FV_OK;
+}
+
+int fv_trainer_unet_init(fv_trainer *tr, const fv_unet_config *uc, const fv_adam_config *ac, uint64_t seed, size_t cap)
+{
+    memset(tr, 0, sizeof *tr);
+    int st = fv_unet_init(&tr->unet, uc, seed);
+    if (st)
+        return st;
+    tr->ops = &unet_ops;
+    tr->model = FV_MODEL_UNET;
+    tr->d = uc->in_channels * uc->height * uc->width;
+    tr->nparams = tr->unet.nparams;
+    tr->params = tr->unet.params;
+    tr->ema_unet = tr->unet; /* a view: same layout, parameters in the optimizer's EMA buffer */
+    if ((st = optimizer_init(tr, ac)))
+        goto fail;
+    tr->ema_unet.params = tr->opt.ema ? tr->opt.ema : tr->unet.params;
+    tr->cap = cap;
+    if ((st = fv_unet_acts_alloc(&tr->uacts, &tr->unet, cap)))
+        goto fail;
+    return FV_OK;
+fail:
+    fv_trainer_free(tr);
+    return st;
+}
+
+/* ---- the MLP ------------------------------------------------------------------------------------- */
+
 int fv_trainer_host_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed)
 {
     memset(tr, 0, sizeof *tr);
     int st = fv_mlp_init(&tr->net, mc, seed);
     if (st)
         return st;
-    if ((st = fv_adam_init(&tr->opt, ac, tr->net.nparams, tr->net.params)))
+    tr->model = FV_MODEL_MLP;
+    tr->d = mc->d;
+    tr->nparams = tr->net.nparams;
+    tr->params = tr->net.params;
+    if ((st = optimizer_init(tr, ac)))
         goto fail;
-    if (!(tr->grads = calloc(tr->net.nparams, sizeof *tr->grads))) {
-        st = fv_error(FV_ENOMEM, "out of memory for %zu gradients", tr->net.nparams);
-        goto fail;
-    }
     /* the EMA network is a view: same layout, parameters in the optimizer's EMA buffer */
     tr->ema_net = tr->net;
     if (tr->opt.ema) {
@@ -166,10 +255,12 @@ void fv_trainer_free(fv_trainer *tr)
     if (tr->ops && tr->ops->release)
         tr->ops->release(tr);
     fv_mlp_acts_free(&tr->acts);
+    fv_unet_acts_free(&tr->uacts);
     free(tr->xt);
     free(tr->x0);
     free(tr->grads);
     fv_adam_free(&tr->opt);
     fv_mlp_free(&tr->net);
+    fv_unet_free(&tr->unet);
     memset(tr, 0, sizeof *tr);
 }

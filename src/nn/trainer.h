@@ -8,6 +8,7 @@
 
 #include "nn/mlp.h"
 #include "nn/optim.h"
+#include "nn/unet.h"
 
 #include <stddef.h>
 
@@ -24,7 +25,8 @@ typedef struct {
     int (*load)(fv_trainer *tr, size_t B, const float *xt, const float *t, const float *u);
     /* Loss mean((v - u)^2) over the batch and its gradient into the backend's gradient buffer. With
      * sqnorm != NULL also the squared norm of each row's own gradient (of that row's share of the
-     * loss, (1 / (B d)) |v_i - u_i|^2), and the summed gradient in tr->grads on the host. */
+     * loss, (1 / (B d)) |v_i - u_i|^2), and the summed gradient in tr->grads on the host (MLP only:
+     * a U-Net trainer refuses sqnorm with FV_EINPUT). */
     int (*loss_grad)(fv_trainer *tr, float *loss, float *sqnorm);
     /* One optimizer update from the gradient buffer; *gnorm receives the norm before clipping. */
     int (*update)(fv_trainer *tr, float *gnorm);
@@ -37,10 +39,18 @@ typedef struct {
     void (*release)(fv_trainer *tr); /* the backend's own resources; NULL when it has none */
 } fv_backend_ops;
 
+typedef enum { FV_MODEL_MLP = 0, FV_MODEL_UNET } fv_model_kind;
+
 struct fv_trainer {
     const fv_backend_ops *ops;
-    fv_mlp net;       /* live weights (host) */
+    fv_model_kind model;
+    size_t d, nparams; /* data dimension (C H W for a U-Net) and parameter count */
+    float *params;     /* the live weights (host): net.params or unet.params */
+    fv_mlp net;       /* MLP: live weights */
     fv_mlp ema_net;   /* shares the config; its params point at the optimizer's EMA copy */
+    fv_unet unet, ema_unet; /* U-Net: the same two views */
+    fv_unet_acts uacts;     /* U-Net: activations for up to `cap` rows */
+    uint64_t batch_seed, batch_step; /* of the drawn batch: the U-Net's dropout masks follow them */
     fv_adam opt;
     float *grads;     /* nparams */
     fv_mlp_acts acts; /* CPU: activations for up to `cap` rows */
@@ -52,9 +62,13 @@ struct fv_trainer {
     void *dev;         /* a device backend's state */
 };
 
-/* The host side every backend shares: the network initialized from `seed`, Adam state, EMA and the
+/* The host side of an MLP trainer that every backend shares: the network initialized from `seed`, Adam state, EMA and the
  * gradient buffer (no activations, no batch). On failure *tr is freed. */
 int fv_trainer_host_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed);
+
+/* A CPU trainer for a U-Net of config `uc` (nn/unet.h), initialized from `seed`, activations for `cap`
+ * images. Training-mode dropout (masks from the batch's seed and step), eval mode in predict. */
+int fv_trainer_unet_init(fv_trainer *tr, const fv_unet_config *uc, const fv_adam_config *ac, uint64_t seed, size_t cap);
 
 /* A CPU trainer for an MLP of config `mc`, initialized from `seed`, activations for `cap` rows. */
 int fv_trainer_cpu_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed, size_t cap);
