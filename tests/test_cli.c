@@ -484,7 +484,10 @@ Test(cli, unet_trains_on_fashion_mnist_and_draws_a_grid)
              dir);
     cr_assert_eq(run(args), 0, "%s", err_text);
     cr_assert(strstr(out_text, "train: 3 steps") != NULL, "%s", out_text);
-    snprintf(args, sizeof args, "sample --run %s/u --n 4 --steps 2 --png %s/grid.png --out %s/x.npy", dir, dir, dir);
+    snprintf(args, sizeof args, "sample --run %s/u --model mlp --n 4", dir);
+    cr_assert_eq(run(args), 2, "--model is checked against the run");
+    snprintf(args, sizeof args, "sample --run %s/u --model unet --n 4 --steps 2 --png %s/grid.png --out %s/x.npy", dir,
+             dir, dir);
     cr_assert_eq(run(args), 0, "%s", err_text);
     snprintf(f, sizeof f, "%s/grid.png", dir);
     size_t n;

@@ -23,6 +23,7 @@ static const fv_opt sample_opts[] = {
     {"out", "X.npy|-", "end points: .npy, TSV file, or - for TSV on stdout (default)"},
     {"pairs-out", "P.npy", "also write (source, end point) pairs, shape (N, 2, d): a ReFlow training set"},
     {"l2-report", NULL, "with --train-sources: print mean and std of |x(1) - paired target| and |x(1) - T_OT(x0)|"},
+    {"model", "mlp|unet", "the run's network (optional: checked against the run)"},
     {"png", "GRID.png", "runs on an image set (--data): also draw the end points as a PNG grid of images"},
     {"paths-out", "F.tsv", "also write every trajectory: point t x.. source.. target.. (target with --train-sources)"},
     {NULL, NULL, NULL},
@@ -198,6 +199,15 @@ int fv_cmd_sample(int argc, char **argv)
         (st = fv_args_size(&a, "steps", 100, 1, &o.steps)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)) ||
         (st = sources(&a, &r, &X, &n)))
         goto done;
+    static const char *const models[] = {"mlp", "unet", NULL};
+    int model;
+    if ((st = fv_args_choice(&a, "model", models, r.is_unet, &model)))
+        goto done;
+    if (model != r.is_unet) {
+        st = fv_error(FV_EINPUT, "--model %s: the run %s holds a%s", models[model], fv_args_get(&a, "run"),
+                      r.is_unet ? " U-Net" : "n MLP");
+        goto done;
+    }
     o.solver = solver ? FV_ODE_RK4 : FV_ODE_EULER;
     if (!(X0 = malloc(n * r.p.d * sizeof *X0))) {
         st = fv_error(FV_ENOMEM, "out of memory");
