@@ -493,13 +493,13 @@ static void carve_acts(const fv_unet *net, size_t B, fv_unet_acts *a, carver *k)
         if (starts_output_block(net, j))
             ua->in = take(k, nin); /* the concatenation [h, skip] */
         if (u->kind != FV_UNET_TIME) {
-            size_t ch = u->cin > u->cout ? u->cin : u->cout;
-            if (u->kind == FV_UNET_ATTN)
-                ch = 3 * u->cin;
-            size_t s = B * ch * big, cs = (u->cin > u->cout ? u->cin : u->cout) * 9 * big;
-            if (u->kind == FV_UNET_ATTN)
-                cs = hw * hw;
-            scratch = s > scratch ? s : scratch;
+            /* Scratch for the widest tensor a unit's backward differentiates (an attention block's qkv
+             * has 3 C channels, an upsampling works at its output's size), and for its im2col (a
+             * 3x3 convolution's is 9 channels per input channel, one image) or its T x T attention
+             * weights. */
+            size_t ch = u->kind == FV_UNET_ATTN ? 3 * u->cin : u->cin > u->cout ? u->cin : u->cout;
+            size_t cs = u->kind == FV_UNET_ATTN ? hw * hw : (u->cin > u->cout ? u->cin : u->cout) * 9 * big;
+            scratch = B * ch * big > scratch ? B * ch * big : scratch;
             col = cs > col ? cs : col;
         }
     }
