@@ -51,6 +51,9 @@ all: $(BUILD)/flowvar $(BUILD)/libflowvar.a $(BUILD)/libflowvar.so
 # of the three changes a computed value.
 $(BUILD)/src/nn/%.o: CFLAGS += -fvect-cost-model=dynamic -fno-math-errno -fno-trapping-math
 
+# The commands also depend on the CLI's own headers (not installed with the library's).
+$(CLI_OBJ): $(wildcard src/cli/*.h)
+
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
