@@ -17,7 +17,7 @@ static const command commands[] = {
     {"variance", fv_cmd_variance, "exact (and Monte-Carlo) variance of the CFM loss gradient"},
     {"crossover", fv_cmd_crossover, "critical noise sigma* where OT and rotational fields' variances cross"},
     {"figures", fv_cmd_figures, "regenerate the variance figures (TSV + gnuplot PNG/SVG)"},
-    {"train", fv_cmd_train, "train an MLP vector field with conditional flow matching"},
+    {"train", fv_cmd_train, "train a vector field (MLP, or U-Net on images) with conditional flow matching"},
     {"sample", fv_cmd_sample, "integrate a trained field from given or fresh sources"},
     {"gap", fv_cmd_gap, "approximation gap of a trained field against a closed form, over t"},
     {"gradvar", fv_cmd_gradvar, "per-sample gradient variance of a trained network's weights, over t"},
