@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ------------------------------------------------------------------------------------------------- */
 /* Problems */
@@ -598,43 +597,3 @@ Test(variance, missing_rotation_rejected)
     fv_problem_free(&p);
 }
 
-/* ------------------------------------------------------------------------------------------------- */
-/* Cost: the exact variance at d = 50 for 100 times against a 10^4-sample Monte-Carlo estimate. */
-
-static double seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-Test(variance, exact_faster_than_monte_carlo_d50, .timeout = 60)
-{
-    fv_problem p;
-    fv_rng r = fv_rng_make(17, 0);
-    random_problem(&p, 50, &r, FV_COUPLING_ROTATION, 100.0, 0.1, FV_SCHEDULE_CONSTANT, 0);
-    fv_vfield ot = {FV_VFIELD_OT, NULL, NULL}, rot = {FV_VFIELD_ROTATION, NULL, NULL};
-    fv_var v[100];
-    fv_mc mc;
-    double ts[100], tick[6];
-    for (int k = 0; k < 100; k++)
-        ts[k] = (k + 0.5) / 100.0;
-    tick[0] = seconds();
-    cr_assert_eq(fv_variance_at_times(&p, &ot, 100, ts, v), FV_OK, "%s", fv_last_error());
-    tick[1] = seconds();
-    cr_assert_eq(fv_variance_at_times(&p, &rot, 100, ts, v), FV_OK, "%s", fv_last_error());
-    tick[2] = seconds();
-    cr_assert_eq(fv_variance_mc(&p, &ot, 0.5, 10000, 1, 1, &mc), FV_OK, "%s", fv_last_error());
-    tick[3] = seconds();
-    cr_assert_eq(fv_variance_mc(&p, &ot, -1.0, 10000, 1, 2, &mc), FV_OK, "%s", fv_last_error());
-    tick[4] = seconds();
-    cr_assert_eq(fv_variance_integrated(&p, &ot, 1e-8, v, NULL), FV_OK, "%s", fv_last_error());
-    tick[5] = seconds();
-    cr_log_info("d = 50, 100 times: exact OT field %.5f s, exact rotation field %.5f s; MC 1e4 samples at fixed t "
-                "%.4f s, at random t %.4f s; integrated OT field (epsrel 1e-8) %.5f s",
-                tick[1] - tick[0], tick[2] - tick[1], tick[3] - tick[2], tick[4] - tick[3], tick[5] - tick[4]);
-    /* generous margins: the measured ratios are far larger, but the machine may be loaded */
-    cr_expect(10 * (tick[1] - tick[0]) < tick[3] - tick[2], "OT field: exact is not much faster than MC");
-    cr_expect(tick[2] - tick[1] < tick[3] - tick[2], "rotation field: exact is not faster than MC");
-    fv_problem_free(&p);
-}
