@@ -115,14 +115,30 @@ static int ensure_unet_rows(fv_trainer *tr, size_t n)
     return fv_unet_acts_alloc(&tr->uacts, &tr->unet, n);
 }
 
+/* Image i of the batch alone, as the batch's masks had it: its share (1 / B) |v_i - u_i|^2 / d of the loss
+ * (returned) and that share's gradient into tr->row_grads. */
+static float unet_row_loss_grad(fv_trainer *tr, size_t i, float *v, float *dout)
+{
+    size_t B = tr->rows, d = tr->d;
+    tr->uacts.dropout_row0 = i;
+    fv_unet_forward(&tr->unet, 1, tr->xt + i * d, tr->t + i, v, &tr->uacts);
+    float loss = fv_mse_loss(d, v, tr->u + i * d, dout) / (float)B;
+    for (size_t k = 0; k < d; k++)
+        dout[k] /= (float)B;
+    fv_unet_backward(&tr->unet, 1, dout, tr->row_grads, &tr->uacts);
+    return loss;
+}
+
+/* With sqnorm, one backward pass per image: a convolution's weight gradient sums over pixels as well
+ * as images, so the per-image norms have no shortcut like the linear layers' (mlp.c). */
 static int unet_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
 {
     size_t B = tr->rows, d = tr->d;
-    if (sqnorm)
-        return fv_error(FV_EINPUT, "per-sample gradient norms are implemented for the MLP only");
     int st = ensure_unet_rows(tr, B);
     if (st)
         return st;
+    if (sqnorm && !tr->row_grads && !(tr->row_grads = malloc(tr->nparams * sizeof *tr->row_grads)))
+        return fv_error(FV_ENOMEM, "out of memory for a gradient of %zu parameters", tr->nparams);
     float *v = malloc(2 * B * d * sizeof *v);
     if (!v)
         return fv_error(FV_ENOMEM, "out of memory for a batch of %zu", B);
@@ -130,9 +146,27 @@ static int unet_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
     tr->uacts.train = 1;
     tr->uacts.dropout_seed = tr->batch_seed;
     tr->uacts.dropout_stream = UNET_DROPOUT_STREAM(tr->batch_step);
-    fv_unet_forward(&tr->unet, B, tr->xt, tr->t, v, &tr->uacts);
-    *loss = fv_mse_loss(B * d, v, tr->u, dout);
-    fv_unet_backward(&tr->unet, B, dout, tr->grads, &tr->uacts);
+    tr->uacts.dropout_row0 = 0;
+    if (!sqnorm) {
+        fv_unet_forward(&tr->unet, B, tr->xt, tr->t, v, &tr->uacts);
+        *loss = fv_mse_loss(B * d, v, tr->u, dout);
+        fv_unet_backward(&tr->unet, B, dout, tr->grads, &tr->uacts);
+        free(v);
+        return FV_OK;
+    }
+    double total = 0.0;
+    memset(tr->grads, 0, tr->nparams * sizeof *tr->grads);
+    for (size_t i = 0; i < B; i++) {
+        total += unet_row_loss_grad(tr, i, v, dout);
+        double sq = 0.0;
+        for (size_t k = 0; k < tr->nparams; k++) {
+            sq += (double)tr->row_grads[k] * tr->row_grads[k];
+            tr->grads[k] += tr->row_grads[k];
+        }
+        sqnorm[i] = (float)sq;
+    }
+    tr->uacts.dropout_row0 = 0;
+    *loss = (float)total;
     free(v);
     return FV_OK;
 }
@@ -259,6 +293,7 @@ void fv_trainer_free(fv_trainer *tr)
     free(tr->xt);
     free(tr->x0);
     free(tr->grads);
+    free(tr->row_grads);
     fv_adam_free(&tr->opt);
     fv_mlp_free(&tr->net);
     fv_unet_free(&tr->unet);

@@ -25,8 +25,9 @@ typedef struct {
     int (*load)(fv_trainer *tr, size_t B, const float *xt, const float *t, const float *u);
     /* Loss mean((v - u)^2) over the batch and its gradient into the backend's gradient buffer. With
      * sqnorm != NULL also the squared norm of each row's own gradient (of that row's share of the
-     * loss, (1 / (B d)) |v_i - u_i|^2), and the summed gradient in tr->grads on the host (MLP only:
-     * a U-Net trainer refuses sqnorm with FV_EINPUT). */
+     * loss, (1 / (B d)) |v_i - u_i|^2), and the summed gradient in tr->grads on the host (the MLP
+     * from its linear layers' row products in one pass; the U-Net by one backward pass per row, with
+     * the dropout masks the row has in the batch). */
     int (*loss_grad)(fv_trainer *tr, float *loss, float *sqnorm);
     /* One optimizer update from the gradient buffer; *gnorm receives the norm before clipping. */
     int (*update)(fv_trainer *tr, float *gnorm);
@@ -53,6 +54,7 @@ struct fv_trainer {
     uint64_t batch_seed, batch_step; /* of the drawn batch: the U-Net's dropout masks follow them */
     fv_adam opt;
     float *grads;     /* nparams */
+    float *row_grads; /* U-Net: one row's gradient, for per-sample norms (allocated on first use) */
     fv_mlp_acts acts; /* CPU: activations for up to `cap` rows */
     size_t cap;
     size_t rows;      /* rows of the current batch */

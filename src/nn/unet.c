@@ -589,8 +589,14 @@ static fv_conv2d_shape conv(size_t cin, size_t cout, size_t h, size_t w, size_t 
     return (fv_conv2d_shape){cin, cout, h, w, k, stride, k / 2};
 }
 
-/* The dropout mask of unit j: Philox blocks from j << 40 (each unit draws fewer than 2^40 blocks). */
-static uint64_t dropout_block0(size_t j) { return (uint64_t)j << 40; }
+/* The dropout mask of unit j: Philox blocks from j << 40 (each unit draws fewer than 2^40 blocks), four
+ * elements per block; a batch that starts at image row0 of a larger one starts row0 images further
+ * (exact: channel counts are multiples of 32, so an image's cout * hw elements are whole blocks). */
+static uint64_t dropout_block0(const fv_unet *net, const fv_unet_acts *a, size_t j)
+{
+    const fv_unet_unit *u = &net->units[j];
+    return ((uint64_t)j << 40) + (uint64_t)a->dropout_row0 * (u->cout * u->h * u->w / 4);
+}
 
 /* The tensor the second convolution of residual block j reads: the dropout output when training. */
 static const float *res_conv2_input(const fv_unet *net, const fv_unet_acts *a, size_t j)
@@ -626,7 +632,7 @@ static void res_forward(const fv_unet *net, size_t j, size_t B, fv_unet_acts *a)
     fv_act_forward(ua->act2, ua->norm2, n, FV_ACT_SILU);
     if (a->train && net->cfg.dropout > 0.0f)
         fv_dropout_forward(ua->drop, ua->act2, n, net->cfg.dropout, a->dropout_seed, a->dropout_stream,
-                           dropout_block0(j));
+                           dropout_block0(net, a, j));
     fv_conv2d_forward(ua->out, res_conv2_input(net, a, j), param(net, u, 8), param(net, u, 9), a->col, B, &c2);
     if (u->cin != u->cout) {
         fv_conv2d_shape sk = conv(u->cin, u->cout, u->h, u->w, 1, 1);
@@ -755,7 +761,8 @@ static void res_backward(const fv_unet *net, size_t j, size_t B, const float *do
     fv_conv2d_backward(g1, grad(net, grads, u, 8), grad(net, grads, u, 9), dout, res_conv2_input(net, a, j),
                        param(net, u, 8), a->col, B, &c2);
     if (a->train && net->cfg.dropout > 0.0f)
-        fv_dropout_backward(g1, g1, n, net->cfg.dropout, a->dropout_seed, a->dropout_stream, dropout_block0(j));
+        fv_dropout_backward(g1, g1, n, net->cfg.dropout, a->dropout_seed, a->dropout_stream,
+                            dropout_block0(net, a, j));
     fv_act_backward(g1, g1, ua->norm2, ua->act2, n, FV_ACT_SILU);
     memset(g2, 0, n * sizeof(float));
     fv_groupnorm_backward(g2, grad(net, grads, u, 6), grad(net, grads, u, 7), g1, ua->h, ua->mean2, ua->rstd2,

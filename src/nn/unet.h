@@ -171,6 +171,8 @@ typedef struct {
     float *g0, *g1, *g2, *col, *ebuf; /* scratch */
     int train;
     uint64_t dropout_seed, dropout_stream;
+    size_t dropout_row0; /* the batch's first image is image dropout_row0 of a larger batch whose masks it
+                            reuses (one image at a time for per-sample gradients); 0 for a whole batch */
 } fv_unet_acts;
 
 int fv_unet_acts_alloc(fv_unet_acts *a, const fv_unet *net, size_t B); /* FV_EINPUT if B == 0, FV_ENOMEM */
