@@ -441,7 +441,11 @@ Test(cli, sample_and_gap_of_a_trained_run)
     cr_assert(strncmp(out_text, "t\tgap\tgap_se\n0.125\t", 19) == 0, "%s", out_text);
     snprintf(args, sizeof args, "gradvar --run %s/r --t-grid 2 --n 64", dir);
     cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert(strncmp(out_text, "t\tvar\tvar_se\n0.25\t", 18) == 0, "%s", out_text);
     cr_assert(strstr(out_text, "\nintegrated\t") != NULL, "%s", out_text);
+    snprintf(args, sizeof args, "gradvar --run %s/r --n 9 --groups 5", dir);
+    cr_assert_eq(run(args), 2, "fewer rows than two per group is refused");
+    cr_assert(strstr(err_text, "--n") != NULL, "%s", err_text);
 }
 
 Test(cli, device_and_precision_are_checked)

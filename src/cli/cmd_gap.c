@@ -5,6 +5,7 @@
 #include "cli/run.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "core/progress.h"
 
 #include <errno.h>
 #include <math.h>
@@ -120,7 +121,8 @@ done:
 static const fv_opt gradvar_opts[] = {
     {"run", "DIR", "the training run (required)"},
     {"t-grid", "N", "N times (k + 0.5)/N; default 20"},
-    {"n", "N", "rows per time; default 4096"},
+    {"n", "N", "rows per time, drawn as --groups independent batches; default 4096"},
+    {"groups", "G", "independent batches per time (>= 2): var is their mean, var_se its standard error; default 8"},
     {"seed", "N", "seed of the evaluation draws; default 1"},
     {"out", "F.tsv|-", "output TSV (default stdout)"},
     {NULL, NULL, NULL},
@@ -128,43 +130,73 @@ static const fv_opt gradvar_opts[] = {
 
 static const char gradvar_usage[] =
     "Per-sample gradient variance of the network weights, trace Cov[grad_w |u - v_w(X_t, t)|^2], at a grid\n"
-    "of t and over t ~ U(0,1) (the last row, t = 'integrated'), from the exact per-row gradient norms of\n"
-    "the linear layers. TSV: t var. Example: flowvar gradvar --run run";
+    "of t and over t ~ U(0,1) (the last row, t = 'integrated'): an MLP's from the exact per-row gradient\n"
+    "norms of its linear layers, a U-Net's from one backward pass per row (slow: use a few hundred rows).\n"
+    "Each time's rows come in G independent batches; var is the mean of their unbiased estimates.\n"
+    "TSV: t var var_se. Example: flowvar gradvar --run run";
+
+/* The variance at time t (< 0: t ~ U(0,1)) from G batches of m rows, batch g drawn as step k G + g. */
+static int variance_at(fv_run *r, double t, size_t k, size_t G, size_t m, uint64_t seed, double *mean, double *se)
+{
+    double s = 0, s2 = 0;
+    for (size_t g = 0; g < G; g++) {
+        double v;
+        int st = fv_cfm_grad_variance(&r->tr, &r->data, t, m, seed, k * G + g, &v);
+        if (st)
+            return st;
+        s += v;
+        s2 += v * v;
+    }
+    *mean = s / (double)G;
+    *se = sqrt(fmax(s2 - (double)G * *mean * *mean, 0.0) / ((double)G * (double)(G - 1)));
+    return FV_OK;
+}
 
 int fv_cmd_gradvar(int argc, char **argv)
 {
     fv_args a;
     fv_run r = {0};
-    size_t nt, n;
+    size_t nt, n, G;
     uint64_t seed;
-    double *vars = NULL;
+    double *rows = NULL;
     int st = fv_args_parse(&a, "gradvar", gradvar_usage, argc, argv, gradvar_opts, fv_device_opts, NULL);
     if (st < 0)
         return 0;
     if (!st && !fv_args_get(&a, "run"))
         st = fv_error(FV_EINPUT, "--run DIR is required");
-    if (st || (st = fv_args_size(&a, "t-grid", 20, 1, &nt)) || (st = fv_args_size(&a, "n", 4096, 2, &n)) ||
-        (st = fv_args_u64(&a, "seed", 1, &seed)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)))
+    if (st || (st = fv_args_size(&a, "t-grid", 20, 1, &nt)) || (st = fv_args_size(&a, "groups", 8, 2, &G)) ||
+        (st = fv_args_size(&a, "n", 4096, 2 * G, &n)) || (st = fv_args_u64(&a, "seed", 1, &seed)) ||
+        (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)))
         goto done;
-    if (!(vars = malloc((nt + 1) * sizeof *vars))) {
+    if (!(rows = malloc((nt + 1) * 3 * sizeof *rows))) {
         st = fv_error(FV_ENOMEM, "out of memory");
         goto done;
     }
-    for (size_t k = 0; k <= nt && !st; k++)
-        st = fv_cfm_grad_variance(&r.tr, &r.data, k < nt ? ((double)k + 0.5) / (double)nt : -1.0, n, seed, k,
-                                  &vars[k]);
+    fv_progress bar;
+    fv_progress_start(&bar, "gradvar", nt + 1);
+    for (size_t k = 0; k <= nt && !st; k++) {
+        double t = k < nt ? ((double)k + 0.5) / (double)nt : -1.0;
+        rows[3 * k] = t;
+        st = variance_at(&r, t, k, G, n / G, seed, &rows[3 * k + 1], &rows[3 * k + 2]);
+        fv_progress_step(&bar, 1, NULL);
+    }
+    fv_progress_end(&bar);
     if (st)
         goto done;
     fv_atomic_file f;
     if ((st = fv_atomic_open(&f, fv_args_get(&a, "out") ? fv_args_get(&a, "out") : "-")))
         goto done;
-    fprintf(f.fp, "t\tvar\n");
-    for (size_t k = 0; k < nt; k++)
-        fprintf(f.fp, "%.10g\t%.10g\n", ((double)k + 0.5) / (double)nt, vars[k]);
-    fprintf(f.fp, "integrated\t%.10g\n", vars[nt]);
+    fprintf(f.fp, "t\tvar\tvar_se\n");
+    for (size_t k = 0; k <= nt; k++) {
+        if (k < nt)
+            fprintf(f.fp, "%.10g", rows[3 * k]);
+        else
+            fprintf(f.fp, "integrated");
+        fprintf(f.fp, "\t%.10g\t%.10g\n", rows[3 * k + 1], rows[3 * k + 2]);
+    }
     st = fv_atomic_commit(&f);
 done:
-    free(vars);
+    free(rows);
     fv_run_free(&r);
     return st ? fv_cli_fail(st) : 0;
 }

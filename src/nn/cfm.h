@@ -102,8 +102,8 @@ int fv_cfm_gap(fv_trainer *tr, int use_ema, fv_cfm_data *D, const fv_field *clos
                uint64_t seed, uint64_t step, fv_estimate *gap);
 
 /* The per-sample gradient variance of the network weights, the paper's Var[grad L_MC] for B = 1:
- * trace Cov[grad_w |u - v_w(X_t, t)|^2] over n rows at time t (t < 0: t ~ U(0,1)), from the exact
- * per-row gradient norms of the linear layers (no per-row backward passes), unbiased. */
+ * trace Cov[grad_w |u - v_w(X_t, t)|^2] over n rows at time t (t < 0: t ~ U(0,1)), unbiased, from the
+ * backend's per-row gradient norms (loss_grad with sqnorm: exact for both networks). */
 int fv_cfm_grad_variance(fv_trainer *tr, fv_cfm_data *D, double t, size_t n, uint64_t seed, uint64_t step,
                          double *var);
 
