@@ -1,5 +1,5 @@
 /* test_data.c: image datasets (src/data/dataset.c), the Gaussian fit (fit.c), PNG grids (png.c)
- * and `flowvar fit`.
+ * the known-OT image map (known_map.c) and `flowvar fit`.
  *
  * Every data file is written here, small, into a scratch folder: IDX files (gzipped and plain) and
  * CIFAR-10 batches of a few records, with byte patterns that reach all 256 values. The one test on
@@ -14,6 +14,7 @@
 #include "core/rng.h"
 #include "data/dataset.h"
 #include "data/fit.h"
+#include "data/known_map.h"
 #include "data/png.h"
 #include "gaussian/field.h"
 
@@ -745,4 +746,83 @@ Test(data, cli_fit_errors_leave_no_output)
     snprintf(args, sizeof args, "--data fashion-mnist --data-dir %s --out %s/afile", scratch, scratch);
     cr_assert_eq(run_fit(args), 2);
     cr_assert(strstr(err_text, "exists and is not a folder"), "%s", err_text);
+}
+
+/* ---- the known-OT map ------------------------------------------------------------------------- */
+
+static double dot(size_t n, const double *x, const double *y)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += x[i] * y[i];
+    return s;
+}
+
+Test(data, known_map_stencil_by_hand)
+{
+    /* a 3 x 3 image with one lit centre: the centre gains 4 s, its four neighbours lose s, corners 0;
+     * the ramp adds -a, 0, +a across the columns */
+    fv_known_map m;
+    cr_assert_eq(fv_known_map_init(&m, 1, 3, 3, 0.5, 0.2), FV_OK);
+    double x[9] = {0, 0, 0, 0, 1, 0, 0, 0, 0}, y[9];
+    double want[9] = {-0.2, -0.5, 0.2, -0.7, 3.0, -0.3, -0.2, -0.5, 0.2};
+    fv_known_map_apply(&m, 1, x, y);
+    for (int i = 0; i < 9; i++)
+        cr_assert_float_eq(y[i], want[i], 1e-15, "pixel %d: %g, want %g", i, y[i], want[i]);
+}
+
+Test(data, known_map_is_symmetric_positive_definite_plus_offset)
+{
+    /* G = T - b is symmetric (<G x, y> = <x, G y>) with spectrum in [1, 1 + 8 s]: checked on random
+     * two-channel images with rectangular sides, where boundary handling would show */
+    enum { C = 2, H = 5, W = 7, D = C * H * W };
+    fv_known_map m;
+    cr_assert_eq(fv_known_map_init(&m, C, H, W, 0.3, 0.25), FV_OK);
+    double zero[D] = {0}, b[D], x[2 * D], gx[2 * D];
+    fv_known_map_apply(&m, 1, zero, b);
+    fv_rng r = fv_rng_make(3, 1);
+    for (int rep = 0; rep < 20; rep++) {
+        fv_rng_normal(&r, 2 * D, x);
+        fv_known_map_apply(&m, 2, x, gx);
+        for (int i = 0; i < 2 * D; i++)
+            gx[i] -= b[i % D];
+        double a = dot(D, gx, x + D), c = dot(D, x, gx + D);
+        cr_assert_float_eq(a, c, 1e-12 * (fabs(a) + 1), "<Gx, y> = %.17g vs <x, Gy> = %.17g", a, c);
+        double q = dot(D, gx, x) / dot(D, x, x);
+        cr_assert(q >= 1.0 && q <= 1.0 + 8 * 0.3, "Rayleigh quotient %g outside [1, 3.4]", q);
+    }
+}
+
+Test(data, known_map_pairs_are_cyclically_monotone)
+{
+    /* the OT property on a finite set: no swap of two targets lowers the quadratic cost, i.e.
+     * <x_i - x_j, T x_i - T x_j> >= 0 for every pair of images (shifted so that the map's offset
+     * and the identity's contribution are not what carries the sign) */
+    enum { N = 12, D = 4 * 4 };
+    fv_known_map m;
+    cr_assert_eq(fv_known_map_init(&m, 1, 4, 4, FV_KNOWN_MAP_STRENGTH, FV_KNOWN_MAP_OFFSET), FV_OK);
+    double X[N * D], T[N * D];
+    fv_rng r = fv_rng_make(4, 2);
+    fv_rng_normal(&r, N * D, X);
+    fv_known_map_apply(&m, N, X, T);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < i; j++) {
+            double keep = 0, swap = 0;
+            for (int k = 0; k < D; k++) {
+                keep += pow(X[i * D + k] - T[i * D + k], 2) + pow(X[j * D + k] - T[j * D + k], 2);
+                swap += pow(X[i * D + k] - T[j * D + k], 2) + pow(X[j * D + k] - T[i * D + k], 2);
+            }
+            cr_assert(keep <= swap, "pairs %d, %d: cost %g kept vs %g swapped", i, j, keep, swap);
+        }
+}
+
+Test(data, known_map_refuses_bad_settings)
+{
+    fv_known_map m;
+    cr_assert_eq(fv_known_map_init(&m, 1, 0, 3, 0.2, 0), FV_EINPUT);
+    cr_assert(strstr(fv_last_error(), "size") != NULL, "%s", fv_last_error());
+    cr_assert_eq(fv_known_map_init(&m, 1, 3, 3, -0.1, 0), FV_EINPUT);
+    cr_assert(strstr(fv_last_error(), "strength") != NULL, "%s", fv_last_error());
+    cr_assert_eq(fv_known_map_init(&m, 1, 3, 3, 0.1, NAN), FV_EINPUT);
+    cr_assert(strstr(fv_last_error(), "offset") != NULL, "%s", fv_last_error());
 }

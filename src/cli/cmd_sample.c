@@ -55,8 +55,7 @@ static int sources(const fv_args *a, fv_run *r, double **X, size_t *n)
         return st;
     if (!(*X = malloc(*n * r->p.d * sizeof **X)))
         return fv_error(FV_ENOMEM, "out of memory");
-    fv_rng g = fv_rng_make(seed, 0);
-    return fv_gaussian_sample(r->p.d, r->p.m0, r->p.S0, *n, &g, *X);
+    return fv_run_fresh_sources(r, *n, seed, *X);
 }
 
 static int write_pairs(const char *path, size_t n, size_t d, const double *X0, const double *X1)
@@ -145,13 +144,9 @@ static int l2_report(const fv_args *a, fv_run *r, size_t n, const double *X0, co
     size_t d = r->p.d;
     if (!fv_args_flag(a, "train-sources"))
         return fv_error(FV_EINPUT, "--l2-report goes with --train-sources");
-    if (r->has_gmm)
-        return fv_error(FV_EINPUT, "--l2-report needs a Gaussian problem (an OT map to compare with)");
-    fv_field ot = {0};
-    fv_field_work w = {0};
     double *T = malloc(n * d * sizeof *T), row[4];
-    int st = T ? fv_field_build(&ot, &r->p, FV_FIELD_OT) : fv_error(FV_ENOMEM, "out of memory");
-    if (!st && !(st = fv_field_work_alloc(&w, d, n)) && !(st = fv_field_map(&ot, n, X0, T, &w))) {
+    int st = T ? fv_run_ot_targets(r, n, X0, T) : fv_error(FV_ENOMEM, "out of memory");
+    if (!st) {
         l2_stats(n, d, X, r->b, &row[0], &row[1]);
         l2_stats(n, d, X, T, &row[2], &row[3]);
         static const char *const names[] = {"l2_to_pair_mean", "l2_to_pair_std", "l2_to_ot_mean", "l2_to_ot_std"};
@@ -160,8 +155,6 @@ static int l2_report(const fv_args *a, fv_run *r, size_t n, const double *X0, co
         if (!st && !(st = fv_tsv_header(stdout, 4, names)))
             st = fv_tsv_row(stdout, 4, row);
     }
-    fv_field_work_free(&w);
-    fv_field_free(&ot);
     free(T);
     return st;
 }

@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 
 static const fv_opt train_cmd_opts[] = {
-    {"out", "DIR", "run folder (required): checkpoint.safetensors, loss.tsv, pairs.npy"},
+    {"out", "DIR", "run folder (required): checkpoint.safetensors, loss.tsv, pairs.npy (finite sets, not images)"},
     {"resume", NULL, "continue the run in --out from its checkpoint; only --steps may be given again"},
     {NULL, NULL, NULL},
 };
@@ -37,9 +37,11 @@ static int check_resume_args(const fv_args *a)
     return FV_OK;
 }
 
+/* pairs.npy of a finite training set; not for image runs, whose pairs the options rebuild (--map) or
+ * name (--pairs) and which would be copies of up to gigabytes. */
 static int write_pairs(const fv_run *r, const char *dir)
 {
-    if (!r->a)
+    if (!r->a || r->has_ds)
         return FV_OK;
     size_t d = r->p.d, shape[3] = {r->npairs, 2, d};
     double *P = malloc(r->npairs * 2 * d * sizeof *P);

@@ -29,6 +29,11 @@ const fv_opt fv_train_opts_table[] = {
     {"data-dir", "DIR", "with --data: the folder of the files (Fashion-MNIST: Debian's by default)"},
     {"images", "N", "with --data: the first N training images (default all)"},
     {"pad32", NULL, "with --data: pad 28 x 28 images to 32 x 32"},
+    {"direction", "forward|backward", "with --data: forward = noise -> data (default), backward = data -> noise"},
+    {"map", "sharpen", "with --data: train on the known-OT pairs (image, T(image)) of the --images images,\n"
+                       "      T(x) = (I + s L) x + b, L the negative Laplacian (see --map-strength, --map-offset)"},
+    {"map-strength", "S", "with --map: the sharpening s; default 0.5"},
+    {"map-offset", "A", "with --map: b is a horizontal ramp from -A to A; default 0.5"},
     {"channels", "N", "unet: base channel count; default 32"},
     {"channel-mult", "LIST", "unet: channel multiplier per level; default 1,2"},
     {"res-blocks", "N", "unet: residual blocks per level; default 1"},
@@ -36,9 +41,10 @@ const fv_opt fv_train_opts_table[] = {
     {"heads", "N", "unet: attention heads; default 1"},
     {"head-channels", "N", "unet: channels per head (0: use --heads); default 0"},
     {"dropout", "P", "unet: dropout rate in the residual blocks; default 0"},
-    {"pairs", "P.npy", "train on this finite set of pairs, shape (N, 2, d): [i,0] source, [i,1] target"},
+    {"pairs", "P.npy", "train on this finite set of pairs, shape (N, 2, d): [i,0] source, [i,1] target\n"
+                       "      (with --data: image pairs of that set's shape, e.g. from sample --pairs-out)"},
     {"finite", "N", "train on N pairs drawn once from the coupling (or mixture) instead of fresh draws"},
-    {"shuffle", NULL, "with --finite: shuffle the targets among the pairs (adversarial coupling)"},
+    {"shuffle", NULL, "with --finite or --map: shuffle the targets among the pairs (adversarial coupling)"},
     {"steps", "N", "training steps; default 2000"},
     {"batch", "B", "batch size; default 256"},
     {"lr", "LR", "Adam learning rate; default 1e-3"},
@@ -173,6 +179,27 @@ static int sampled_target_problem(fv_run *r, size_t d, const char *what)
     return fv_problem_validate(&r->p);
 }
 
+/* --map and its settings (the image set already loaded). */
+static int read_map(fv_run *r)
+{
+    const fv_args *a = &r->args;
+    static const char *const maps[] = {"sharpen", NULL};
+    double strength, offset;
+    int kind, st;
+    if (!fv_args_get(a, "map")) {
+        if (fv_args_get(a, "map-strength") || fv_args_get(a, "map-offset"))
+            return fv_error(FV_EINPUT, "--map-strength and --map-offset go with --map sharpen");
+        return FV_OK;
+    }
+    if ((st = fv_args_choice(a, "map", maps, 0, &kind)) ||
+        (st = fv_args_double(a, "map-strength", FV_KNOWN_MAP_STRENGTH, &strength)) ||
+        (st = fv_args_double(a, "map-offset", FV_KNOWN_MAP_OFFSET, &offset)) ||
+        (st = fv_known_map_init(&r->map, r->ds.c, r->ds.h, r->ds.w, strength, offset)))
+        return st;
+    r->has_map = 1;
+    return FV_OK;
+}
+
 /* --data: the image set and its problem. */
 static int read_images(fv_run *r)
 {
@@ -191,6 +218,13 @@ static int read_images(fv_run *r)
     r->has_ds = 1;
     if (fv_args_flag(a, "pad32") && (st = fv_dataset_pad(&r->ds, 32)))
         return st;
+    static const char *const directions[] = {"forward", "backward", NULL};
+    int dir;
+    if ((st = fv_args_choice(a, "direction", directions, 0, &dir)) || (st = read_map(r)))
+        return st;
+    r->reverse = dir == 1;
+    if (r->reverse && (r->has_map || fv_args_get(a, "pairs")))
+        return fv_error(FV_EINPUT, "--direction backward is for noise <-> data runs, not with --map or --pairs");
     return sampled_target_problem(r, r->ds.c * r->ds.h * r->ds.w, "data");
 }
 
@@ -256,7 +290,25 @@ static int read_pairs_file(fv_run *r)
     return FV_OK;
 }
 
-/* --finite N: N pairs drawn once from the coupling or mixture, targets shuffled with --shuffle. */
+/* --shuffle: the targets permuted among the pairs (Fisher-Yates from the run's seed). */
+static void shuffle_targets(fv_run *r)
+{
+    size_t N = r->npairs, d = r->p.d;
+    fv_rng g = fv_rng_make(r->seed, 2 * STREAM_FINITE + 2);
+    for (size_t i = N - 1; i > 0; i--) {
+        double u;
+        fv_rng_uniform(&g, 1, &u);
+        size_t j = (size_t)(u * (double)(i + 1));
+        j = j <= i ? j : i;
+        for (size_t c = 0; c < d; c++) {
+            double tmp = r->b[i * d + c];
+            r->b[i * d + c] = r->b[j * d + c];
+            r->b[j * d + c] = tmp;
+        }
+    }
+}
+
+/* --finite N: N pairs drawn once from the coupling or mixture. */
 static int draw_finite(fv_run *r, fv_cfm_data *fresh)
 {
     size_t N, d = r->p.d;
@@ -268,22 +320,21 @@ static int draw_finite(fv_run *r, fv_cfm_data *fresh)
     r->b = malloc(N * d * sizeof *r->b);
     if (!r->a || !r->b)
         return fv_error(FV_ENOMEM, "out of memory for %zu pairs", N);
-    if ((st = fv_cfm_pairs(fresh, r->seed, STREAM_FINITE, N, r->a, r->b)))
-        return st;
-    if (!fv_args_flag(&r->args, "shuffle"))
-        return FV_OK;
-    fv_rng g = fv_rng_make(r->seed, 2 * STREAM_FINITE + 2);
-    for (size_t i = N - 1; i > 0; i--) { /* Fisher-Yates */
-        double u;
-        fv_rng_uniform(&g, 1, &u);
-        size_t j = (size_t)(u * (double)(i + 1));
-        j = j <= i ? j : i;
-        for (size_t c = 0; c < d; c++) {
-            double tmp = r->b[i * d + c];
-            r->b[i * d + c] = r->b[j * d + c];
-            r->b[j * d + c] = tmp;
-        }
-    }
+    return fv_cfm_pairs(fresh, r->seed, STREAM_FINITE, N, r->a, r->b);
+}
+
+/* --map: the pairs (image, T(image)) of the run's images. */
+static int map_pairs(fv_run *r)
+{
+    size_t N = r->ds.n, d = r->p.d;
+    r->npairs = N;
+    r->a = malloc(N * d * sizeof *r->a);
+    r->b = malloc(N * d * sizeof *r->b);
+    if (!r->a || !r->b)
+        return fv_error(FV_ENOMEM, "out of memory for %zu image pairs", N);
+    for (size_t i = 0; i < N * d; i++)
+        r->a[i] = r->ds.x[i];
+    fv_known_map_apply(&r->map, N, r->a, r->b);
     return FV_OK;
 }
 
@@ -295,23 +346,29 @@ int fv_run_setup(fv_run *r)
     r->mc.d = r->p.d;
     if (fv_args_get(&r->args, "pairs") && fv_args_get(&r->args, "finite"))
         return fv_error(FV_EINPUT, "give --pairs or --finite, not both");
-    if (fv_args_flag(&r->args, "shuffle") && !fv_args_get(&r->args, "finite"))
-        return fv_error(FV_EINPUT, "--shuffle goes with --finite N");
+    int shuffle = fv_args_flag(&r->args, "shuffle");
+    if (shuffle && !fv_args_get(&r->args, "finite") && !(r->has_map && !fv_args_get(&r->args, "pairs")))
+        return fv_error(FV_EINPUT, "--shuffle goes with --finite N or --map");
+    if (r->has_ds && fv_args_get(&r->args, "finite"))
+        return fv_error(FV_EINPUT, "--finite does not go with --data: use --images N with --map, or --pairs");
     fv_data_kind fresh_kind = r->has_gmm ? FV_DATA_GMM : FV_DATA_PROBLEM;
     if (fv_args_get(&r->args, "pairs")) {
         st = read_pairs_file(r);
+    } else if (r->has_map) {
+        st = map_pairs(r);
     } else if (fv_args_get(&r->args, "finite")) {
         fv_cfm_data fresh;
         if (!(st = fv_cfm_data_init(&fresh, fresh_kind, &r->p, r->has_gmm ? &r->gmm : NULL, 0, NULL, NULL, 1)))
             st = draw_finite(r, &fresh);
         fv_cfm_data_free(&fresh);
     }
+    if (!st && shuffle)
+        shuffle_targets(r);
     if (st)
         return st;
-    if (r->has_ds) {
-        if (r->a)
-            return fv_error(FV_EINPUT, "--pairs and --finite do not go with --data (its pairs are noise and images)");
-        st = fv_cfm_data_targets(&r->data, &r->p, r->ds.n, r->ds.x, r->batch);
+    if (r->has_ds && !r->a) {
+        if (!(st = fv_cfm_data_targets(&r->data, &r->p, r->ds.n, r->ds.x, r->batch)))
+            r->data.reverse = r->reverse;
     } else {
         fv_data_kind kind = r->a ? FV_DATA_PAIRS : fresh_kind;
         st = fv_cfm_data_init(&r->data, kind, &r->p, r->has_gmm ? &r->gmm : NULL, r->npairs, r->a, r->b, r->batch);
@@ -416,4 +473,40 @@ void fv_run_free(fv_run *r)
     if (r->has_ckpt)
         fv_st_free(&r->ckpt);
     memset(r, 0, sizeof *r);
+}
+
+int fv_run_fresh_sources(fv_run *r, size_t n, uint64_t seed, double *X)
+{
+    size_t d = r->p.d;
+    fv_rng g = fv_rng_make(seed, 0);
+    if (!(r->has_ds && r->reverse))
+        return fv_gaussian_sample(d, r->p.m0, r->p.S0, n, &g, X);
+    for (size_t i = 0; i < n; i++) {
+        double u;
+        fv_rng_uniform(&g, 1, &u);
+        size_t k = (size_t)(u * (double)r->ds.n);
+        k = k < r->ds.n ? k : r->ds.n - 1;
+        for (size_t j = 0; j < d; j++)
+            X[i * d + j] = r->ds.x[k * d + j];
+    }
+    return FV_OK;
+}
+
+int fv_run_ot_targets(const fv_run *r, size_t n, const double *X0, double *T)
+{
+    size_t d = r->p.d;
+    if (r->has_map) {
+        fv_known_map_apply(&r->map, n, X0, T);
+        return FV_OK;
+    }
+    if (r->has_gmm || r->has_ds)
+        return fv_error(FV_EINPUT, "this run has no known OT map to compare with (a mixture, or images without --map)");
+    fv_field ot = {0};
+    fv_field_work w = {0};
+    int st = fv_field_build(&ot, &r->p, FV_FIELD_OT);
+    if (!st && !(st = fv_field_work_alloc(&w, d, n)))
+        st = fv_field_map(&ot, n, X0, T, &w);
+    fv_field_work_free(&w);
+    fv_field_free(&ot);
+    return st;
 }

@@ -7,6 +7,7 @@
 
 #include "cli/cli.h"
 #include "data/dataset.h"
+#include "data/known_map.h"
 #include "gmm/mixture.h"
 #include "core/safetensors.h"
 #include "nn/cfm.h"
@@ -23,6 +24,9 @@ typedef struct {
     int has_gmm;
     fv_dataset ds;       /* --data: the image set (the targets) */
     int has_ds;
+    int reverse;         /* --direction backward: the images are the sources, N(0, I) the targets */
+    fv_known_map map;    /* --map: the known OT map of the image pairs */
+    int has_map;
     fv_unet_config uc;   /* --model unet */
     int is_unet;
     double *a, *b;       /* finite training set (npairs x d each), NULL otherwise */
@@ -56,6 +60,14 @@ void fv_run_meta_free(size_t n, const char **keys, const char **values);
 int fv_run_open(fv_run *r, const char *dir, const char *steps_override, const fv_args *cmd);
 
 void fv_run_free(fv_run *r);
+
+/* n fresh sources of the run into X (n x d) from stream (seed, 0): draws of its Gaussian source, or
+ * for a data -> noise image run uniformly drawn images of its set. */
+int fv_run_fresh_sources(fv_run *r, size_t n, uint64_t seed, double *X);
+
+/* T (n x d) = the OT map's image of the sources X0: the Gaussian problem's OT map, or an image run's
+ * known map (--map). FV_EINPUT when the run has no such map (mixtures, image sets without --map). */
+int fv_run_ot_targets(const fv_run *r, size_t n, const double *X0, double *T);
 
 /* The checkpoint path of a run folder. */
 void fv_run_checkpoint_path(const char *dir, char *buf, size_t size);

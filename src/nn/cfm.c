@@ -136,14 +136,15 @@ int fv_cfm_pairs(fv_cfm_data *D, uint64_t seed, uint64_t step, size_t B, double 
         }
         return FV_OK;
     case FV_DATA_TARGETS: {
-        int st = sample_rooted(D, p->m0, D->root0, D->std_source, B, &r, x0);
+        double *src = D->reverse ? x1 : x0, *row = D->reverse ? x0 : x1;
+        int st = sample_rooted(D, p->m0, D->root0, D->std_source, B, &r, src);
         for (size_t i = 0; i < B && !st; i++) {
             double u;
             fv_rng_uniform(&r, 1, &u);
             size_t k = (size_t)(u * (double)D->npairs);
             k = k < D->npairs ? k : D->npairs - 1;
             for (size_t j = 0; j < d; j++)
-                x1[i * d + j] = D->targets[k * d + j];
+                row[i * d + j] = D->targets[k * d + j];
         }
         return st;
     }

@@ -20,7 +20,8 @@ typedef enum { FV_DATA_PROBLEM = 0, FV_DATA_GMM, FV_DATA_PAIRS, FV_DATA_TARGETS 
  * OT or rotational map, or an independent target draw). GMM: x0 from the problem's source, x1 an
  * independent mixture draw. PAIRS: a uniformly drawn (with replacement) pair of a finite set.
  * TARGETS: x0 from the problem's source, x1 a uniformly drawn row of a finite set of targets (an
- * image set: noise -> data with the independent coupling). The noise (sigma, schedule, derivative
+ * image set: noise -> data with the independent coupling; with `reverse` the other way round,
+ * data -> noise, from the same draws). The noise (sigma, schedule, derivative
  * term) is the problem's in every case. */
 typedef struct fv_cfm_data {
     uint64_t id;            /* unique per fv_cfm_data_init: a device backend caches its uploads by it */
@@ -33,6 +34,7 @@ typedef struct fv_cfm_data {
     size_t npairs;
     const double *a, *b;    /* PAIRS: npairs x d sources and targets */
     const float *targets;   /* TARGETS: npairs x d */
+    int reverse;            /* TARGETS: the set's row is x0 and the source draw x1 (data -> noise) */
     int std_source;         /* the source is N(0, I): x0 is the normals themselves (no product) */
     double *root0, *root1;  /* PROBLEM, GMM: S0^{1/2}; PROBLEM, independent coupling: S1^{1/2} (taken once
                                at init, not per batch) */
