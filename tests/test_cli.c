@@ -501,3 +501,52 @@ Test(cli, unet_trains_on_fashion_mnist_and_draws_a_grid)
     snprintf(args, sizeof args, "train --out %s/u --resume --steps 4 --device cuda", dir);
     cr_assert_eq(run(args), 2, "the U-Net trains on the CPU only");
 }
+
+/* Tables 2 and 3 on 12 Fashion-MNIST pairs: both couplings share the folder (reflow reuses the
+ * shuffled run at --first-sigma), the TSV has the contract's header, a changed setting is refused. */
+Test(cli, memorize_tables_on_fashion_mnist_pairs)
+{
+    if (!exists(FV_FASHION_MNIST_DIR))
+        cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
+    char args[1024], f[512];
+    const char *common = "--data fashion-mnist --pairs 12 --steps 2 --batch 2 --eval 3 --ode-steps 2";
+    snprintf(args, sizeof args, "memorize %s --coupling shuffled --out %s/m", common, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert(strstr(out_text, "CFM(0.05)") && strstr(out_text, "34.25 / 55.02"), "%s", out_text);
+    snprintf(f, sizeof f, "%s/m/memorize_shuffled.tsv", dir);
+    size_t n;
+    char *tsv = (char *)th_slurp(f, &n);
+    const char *head = "coupling\tsigma\tpairs\tl2_ot_mean\tl2_ot_std\tl2_target_mean\tl2_target_std\n"
+                       "shuffled\t0\t12\t";
+    cr_assert(tsv && strncmp(tsv, head, strlen(head)) == 0, "%s", tsv ? tsv : "(no file)");
+    free(tsv);
+    snprintf(args, sizeof args, "memorize %s --coupling reflow --out %s/m", common, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert(strstr(out_text, "reflow pairs (12)") != NULL, "%s", out_text);
+    cr_assert(strstr(out_text, "train: 2 steps") && !strstr(out_text, "shuffled_sigma0.05/checkpoint"),
+              "the first model is the shuffled run, reused: %s", out_text);
+    snprintf(f, sizeof f, "%s/m/memorize_reflow.png", dir);
+    cr_assert(exists(f));
+    snprintf(args, sizeof args, "memorize %s --coupling shuffled --sigmas 0.1 --out %s/m", common, dir);
+    cr_assert_eq(run(args), 0, "a new sigma is a new run: %s", err_text);
+    snprintf(args, sizeof args, "memorize --data fashion-mnist --pairs 10 --steps 2 --coupling shuffled --out %s/m",
+             dir);
+    cr_assert_eq(run(args), 2, "other pairs in the same folder are refused");
+    cr_assert(strstr(err_text, "use another --out") != NULL, "%s", err_text);
+}
+
+Test(cli, memorize_refuses_bad_settings)
+{
+    char args[512];
+    snprintf(args, sizeof args, "memorize --data fashion-mnist --out %s/m", dir);
+    cr_assert_eq(run(args), 2);
+    cr_assert(strstr(err_text, "--coupling") != NULL, "%s", err_text);
+    snprintf(args, sizeof args, "memorize --data fashion-mnist --coupling flipped --out %s/m", dir);
+    cr_assert_eq(run(args), 2);
+    cr_assert(strstr(err_text, "flipped") != NULL, "%s", err_text);
+    snprintf(args, sizeof args, "memorize --data fashion-mnist --coupling shuffled --sigmas 0,-1 --out %s/m", dir);
+    cr_assert_eq(run(args), 2);
+    cr_assert(strstr(err_text, "--sigmas") != NULL, "%s", err_text);
+    snprintf(args, sizeof args, "%s/m", dir);
+    cr_assert(!exists(args), "nothing written for refused settings");
+}

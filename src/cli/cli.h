@@ -84,6 +84,7 @@ int fv_cmd_train(int argc, char **argv);
 int fv_cmd_sample(int argc, char **argv);
 int fv_cmd_gap(int argc, char **argv);
 int fv_cmd_gradvar(int argc, char **argv);
+int fv_cmd_memorize(int argc, char **argv);
 int fv_cmd_gmm(int argc, char **argv);
 int fv_cmd_reflow(int argc, char **argv);
 int fv_cmd_fit(int argc, char **argv);

@@ -22,6 +22,7 @@ static const command commands[] = {
     {"gap", fv_cmd_gap, "approximation gap of a trained field against a closed form, over t"},
     {"gradvar", fv_cmd_gradvar, "per-sample gradient variance of a trained network's weights, over t"},
     {"gmm", fv_cmd_gmm, "Table 1 on Gaussian mixtures: memorization and generalization MMD"},
+    {"memorize", fv_cmd_memorize, "Tables 2 and 3 on images: memorization of shuffled or regenerated pairs of a known OT map"},
     {"reflow", fv_cmd_reflow, "rounds of ReFlow with and without noise: how far the coupling moves toward OT"},
     {"fit", fv_cmd_fit, "fit a Gaussian to an image set (Fashion-MNIST, CIFAR-10): moments, spectrum, pictures"},
     {"check", fv_cmd_check, "verify the paper's propositions numerically, one PASS/FAIL row per claim"},
