@@ -550,3 +550,32 @@ Test(cli, memorize_refuses_bad_settings)
     snprintf(args, sizeof args, "%s/m", dir);
     cr_assert(!exists(args), "nothing written for refused settings");
 }
+
+/* The U-Net against Gaussian Fashion-MNIST's exact field, in both directions, and its per-sample
+ * gradient variance. */
+Test(cli, image_runs_gap_samples_and_gradient_variance)
+{
+    if (!exists(FV_FASHION_MNIST_DIR))
+        cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
+    char args[1024], f[512];
+    const char *net = "--model unet --data fashion-mnist --images 40 --batch 4 --steps 2";
+    for (int back = 0; back < 2; back++) {
+        snprintf(args, sizeof args, "train %s %s --out %s/u%d", net, back ? "--direction backward" : "", dir, back);
+        cr_assert_eq(run(args), 0, "%s", err_text);
+        snprintf(args, sizeof args, "gap --run %s/u%d --t-grid 2 --n 8 --samples-png %s/s%d.png --ode-steps 2", dir,
+                 back, dir, back);
+        cr_assert_eq(run(args), 0, "%s", err_text);
+        cr_assert(strncmp(out_text, "t\tgap\tgap_se\n0.25\t", 18) == 0, "%s", out_text);
+        snprintf(f, sizeof f, "%s/s%d.png", dir, back);
+        cr_assert(exists(f));
+        snprintf(args, sizeof args, "gradvar --run %s/u%d --t-grid 1 --n 4 --groups 2", dir, back);
+        cr_assert_eq(run(args), 0, "%s", err_text);
+        cr_assert(strncmp(out_text, "t\tvar\tvar_se\n0.5\t", 17) == 0, "%s", out_text);
+    }
+    snprintf(args, sizeof args, "gap --run %s/u0 --field rotation --n 8", dir);
+    cr_assert_eq(run(args), 2);
+    cr_assert(strstr(err_text, "rotation") != NULL, "%s", err_text);
+    snprintf(args, sizeof args, "train %s --direction backward --map sharpen --out %s/bad", net, dir);
+    cr_assert_eq(run(args), 2);
+    cr_assert(strstr(err_text, "--direction backward") != NULL, "%s", err_text);
+}

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "core/progress.h"
+#include "data/png.h"
 
 #include <errno.h>
 #include <math.h>
@@ -15,12 +16,15 @@
 #include <sys/stat.h>
 
 static const fv_opt gap_opts[] = {
-    {"run", "DIR", "the training run (required; a Gaussian problem)"},
-    {"field", "ot|rotation|markov", "closed form to compare with; default: the run's coupling's field"},
+    {"run", "DIR", "the training run (required; a Gaussian problem, or an image set)"},
+    {"field", "ot|rotation|markov", "closed form to compare with; default: the run's coupling's field (images: ot)"},
     {"t-grid", "N", "N times (k + 0.5)/N; default 20"},
     {"n", "N", "rows of the interpolant per time; default 4096"},
     {"no-ema", NULL, "use the live weights even when the run keeps an EMA"},
     {"seed", "N", "seed of the evaluation draws; default 1"},
+    {"fit-floor", "F", "image runs: eigenvalue floor of the Gaussian fit, relative to the largest; default 1e-6"},
+    {"samples-png", "F.png", "image runs: 16 sources integrated by the network and by the closed form, side by side"},
+    {"ode-steps", "N", "with --samples-png: Euler steps of the network's integration; default 100"},
     {"out", "DIR", "also write DIR/gap.tsv and the figure DIR/gap.png, DIR/gap.svg (the TSV always goes to stdout)"},
     {"plots", "DIR", "folder of the gnuplot scripts (see flowvar figures --help)"},
     {NULL, NULL, NULL},
@@ -28,20 +32,75 @@ static const fv_opt gap_opts[] = {
 
 static const char gap_usage[] =
     "Approximation gap E|v_net(X_t, t) - v_closed(X_t, t)|^2 over t, X_t from the run's own interpolant,\n"
-    "against the Lemma 1 OT field, the rotational pair field or the Markov field of the run's problem.\n"
+    "against the Lemma 1 OT field, the rotational pair field or the Markov field of the run's problem;\n"
+    "for a run on images, of the problem between N(0, I) and the images' Gaussian fit (in the run's\n"
+    "direction): the U-Net against Gaussian Fashion-MNIST's exact field.\n"
     "TSV: t gap gap_se. Example: flowvar gap --run run --field ot --out gapdir";
 
 /* The closed form to compare with: --field, else the pair field of the run's coupling (Markov for
- * the independent coupling). */
-static int closed_field(const fv_args *a, const fv_run *r, fv_field *f)
+ * the independent coupling); for an image run the Lemma 1 field of its fit unless --field markov. */
+static int closed_field(const fv_args *a, const fv_run *r, fv_field *f, fv_problem *fitp)
 {
     if (r->has_gmm)
         return fv_error(FV_EINPUT, "the run's target is a mixture: no closed-form field to compare with");
-    fv_field_kind kind = r->p.coupling == FV_COUPLING_OT         ? FV_FIELD_OT
+    fv_field_kind kind = r->has_ds                               ? FV_FIELD_OT
+                         : r->p.coupling == FV_COUPLING_OT       ? FV_FIELD_OT
                          : r->p.coupling == FV_COUPLING_ROTATION ? FV_FIELD_ROTATION
                                                                  : FV_FIELD_MARKOV;
     int st = fv_args_get(a, "field") ? fv_cli_field_kind(a, &kind) : FV_OK;
-    return st ? st : fv_field_build(f, &r->p, kind);
+    if (st || !r->has_ds)
+        return st ? st : fv_field_build(f, &r->p, kind);
+    if (kind == FV_FIELD_ROTATION)
+        return fv_error(FV_EINPUT, "--field rotation: an image run has no rotational coupling (use ot or markov)");
+    double floor;
+    if ((st = fv_args_double(a, "fit-floor", FV_FIT_DEFAULT_FLOOR, &floor)) ||
+        (st = fv_run_fit_problem(r, floor, kind == FV_FIELD_OT ? FV_COUPLING_OT : FV_COUPLING_INDEPENDENT, fitp, NULL)))
+        return st;
+    return fv_field_build(f, fitp, kind);
+}
+
+/* --samples-png: the same 16 sources through the network (Euler) and through the closed form's exact
+ * transport map (the OT map of the fit), as two rows of 8 above two more. */
+static int samples_png(const fv_args *a, fv_run *r, const fv_problem *fitp)
+{
+    enum { N = 16 };
+    size_t d = r->p.d, steps;
+    uint64_t seed;
+    int st;
+    if (!r->has_ds)
+        return fv_error(FV_EINPUT, "--samples-png is for runs on an image set");
+    if ((st = fv_args_size(a, "ode-steps", 100, 1, &steps)) || (st = fv_args_u64(a, "seed", 1, &seed)))
+        return st;
+    double *X = malloc(3 * N * d * sizeof *X), *net = X + N * d, *exact = net + N * d;
+    float *cells = malloc(2 * N * d * sizeof *cells);
+    fv_field ot = {0};
+    fv_field_work w = {0};
+    if (!X || !cells)
+        st = fv_error(FV_ENOMEM, "out of memory");
+    if (!st && !(st = fv_run_fresh_sources(r, N, seed, X))) {
+        memcpy(net, X, N * d * sizeof *X);
+        fv_ode_opts o = fv_ode_defaults();
+        o.solver = FV_ODE_EULER;
+        o.steps = steps;
+        if (!(st = fv_cfm_integrate(&r->tr, !fv_args_flag(a, "no-ema"), N, net, &o)) &&
+            !(st = fv_field_build(&ot, fitp, FV_FIELD_OT)) && !(st = fv_field_work_alloc(&w, d, N)))
+            st = fv_field_map(&ot, N, X, exact, &w);
+    }
+    if (!st) {
+        for (size_t i = 0; i < N; i++) { /* rows: net 0-7, exact 0-7, net 8-15, exact 8-15 */
+            size_t row = i / 8, col = i % 8;
+            for (size_t j = 0; j < d; j++) {
+                cells[((2 * row) * 8 + col) * d + j] = (float)net[i * d + j];
+                cells[((2 * row + 1) * 8 + col) * d + j] = (float)exact[i * d + j];
+            }
+        }
+        st = fv_png_write_grid(fv_args_get(a, "samples-png"), 2 * N, r->ds.c, r->ds.h, r->ds.w, cells, 4, 8, 2);
+    }
+    fv_field_work_free(&w);
+    fv_field_free(&ot);
+    free(cells);
+    free(X);
+    return st;
 }
 
 static int write_rows(const char *path, size_t ncols, const char *const *names, size_t nrows, const double *rows)
@@ -83,6 +142,7 @@ int fv_cmd_gap(int argc, char **argv)
     fv_args a;
     fv_run r = {0};
     fv_field f = {0};
+    fv_problem fitp = {0};
     double *rows = NULL;
     size_t nt, n;
     uint64_t seed;
@@ -93,7 +153,9 @@ int fv_cmd_gap(int argc, char **argv)
         st = fv_error(FV_EINPUT, "--run DIR is required");
     if (st || (st = fv_args_size(&a, "t-grid", 20, 1, &nt)) || (st = fv_args_size(&a, "n", 4096, 2, &n)) ||
         (st = fv_args_u64(&a, "seed", 1, &seed)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)) ||
-        (st = closed_field(&a, &r, &f)))
+        (st = closed_field(&a, &r, &f, &fitp)))
+        goto done;
+    if (fv_args_get(&a, "samples-png") && (st = samples_png(&a, &r, &fitp)))
         goto done;
     if (!(rows = malloc(nt * 3 * sizeof *rows))) {
         st = fv_error(FV_ENOMEM, "out of memory");
@@ -114,6 +176,7 @@ int fv_cmd_gap(int argc, char **argv)
 done:
     free(rows);
     fv_field_free(&f);
+    fv_problem_free(&fitp);
     fv_run_free(&r);
     return st ? fv_cli_fail(st) : 0;
 }

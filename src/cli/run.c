@@ -510,3 +510,34 @@ int fv_run_ot_targets(const fv_run *r, size_t n, const double *X0, double *T)
     fv_field_free(&ot);
     return st;
 }
+
+int fv_run_fit_problem(const fv_run *r, double rel_floor, fv_coupling coupling, fv_problem *p, fv_fit *fit)
+{
+    if (!r->has_ds)
+        return fv_error(FV_EINPUT, "the run was not trained on an image set (--data): there is no fit to make");
+    fv_fit f;
+    size_t d = r->p.d;
+    int st = fv_fit_compute(&f, r->ds.n, d, r->ds.x, rel_floor, NULL);
+    if (st)
+        return st;
+    if (!(st = fv_fit_problem(&f, p)) && r->reverse) { /* swap the two ends: fit -> N(0, I) */
+        double *m = p->m0, *S = p->S0;
+        p->m0 = p->m1;
+        p->S0 = p->S1;
+        p->m1 = m;
+        p->S1 = S;
+    }
+    if (!st) {
+        p->coupling = coupling;
+        p->sigma = r->p.sigma;
+        p->schedule = r->p.schedule;
+        p->deriv_term = r->p.deriv_term;
+        if ((st = fv_problem_validate(p)))
+            fv_problem_free(p);
+    }
+    if (fit && !st)
+        *fit = f;
+    else
+        fv_fit_free(&f);
+    return st;
+}

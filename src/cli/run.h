@@ -7,6 +7,7 @@
 
 #include "cli/cli.h"
 #include "data/dataset.h"
+#include "data/fit.h"
 #include "data/known_map.h"
 #include "gmm/mixture.h"
 #include "core/safetensors.h"
@@ -68,6 +69,12 @@ int fv_run_fresh_sources(fv_run *r, size_t n, uint64_t seed, double *X);
 /* T (n x d) = the OT map's image of the sources X0: the Gaussian problem's OT map, or an image run's
  * known map (--map). FV_EINPUT when the run has no such map (mixtures, image sets without --map). */
 int fv_run_ot_targets(const fv_run *r, size_t n, const double *X0, double *T);
+
+/* The Gaussian stand-in of an image run (THEORY.md: "Gaussian Fashion-MNIST"): its images fitted by
+ * N(m, S) (eigenvalues floored at rel_floor times the largest, data/fit.h), and the problem between
+ * N(0, I) and that fit in the run's direction (N(0, I) -> fit, or fit -> N(0, I) for --direction
+ * backward), with the run's noise and the given coupling. `fit` (may be NULL) receives the fit. */
+int fv_run_fit_problem(const fv_run *r, double rel_floor, fv_coupling coupling, fv_problem *p, fv_fit *fit);
 
 /* The checkpoint path of a run folder. */
 void fv_run_checkpoint_path(const char *dir, char *buf, size_t size);

@@ -171,13 +171,17 @@ static int unet_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
     return FV_OK;
 }
 
+/* In chunks of the activations' capacity (the batch size): a U-Net's activations take megabytes per
+ * image, so thousands of rows at once would not fit. */
 static int unet_predict(fv_trainer *tr, int use_ema, size_t n, const float *x, const float *t, float *out)
 {
-    int st = ensure_unet_rows(tr, n);
-    if (st)
-        return st;
+    size_t d = tr->d, chunk = tr->cap ? tr->cap : 1;
     tr->uacts.train = 0; /* eval mode: dropout is the identity */
-    fv_unet_forward(use_ema && tr->opt.ema ? &tr->ema_unet : &tr->unet, n, x, t, out, &tr->uacts);
+    for (size_t i = 0; i < n; i += chunk) {
+        size_t m = n - i < chunk ? n - i : chunk;
+        fv_unet_forward(use_ema && tr->opt.ema ? &tr->ema_unet : &tr->unet, m, x + i * d, t + i, out + i * d,
+                        &tr->uacts);
+    }
     return FV_OK;
 }
 
