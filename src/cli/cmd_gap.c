@@ -7,6 +7,7 @@
 #include "core/io.h"
 #include "core/progress.h"
 #include "data/png.h"
+#include "gaussian/variance.h"
 
 #include <errno.h>
 #include <math.h>
@@ -186,6 +187,9 @@ static const fv_opt gradvar_opts[] = {
     {"t-grid", "N", "N times (k + 0.5)/N; default 20"},
     {"n", "N", "rows per time, drawn as --groups independent batches; default 4096"},
     {"groups", "G", "independent batches per time (>= 2): var is their mean, var_se its standard error; default 8"},
+    {"exact", NULL, "add exact_var: the exact variance of the Lemma 1 family's OT member on the run's problem (image\n"
+                    "      runs: the problem to the images' Gaussian fit, independent coupling, the run's noise)"},
+    {"fit-floor", "F", "image runs: eigenvalue floor of the Gaussian fit, relative to the largest; default 1e-6"},
     {"seed", "N", "seed of the evaluation draws; default 1"},
     {"out", "F.tsv|-", "output TSV (default stdout)"},
     {NULL, NULL, NULL},
@@ -196,7 +200,37 @@ static const char gradvar_usage[] =
     "of t and over t ~ U(0,1) (the last row, t = 'integrated'): an MLP's from the exact per-row gradient\n"
     "norms of its linear layers, a U-Net's from one backward pass per row (slow: use a few hundred rows).\n"
     "Each time's rows come in G independent batches; var is the mean of their unbiased estimates.\n"
-    "TSV: t var var_se. Example: flowvar gradvar --run run";
+    "TSV: t var var_se [exact_var]. Example: flowvar gradvar --run run";
+
+/* --exact: the closed-form variance (gaussian/variance.h) of the OT member at the nt grid times into
+ * exact[0..nt-1], integrated over t into exact[nt]. */
+static int exact_variance(const fv_args *a, const fv_run *r, size_t nt, double *exact)
+{
+    fv_problem fitp = {0};
+    const fv_problem *p = &r->p;
+    double floor;
+    int st = FV_OK;
+    if (r->has_gmm)
+        return fv_error(FV_EINPUT, "--exact: the run's target is a mixture (no closed form)");
+    if (r->has_ds && !(st = fv_args_double(a, "fit-floor", FV_FIT_DEFAULT_FLOOR, &floor)) &&
+        !(st = fv_run_fit_problem(r, floor, FV_COUPLING_INDEPENDENT, &fitp, NULL)))
+        p = &fitp;
+    fv_vfield f = {FV_VFIELD_OT, NULL, NULL};
+    double *ts = malloc(nt * sizeof *ts);
+    fv_var *v = malloc((nt + 1) * sizeof *v);
+    if (!st && (!ts || !v))
+        st = fv_error(FV_ENOMEM, "out of memory");
+    for (size_t k = 0; !st && k < nt; k++)
+        ts[k] = ((double)k + 0.5) / (double)nt;
+    if (!st && !(st = fv_variance_check(p, &f)) && !(st = fv_variance_at_times(p, &f, nt, ts, v)))
+        st = fv_variance_integrated(p, &f, 1e-6, &v[nt], NULL);
+    for (size_t k = 0; !st && k <= nt; k++)
+        exact[k] = v[k].var_total;
+    free(ts);
+    free(v);
+    fv_problem_free(&fitp);
+    return st ? fv_error_context(st, "--exact: ") : FV_OK;
+}
 
 /* The variance at time t (< 0: t ~ U(0,1)) from G batches of m rows, batch g drawn as step k G + g. */
 static int variance_at(fv_run *r, double t, size_t k, size_t G, size_t m, uint64_t seed, double *mean, double *se)
@@ -231,10 +265,14 @@ int fv_cmd_gradvar(int argc, char **argv)
         (st = fv_args_size(&a, "n", 4096, 2 * G, &n)) || (st = fv_args_u64(&a, "seed", 1, &seed)) ||
         (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)))
         goto done;
-    if (!(rows = malloc((nt + 1) * 3 * sizeof *rows))) {
+    if (!(rows = malloc((nt + 1) * 4 * sizeof *rows))) {
         st = fv_error(FV_ENOMEM, "out of memory");
         goto done;
     }
+    double *exact = rows + 3 * (nt + 1);
+    int with_exact = fv_args_flag(&a, "exact");
+    if (with_exact && (st = exact_variance(&a, &r, nt, exact))) /* first: it may refuse the run */
+        goto done;
     fv_progress bar;
     fv_progress_start(&bar, "gradvar", nt + 1);
     for (size_t k = 0; k <= nt && !st; k++) {
@@ -249,13 +287,16 @@ int fv_cmd_gradvar(int argc, char **argv)
     fv_atomic_file f;
     if ((st = fv_atomic_open(&f, fv_args_get(&a, "out") ? fv_args_get(&a, "out") : "-")))
         goto done;
-    fprintf(f.fp, "t\tvar\tvar_se\n");
+    fprintf(f.fp, "t\tvar\tvar_se%s\n", with_exact ? "\texact_var" : "");
     for (size_t k = 0; k <= nt; k++) {
         if (k < nt)
             fprintf(f.fp, "%.10g", rows[3 * k]);
         else
             fprintf(f.fp, "integrated");
-        fprintf(f.fp, "\t%.10g\t%.10g\n", rows[3 * k + 1], rows[3 * k + 2]);
+        fprintf(f.fp, "\t%.10g\t%.10g", rows[3 * k + 1], rows[3 * k + 2]);
+        if (with_exact)
+            fprintf(f.fp, "\t%.10g", exact[k]);
+        fprintf(f.fp, "\n");
     }
     st = fv_atomic_commit(&f);
 done:
