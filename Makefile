@@ -2,6 +2,7 @@
 #   make            build/flowvar, build/libflowvar.a, build/libflowvar.so
 #   make test       dependency check, then the Criterion suite (SAN=1: ASan+UBSan build)
 #   make reproduce  dependency check, then the paper's results into results/
+#   make reproduce-images  the image experiments into results/images/
 #   make bench      benchmarks against numpy/scipy peers (needs python3 with numpy, scipy)
 #   make deps       install Debian dependencies (scripts/install-deps)
 #   make install PREFIX=/usr/local
@@ -102,6 +103,11 @@ reproduce: deps-check
 	$(MAKE) $(BUILD)/flowvar
 	scripts/reproduce $(BUILD)/flowvar results
 
+# The image experiments (Fashion-MNIST) into results/images (under 30 minutes on 2 cores).
+reproduce-images: deps-check
+	$(MAKE) $(BUILD)/flowvar
+	scripts/reproduce --images $(BUILD)/flowvar results
+
 # All three benchmarks, each recording its block of BENCHMARKS.md (about 10 minutes on 2 cores).
 bench: all
 	$(MAKE) -C bench
@@ -115,9 +121,11 @@ install: all
 	for h in $(HEADERS); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/flowvar/$${h#src/}; done
 	install -d $(DESTDIR)$(PREFIX)/share/flowvar/plots
 	install -m 644 plots/*.gp $(DESTDIR)$(PREFIX)/share/flowvar/plots/
+	install -d $(DESTDIR)$(PREFIX)/share/flowvar/scripts
+	install -m 755 scripts/reproduce $(DESTDIR)$(PREFIX)/share/flowvar/scripts/
 	sed -e 's|@PREFIX@|$(PREFIX)|' flowvar.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/flowvar.pc
 
 clean:
 	rm -rf build build-san
 
-.PHONY: all print-ldlibs deps deps-check test test-cuda reproduce bench install clean
+.PHONY: all print-ldlibs deps deps-check test test-cuda reproduce reproduce-images bench install clean

@@ -179,6 +179,24 @@ int fv_cli_write_blocks(const char *path, size_t n, size_t d, size_t nb, const c
 
 /* The folder of the gnuplot scripts: --plots, $FLOWVAR_PLOTS, ../plots or ../share/flowvar/plots
  * from the binary. */
+/* The folder `rel[0]` or `rel[1]` beside the running binary's own folder, into dir. */
+static int find_beside_binary(const char *const rel[2], char *dir, size_t size)
+{
+    char exe[PATH_MAX];
+    struct stat sb;
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return 0;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash)
+        *slash = '\0';
+    for (int i = 0; i < 2; i++)
+        if (snprintf(dir, size, "%s/%s", exe, rel[i]) < (int)size && stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode))
+            return 1;
+    return 0;
+}
+
 int fv_cli_find_plots(const fv_args *a, char *dir, size_t size)
 {
     const char *given = fv_args_get(a, "plots") ? fv_args_get(a, "plots") : getenv("FLOWVAR_PLOTS");
@@ -189,20 +207,19 @@ int fv_cli_find_plots(const fv_args *a, char *dir, size_t size)
             return FV_OK;
         return fv_error(FV_EINPUT, "--plots: '%s' is not a folder", dir);
     }
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash)
-            *slash = '\0';
-        static const char *const rel[] = {"../plots", "../share/flowvar/plots"};
-        for (int i = 0; i < 2; i++) {
-            if (snprintf(dir, size, "%s/%s", exe, rel[i]) < (int)size && stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode))
-                return FV_OK;
-        }
-    }
+    static const char *const rel[] = {"../plots", "../share/flowvar/plots"};
+    if (find_beside_binary(rel, dir, size))
+        return FV_OK;
     return fv_error(FV_EINPUT, "cannot find the gnuplot scripts: give --plots DIR or set FLOWVAR_PLOTS");
+}
+
+int fv_cli_find_scripts(char *dir, size_t size)
+{
+    static const char *const rel[] = {"../scripts", "../share/flowvar/scripts"};
+    if (find_beside_binary(rel, dir, size))
+        return FV_OK;
+    return fv_error(FV_EIO, "cannot find flowvar's scripts folder beside the binary (../scripts or "
+                            "../share/flowvar/scripts)");
 }
 
 /* Draw one figure: gnuplot reads DIR/NAME.tsv and writes DIR/NAME.png and DIR/NAME.svg. */

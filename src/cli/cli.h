@@ -62,6 +62,10 @@ int fv_cli_write_blocks(const char *path, size_t n, size_t d, size_t nb, const c
  * beside the binary. */
 int fv_cli_find_plots(const fv_args *a, char *dir, size_t size);
 
+/* The folder of flowvar's scripts (scripts/reproduce): ../scripts or ../share/flowvar/scripts beside
+ * the binary. */
+int fv_cli_find_scripts(char *dir, size_t size);
+
 /* Draw one figure: gnuplot reads DIR/NAME.tsv with PLOTS/NAME.gp and writes DIR/NAME.png and .svg. */
 int fv_cli_draw(const char *plots, const char *dir, const char *name);
 
@@ -85,6 +89,7 @@ int fv_cmd_sample(int argc, char **argv);
 int fv_cmd_gap(int argc, char **argv);
 int fv_cmd_gradvar(int argc, char **argv);
 int fv_cmd_memorize(int argc, char **argv);
+int fv_cmd_reproduce(int argc, char **argv);
 int fv_cmd_gmm(int argc, char **argv);
 int fv_cmd_reflow(int argc, char **argv);
 int fv_cmd_fit(int argc, char **argv);

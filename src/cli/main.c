@@ -25,6 +25,7 @@ static const command commands[] = {
     {"memorize", fv_cmd_memorize, "Tables 2 and 3 on images: memorization of shuffled or regenerated pairs of a known OT map"},
     {"reflow", fv_cmd_reflow, "rounds of ReFlow with and without noise: how far the coupling moves toward OT"},
     {"fit", fv_cmd_fit, "fit a Gaussian to an image set (Fashion-MNIST, CIFAR-10): moments, spectrum, pictures"},
+    {"reproduce", fv_cmd_reproduce, "regenerate the paper's results into a report (scripts/reproduce; --images for images)"},
     {"check", fv_cmd_check, "verify the paper's propositions numerically, one PASS/FAIL row per claim"},
 };
 
