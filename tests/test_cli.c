@@ -226,6 +226,25 @@ Test(cli, variance_integrated_row_is_labelled)
     cr_assert(strstr(out_text, "\nintegrated\t16.53252964\t27.97780004\t44.51032968\n") != NULL, "%s", out_text);
 }
 
+/* A general source: the exact value against the command's own Monte-Carlo column, and the backward OT
+ * field N(mu, Sigma) -> N(0, I) on its own coupling without noise has zero variance. */
+Test(cli, variance_general_source)
+{
+    cr_assert_eq(run("variance " REF " --source-mean 0.5,0.2 --source-cov 1.5,0.3,0.3,0.8 --coupling independent "
+                     "--field ot --sigma 0.1 --t 0.6 --mc 20000 --seed 3"),
+                 0, "%s", err_text);
+    double t, vth, vTh, vtot, mc, se;
+    cr_assert_eq(sscanf(out_text, "t\tvar_theta\tvar_Theta\tvar_total\tmc_total\tmc_se\n%lf\t%lf\t%lf\t%lf\t%lf\t%lf", &t,
+                        &vth, &vTh, &vtot, &mc, &se),
+                 6, "%s", out_text);
+    cr_expect(fabs(mc - vtot) < 4 * se && vtot > 1.0, "MC %g +- %g vs exact %g", mc, se, vtot);
+    cr_assert_eq(run("variance --source-mean 1,-0.5 --source-cov 2,0.6,0.6,1 --target-mean 0,0 --field ot --t 0.3"), 0,
+                 "%s", err_text);
+    cr_assert_eq(sscanf(out_text, "t\tvar_theta\tvar_Theta\tvar_total\n%lf\t%lf\t%lf\t%lf", &t, &vth, &vTh, &vtot), 4,
+                 "%s", out_text);
+    cr_expect(fabs(vtot) < 1e-12, "backward OT field on the OT coupling: variance %g", vtot);
+}
+
 Test(cli, variance_rejects_angle_not_a_number)
 {
     expect_input_error("variance " REF " --coupling rotation --angle abc --t 0.5", "--angle: 'abc'");

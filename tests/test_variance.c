@@ -11,6 +11,8 @@
 #include "gaussian/problem.h"
 #include "gaussian/variance.h"
 
+#include "helpers.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,36 +167,6 @@ Test(variance, reference_integrated)
 /* ------------------------------------------------------------------------------------------------- */
 /* Exact against Monte Carlo */
 
-/* Exact at t (t >= 0) or integrated (t < 0), MC with n samples; the totals within 4 standard errors.
- * The loss is checked against a bound on its standard error: for one t, l is a quadratic form in a
- * Gaussian with Var l <= 2 (E l)^2; over t ~ U(0,1), Var l <= 3 max_t (E[l | t])^2. */
-static void compare_mc(const fv_problem *p, const fv_vfield *f, double t, size_t n, uint64_t stream,
-                       const char *label)
-{
-    fv_var ex;
-    fv_mc mc;
-    double lmax = 0.0;
-    if (t >= 0) {
-        cr_assert_eq(fv_variance_at(p, f, t, &ex, NULL, NULL), FV_OK, "%s: %s", label, fv_last_error());
-        lmax = sqrt(2.0) * ex.loss;
-    } else {
-        cr_assert_eq(fv_variance_integrated(p, f, 1e-9, &ex, NULL), FV_OK, "%s: %s", label, fv_last_error());
-        for (int i = 1; i < 100; i++) {
-            fv_var vt;
-            cr_assert_eq(fv_variance_at(p, f, i / 100.0, &vt, NULL, NULL), FV_OK, "%s", fv_last_error());
-            lmax = fmax(lmax, sqrt(3.0) * vt.loss);
-        }
-    }
-    cr_assert_eq(fv_variance_mc(p, f, t, n, 20251018, stream, &mc), FV_OK, "%s: %s", label, fv_last_error());
-    double z = (mc.var_total - ex.var_total) / mc.se_total;
-    cr_log_info("%-58s exact %.10g  MC %.10g +- %.3g (z = %+.2f)  loss %.6g / %.6g", label, ex.var_total,
-                mc.var_total, mc.se_total, z, ex.loss, mc.loss);
-    cr_expect(fabs(z) <= 4.0, "%s: exact %.10g, MC %.10g +- %.3g", label, ex.var_total, mc.var_total, mc.se_total);
-    cr_expect(fabs(mc.loss - ex.loss) <= 4.0 * lmax / sqrt((double)n), "%s: loss exact %.10g, MC %.10g", label,
-              ex.loss, mc.loss);
-    cr_expect(mc.var_theta > 0 && mc.var_Theta > 0 && mc.n == n);
-}
-
 static const char *coupling_label[] = {"OT", "rotation", "independent"};
 
 /* Problem i of the random suite: couplings and schedules cycle, everything else is drawn. Random-t
@@ -225,7 +197,7 @@ static void mc_suite(int random_t, int count, size_t n)
         char label[128];
         random_case(i, random_t, &p, theta, Theta, &t, label);
         fv_vfield f = {FV_VFIELD_CUSTOM, theta, Theta};
-        compare_mc(&p, &f, t, n, (uint64_t)i, label);
+        th_variance_vs_mc(&p, &f, t, n, (uint64_t)i, 0.0, label);
         fv_problem_free(&p);
     }
 }
@@ -260,7 +232,7 @@ Test(variance, mc_named_fields)
         random_problem(&p, d, &r, cases[i].c, 70.0, 0.35, cases[i].s, cases[i].deriv);
         fv_vfield f = {cases[i].k, NULL, NULL};
         sprintf(label, "named field %zu, d=%zu t=%.2f", i, d, cases[i].t);
-        compare_mc(&p, &f, cases[i].t, 40000, 100 + i, label);
+        th_variance_vs_mc(&p, &f, cases[i].t, 40000, 100 + i, 0.0, label);
         fv_problem_free(&p);
     }
 }
@@ -563,22 +535,6 @@ Test(variance, time_outside_unit_interval)
     cr_expect_eq(fv_variance_mc(&p, &f, 1.5, 100, 1, 1, &mc), FV_EINPUT);
     cr_expect_eq(fv_variance_mc(&p, &f, 0.5, 3, 1, 1, &mc), FV_EINPUT);
     cr_expect_eq(fv_variance_integrated(&p, &f, -1.0, &v, NULL), FV_EINPUT);
-    fv_problem_free(&p);
-}
-
-Test(variance, nonstandard_source_rejected)
-{
-    fv_problem p;
-    fv_var v;
-    fv_vfield f = {FV_VFIELD_OT, NULL, NULL};
-    ref_problem(&p, FV_COUPLING_OT, 0.0, 0.0);
-    p.m0[1] = 0.25;
-    cr_expect_eq(fv_variance_at(&p, &f, 0.5, &v, NULL, NULL), FV_EINPUT);
-    cr_expect(strstr(fv_last_error(), "standard source") != NULL, "%s", fv_last_error());
-    p.m0[1] = 0.0;
-    p.S0[0] = 2.0;
-    cr_expect_eq(fv_variance_integrated(&p, &f, 1e-6, &v, NULL), FV_EINPUT);
-    cr_expect(strstr(fv_last_error(), "standard source") != NULL, "%s", fv_last_error());
     fv_problem_free(&p);
 }
 
