@@ -493,7 +493,11 @@ int fv_cfm_grad(size_t d, const double *theta, const double *Theta, const double
  *   |W|^2  = sum_i alpha_i^2 ((1-t)^2 H00_ii + 2 t (1-t) H01_ii + t^2 H11_ii + f^2),
  *   C_ij   = alpha_i^2 alpha_j ((1-t) H01_ji + t H11_ij - l_i ((1-t) H00_ij + t H01_ij)) + delta_ij f alpha_i^2 z_i.
  * The OT coupling's F1 = G L0 and Ve diagonalizes G (G = Ve diag(g) Ve^T) in both cases, so P1 = diag(g) P0
- * exactly; for the standard source P0 = I, H00 = I, H01 = P1^T, H11 = diag(s^2) as in THEORY.md. So these
+ * and everything factors through H00 alone, with e_i = g_i - l_i (exactly 0 up to rounding for the OT
+ * field, so its zero variance without noise is not the difference of large terms):
+ *   |row i of Rr|^2 = alpha_i^2 e_i^2 H00_ii + z_i^2,  |row i of L'|^2 = (1 - t + t g_i)^2 H00_ii + f^2,
+ *   C_ij = alpha_i^2 alpha_j e_i (1 - t + t g_j) H00_ij + delta_ij f alpha_i^2 z_i.
+ * For the standard source P0 = I, H00 = I, H01 = P1^T, H11 = diag(s^2) as in THEORY.md. So these
  * fields cost O(d^2) per t after an O(d^3) setup, C being formed in the eigenbasis; |E g| and the traces
  * do not depend on the basis. */
 
@@ -526,7 +530,7 @@ static void ws_free(var_ws *w)
     memset(w, 0, sizeof *w);
 }
 
-/* Ve, ge and the Grams H00, H01, H11 of the eigenbasis evaluation. */
+/* Ve, ge and the Grams H00, H01, H11 of the eigenbasis evaluation (H00 alone for the OT coupling). */
 static int ws_eigen(var_ws *w)
 {
     const fv_problem *p = w->p;
@@ -548,15 +552,11 @@ static int ws_eigen(var_ws *w)
         cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, id, id, id, 1.0, w->Ve, id, r->L0, id, 0.0, T, id);
         fv_mat_mul(d, d, d, T, w->Ve, P0);
     }
-    if (p->coupling == FV_COUPLING_OT) {
-        for (size_t i = 0; i < d; i++)
-            for (size_t j = 0; j < d; j++)
-                P1[i * d + j] = w->ge[i] * P0[i * d + j];
-    } else {
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, id, id, id, 1.0, w->Ve, id, r->F1, id, 0.0, T, id);
-        fv_mat_mul(d, d, d, T, w->Ve, P1);
-    }
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, id, id, id, 1.0, P0, id, P0, id, 0.0, w->H00, id);
+    if (p->coupling == FV_COUPLING_OT) /* P1 = diag(g) P0: everything factors through H00 */
+        return FV_OK;
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, id, id, id, 1.0, w->Ve, id, r->F1, id, 0.0, T, id);
+    fv_mat_mul(d, d, d, T, w->Ve, P1);
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, id, id, id, 1.0, P1, id, P1, id, 0.0, w->H11, id);
     if (p->coupling == FV_COUPLING_INDEPENDENT)
         memset(w->H01, 0, d * d * sizeof *w->H01);
@@ -705,18 +705,28 @@ static int moments_eigen(var_ws *w, double t, double f, double fp, var_mom *o)
         return st;
     const double *H00 = w->H00, *H01 = w->H01, *H11 = w->H11;
     double u = 1.0 - t;
+    int ot = w->p->coupling == FV_COUPLING_OT;
     memset(o, 0, sizeof *o);
     for (size_t i = 0; i < d; i++) {
         size_t ii = i * d + i;
-        double al = w->alpha[i], l = 1.0 + w->lam[i], z = fp - f * w->lam[i] * al, a2 = al * al;
-        double r2 = a2 * (H11[ii] - 2.0 * l * H01[ii] + l * l * H00[ii]); /* |row i of the xi0 (xi1) blocks of Rr|^2 */
-        o->loss += r2 + z * z;
-        o->trP += a2 * (r2 + z * z);
-        o->trQ += a2 * (u * u * H00[ii] + 2.0 * t * u * H01[ii] + t * t * H11[ii] + f * f);
+        double al = w->alpha[i], l = 1.0 + w->lam[i], z = fp - f * w->lam[i] * al, a2 = al * al, r2, q2;
         double *Ci = w->C + i * d;
-        for (size_t j = 0; j < d; j++)
-            Ci[j] = a2 * w->alpha[j] *
-                    (u * H01[j * d + i] + t * H11[i * d + j] - l * (u * H00[i * d + j] + t * H01[i * d + j]));
+        if (ot) { /* P1 = diag(g) P0: the rows factor, and the OT field's g - l vanishes without cancellation */
+            double e = w->ge[i] - l, h = u + t * w->ge[i];
+            r2 = a2 * e * e * H00[ii];
+            q2 = h * h * H00[ii];
+            for (size_t j = 0; j < d; j++)
+                Ci[j] = a2 * w->alpha[j] * e * (u + t * w->ge[j]) * H00[i * d + j];
+        } else {
+            r2 = a2 * (H11[ii] - 2.0 * l * H01[ii] + l * l * H00[ii]);
+            q2 = u * u * H00[ii] + 2.0 * t * u * H01[ii] + t * t * H11[ii];
+            for (size_t j = 0; j < d; j++)
+                Ci[j] = a2 * w->alpha[j] *
+                        (u * H01[j * d + i] + t * H11[i * d + j] - l * (u * H00[i * d + j] + t * H01[i * d + j]));
+        }
+        o->loss += r2 + z * z; /* r2: |row i of the xi0 (xi1) blocks of Rr|^2 */
+        o->trP += a2 * (r2 + z * z);
+        o->trQ += a2 * (q2 + f * f);
         Ci[i] += f * a2 * z;
     }
     o->trPQ = sumsq(d * d, w->C);

@@ -107,3 +107,31 @@ void th_variance_vs_mc(const fv_problem *p, const fv_vfield *f, double t, size_t
               ex.loss, mc.loss);
     cr_expect(mc.var_theta > 0 && mc.var_Theta > 0 && mc.n == n);
 }
+
+void th_problem_finish(fv_problem *p, fv_coupling c, double deg, double sigma, fv_schedule s, int deriv)
+{
+    size_t d = p->d;
+    p->coupling = c;
+    p->R = malloc(d * d * sizeof *p->R);
+    cr_assert(p->R != NULL);
+    fv_rotation_blocks(d, deg, p->R);
+    p->sigma = sigma;
+    p->schedule = s;
+    p->deriv_term = deriv;
+    cr_assert_eq(fv_problem_validate(p), FV_OK, "%s", fv_last_error());
+}
+
+void th_perturbed_ot(const fv_problem *p, fv_rng *r, double st, double sT, double *theta, double *Theta)
+{
+    size_t d = p->d;
+    fv_vfield ot = {FV_VFIELD_OT, NULL, NULL};
+    cr_assert_eq(fv_vfield_params(p, &ot, 0.0, theta, Theta), FV_OK, "%s", fv_last_error());
+    double *z = malloc((d + d * d) * sizeof *z);
+    cr_assert(z != NULL);
+    fv_rng_normal(r, d + d * d, z);
+    for (size_t i = 0; i < d; i++)
+        theta[i] += st * z[i];
+    for (size_t i = 0; i < d * d; i++)
+        Theta[i] += sT * z[d + i] / sqrt((double)d);
+    free(z);
+}

@@ -54,28 +54,7 @@ static void random_problem(fv_problem *p, size_t d, fv_rng *r, fv_coupling c, do
             p->S1[i * d + j] = v / (double)d + (i == j ? 0.3 : 0.0);
         }
     free(B);
-    p->coupling = c;
-    p->R = malloc(d * d * sizeof *p->R);
-    fv_rotation_blocks(d, deg, p->R);
-    p->sigma = sigma;
-    p->schedule = s;
-    p->deriv_term = deriv;
-    cr_assert_eq(fv_problem_validate(p), FV_OK, "%s", fv_last_error());
-}
-
-/* theta = mu + 0.3 z, Theta = M^{1/2} - I + 0.15 Z / sqrt(d): near the OT field, not at it. */
-static void perturbed_ot(const fv_problem *p, fv_rng *r, double *theta, double *Theta)
-{
-    size_t d = p->d;
-    fv_vfield ot = {FV_VFIELD_OT, NULL, NULL};
-    cr_assert_eq(fv_vfield_params(p, &ot, 0.0, theta, Theta), FV_OK);
-    double *z = malloc((d + d * d) * sizeof *z);
-    fv_rng_normal(r, d + d * d, z);
-    for (size_t i = 0; i < d; i++)
-        theta[i] += 0.3 * z[i];
-    for (size_t i = 0; i < d * d; i++)
-        Theta[i] += 0.15 * z[d + i] / sqrt((double)d);
-    free(z);
+    th_problem_finish(p, c, deg, sigma, s, deriv);
 }
 
 static double uniform(fv_rng *r)
@@ -183,7 +162,7 @@ static void random_case(int i, int random_t, fv_problem *p, double *theta, doubl
     random_problem(p, d, &r, c, deg, sigma, s, deriv);
     fv_vfield f = {FV_VFIELD_CUSTOM, theta, Theta};
     do
-        perturbed_ot(p, &r, theta, Theta);
+        th_perturbed_ot(p, &r, 0.3, 0.15, theta, Theta);
     while (random_t && fv_variance_integrable(p, &f) != FV_OK);
     sprintf(label, "d=%zu %s %.0fdeg %s%s s=%.3f t=%.3f", d, coupling_label[c], deg, fv_schedule_name(s),
             deriv ? "+f'" : "", sigma, *t);
@@ -246,7 +225,7 @@ Test(variance, mean_and_covariance_against_samples)
     fv_rng r = fv_rng_make(9, 1);
     double theta[D], Theta[D * D], Eg[N], cov[N * N], K[D * D], Sq[D * D], t = 0.35, f, fp;
     random_problem(&p, D, &r, FV_COUPLING_ROTATION, 100.0, 0.4, FV_SCHEDULE_BRIDGE, 1);
-    perturbed_ot(&p, &r, theta, Theta);
+    th_perturbed_ot(&p, &r, 0.3, 0.15, theta, Theta);
     fv_vfield vf = {FV_VFIELD_CUSTOM, theta, Theta};
     fv_var v;
     cr_assert_eq(fv_variance_at(&p, &vf, t, &v, Eg, cov), FV_OK, "%s", fv_last_error());

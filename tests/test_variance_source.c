@@ -38,28 +38,7 @@ static void general_problem(fv_problem *p, size_t d, fv_rng *r, fv_coupling c, d
     }
     fv_random_spd(d, 0.3, r, p->S0);
     fv_random_spd(d, 0.4, r, p->S1);
-    p->R = malloc(d * d * sizeof *p->R);
-    fv_rotation_blocks(d, deg, p->R);
-    p->coupling = c;
-    p->sigma = sigma;
-    p->schedule = s;
-    p->deriv_term = deriv;
-    cr_assert_eq(fv_problem_validate(p), FV_OK, "%s", fv_last_error());
-}
-
-/* theta = b + 0.2 z, Theta = G - I + 0.1 Z / sqrt(d): near the OT field, not at it. */
-static void perturbed_ot(const fv_problem *p, fv_rng *r, double *theta, double *Theta)
-{
-    size_t d = p->d;
-    fv_vfield ot = {FV_VFIELD_OT, NULL, NULL};
-    double *z = malloc((d + d * d) * sizeof *z);
-    cr_assert_eq(fv_vfield_params(p, &ot, 0.0, theta, Theta), FV_OK, "%s", fv_last_error());
-    fv_rng_normal(r, d + d * d, z);
-    for (size_t i = 0; i < d; i++)
-        theta[i] += 0.2 * z[i];
-    for (size_t i = 0; i < d * d; i++)
-        Theta[i] += 0.1 * z[d + i] / sqrt((double)d);
-    free(z);
+    th_problem_finish(p, c, deg, sigma, s, deriv);
 }
 
 static const char *coupling_label[] = {"OT", "rotation", "independent"};
@@ -177,7 +156,7 @@ Test(variance_source, shifted_standard_source_equals_standard)
                 q.m0[i] = 3.0 * shift[i];
                 q.m1[i] = p.m1[i] + q.m0[i];
             }
-            perturbed_ot(&p, &r, theta, Theta);
+            th_perturbed_ot(&p, &r, 0.2, 0.1, theta, Theta);
             fv_vfield f = {(fv_vfield_kind)k, theta, Theta};
             double worst = 0.0;
             for (int j = 1; j < 5; j++) {
@@ -203,13 +182,10 @@ Test(variance_source, shifted_standard_source_equals_standard)
 /* ------------------------------------------------------------------------------------------------- */
 /* Internal consistency with a general source */
 
-static void expect_close(const char *what, double a, double b)
-{
-    cr_expect(fabs(a - b) <= 1e-10 * (1.0 + fabs(b)), "%s: eigenbasis %.17g, dense %.17g", what, a, b);
-}
-
 /* The OT field (any source) and the Markov field of an isotropic source take the eigenbasis path; the
- * same parameters given as CUSTOM take the dense one. Both agree per t and integrated. */
+ * same parameters given as CUSTOM take the dense one. Both agree per t and integrated (1e-10 of 1 + |value|). */
+static double rel_gap(double a, double b) { return fabs(a - b) / (1.0 + fabs(b)); }
+
 Test(variance_source, eigenbasis_path_equals_dense_path)
 {
     fv_rng r = fv_rng_make(37, 1);
@@ -226,27 +202,26 @@ Test(variance_source, eigenbasis_path_equals_dense_path)
             }
             fv_vfield named[2] = {{FV_VFIELD_OT, NULL, NULL}, {FV_VFIELD_MARKOV, NULL, NULL}};
             fv_vfield custom = {FV_VFIELD_CUSTOM, theta, Theta};
-            for (int n = 0; n < 1 + iso; n++)
+            for (int n = 0; n < 1 + iso; n++) {
+                double worst = 0.0;
                 for (int k = 1; k < 10; k++) {
                     double t = k / 10.0;
                     fv_var a, b;
-                    char what[96];
                     cr_assert_eq(fv_vfield_params(&p, &named[n], t, theta, Theta), FV_OK, "%s", fv_last_error());
                     cr_assert_eq(fv_variance_at(&p, &named[n], t, &a, NULL, NULL), FV_OK, "%s", fv_last_error());
                     cr_assert_eq(fv_variance_at(&p, &custom, t, &b, NULL, NULL), FV_OK, "%s", fv_last_error());
-                    sprintf(what, "%s coupling, %s field, %s source, t = %.1f", coupling_label[c],
-                            kind_label[named[n].kind], iso ? "isotropic" : "general", t);
-                    expect_close(what, a.var_theta, b.var_theta);
-                    expect_close(what, a.var_Theta, b.var_Theta);
-                    expect_close(what, a.loss, b.loss);
+                    worst = fmax(worst, fmax(rel_gap(a.var_theta, b.var_theta), rel_gap(a.var_Theta, b.var_Theta)));
+                    worst = fmax(worst, rel_gap(a.loss, b.loss));
                 }
-            if (!iso) {
-                fv_var a, b;
-                cr_assert_eq(fv_vfield_params(&p, &named[0], 0.0, theta, Theta), FV_OK);
-                cr_assert_eq(fv_variance_integrated(&p, &named[0], 1e-11, &a, NULL), FV_OK, "%s", fv_last_error());
-                cr_assert_eq(fv_variance_integrated(&p, &custom, 1e-11, &b, NULL), FV_OK, "%s", fv_last_error());
-                expect_close("integrated OT field, general source", a.var_total, b.var_total);
-                expect_close("integrated OT field, general source, loss", a.loss, b.loss);
+                if (n == 0 && !iso) {
+                    fv_var a, b;
+                    cr_assert_eq(fv_vfield_params(&p, &named[0], 0.0, theta, Theta), FV_OK);
+                    cr_assert_eq(fv_variance_integrated(&p, &named[0], 1e-11, &a, NULL), FV_OK, "%s", fv_last_error());
+                    cr_assert_eq(fv_variance_integrated(&p, &custom, 1e-11, &b, NULL), FV_OK, "%s", fv_last_error());
+                    worst = fmax(worst, fmax(rel_gap(a.var_total, b.var_total), rel_gap(a.loss, b.loss)));
+                }
+                cr_expect(worst <= 1e-10, "%s coupling, %s field, %s source: eigenbasis and dense paths differ by %.3g",
+                          coupling_label[c], kind_label[named[n].kind], iso ? "isotropic" : "general", worst);
             }
             fv_problem_free(&p);
         }
@@ -367,7 +342,7 @@ Test(variance_source, mc_every_coupling_and_field)
                 char label[128];
                 int bridge = j == 1;
                 general_problem(&p, 4, &r, (fv_coupling)c, 60.0, 0.3, (fv_schedule)bridge, bridge);
-                perturbed_ot(&p, &r, theta, Theta);
+                th_perturbed_ot(&p, &r, 0.2, 0.1, theta, Theta);
                 fv_vfield f = {(fv_vfield_kind)k, theta, Theta};
                 if (t < 0)
                     cr_assert_eq(fv_variance_integrable(&p, &f), FV_OK, "%s", fv_last_error());
