@@ -1,11 +1,10 @@
 /* mc.c: the Monte-Carlo twin of the exact gradient variance (fv_variance_mc in variance.h): sample
- * (t, X0, X1', Z), form the per-sample gradient with fv_cfm_grad_factored, and estimate the trace of its
+ * (t, xi0, xi1, Z), form X0 = m0 + L0 xi0 and X1 by the coupling (fv_variance_factors), form the per-sample gradient with fv_cfm_grad_factored, and estimate the trace of its
  * covariance, with a batch-means standard error. It shares no formula with variance.c beyond the
  * gradient itself, so agreement of the two checks the derivation. */
 #include "gaussian/variance.h"
 
 #include "core/error.h"
-#include "core/linalg.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -16,9 +15,9 @@ typedef struct {
     const fv_problem *p;
     const fv_vfield *f;
     size_t d, len;                  /* len = d + d*d */
-    double *S, *K;                  /* M^{1/2}; the coupling map M^{1/2} R (R = I for OT) */
+    double *L0, *F1;                /* X0 = m0 + L0 xi0, X1 = m1 + F1 xi0 (or F1 xi1): fv_variance_factors */
     double *theta, *Theta;
-    double *xi, *x, *u, *g;         /* one sample: noise (3d), point, target, gradient */
+    double *xi, *x0, *x, *u, *g;    /* one sample: noise (3d), X0, point, target, gradient */
     double *shift, *s1, *t1;        /* first gradient; batch and total sums of g - shift */
     fv_cfm_work cw;
     fv_rng rng;
@@ -41,39 +40,34 @@ static int mc_init(mc_ws *w, const fv_problem *p, const fv_vfield *f, uint64_t s
     w->d = d;
     w->len = len;
     w->rng = fv_rng_make(seed, stream);
-    if (!(w->buf = malloc((3 * d * d + 6 * d + 4 * len) * sizeof *w->buf)) || fv_cfm_work_alloc(&w->cw, d)) {
+    if (!(w->buf = malloc((3 * d * d + 7 * d + 4 * len) * sizeof *w->buf)) || fv_cfm_work_alloc(&w->cw, d)) {
         mc_free(w);
         return fv_error(FV_ENOMEM, "out of memory for Monte Carlo in dimension %zu", d);
     }
-    w->S = w->buf;
-    w->K = w->S + d * d;
-    w->Theta = w->K + d * d;
+    w->L0 = w->buf;
+    w->F1 = w->L0 + d * d;
+    w->Theta = w->F1 + d * d;
     w->theta = w->Theta + d * d;
     w->xi = w->theta + d;
-    w->x = w->xi + 3 * d;
+    w->x0 = w->xi + 3 * d;
+    w->x = w->x0 + d;
     w->u = w->x + d;
     w->g = w->u + d;
     w->shift = w->g + len;
     w->s1 = w->shift + len;
     w->t1 = w->s1 + len;
-    if ((st = fv_linalg_sqrtm_spd(d, p->S1, w->S))) {
+    if ((st = fv_variance_factors(p, w->L0, w->F1)))
         mc_free(w);
-        return st;
-    }
-    if (p->coupling == FV_COUPLING_ROTATION)
-        fv_mat_mul(d, d, d, w->S, p->R, w->K);
-    else
-        memcpy(w->K, w->S, d * d * sizeof *w->K);
-    return FV_OK;
+    return st;
 }
 
-/* Draw one (X0, X1', Z) at time t and form x = X_t and the target u. */
+/* Draw one (xi0, [xi1], Z) at time t and form X0, X1, x = X_t and the target u. */
 static int draw(mc_ws *w, double t)
 {
     const fv_problem *p = w->p;
     size_t d = w->d;
     int indep = p->coupling == FV_COUPLING_INDEPENDENT;
-    double f, fp, *X0 = w->xi, *Z = w->xi + (indep ? 2 : 1) * d, *X1 = w->u;
+    double f, fp, *X0 = w->x0, *Z = w->xi + (indep ? 2 : 1) * d, *X1 = w->u;
     fv_noise(p->schedule, p->sigma, t, &f, &fp);
     if (!p->deriv_term)
         fp = 0.0;
@@ -82,11 +76,13 @@ static int draw(mc_ws *w, double t)
                                      "variance there",
                         fv_schedule_name(p->schedule), t);
     fv_rng_normal(&w->rng, (indep ? 3 : 2) * d, w->xi);
+    memcpy(X0, p->m0, d * sizeof *X0);
+    cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)d, (int)d, 1.0, w->L0, (int)d, w->xi, 1, 1.0, X0, 1);
     memcpy(X1, p->m1, d * sizeof *X1);
-    cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)d, (int)d, 1.0, w->K, (int)d, indep ? w->xi + d : X0, 1, 1.0, X1,
+    cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)d, (int)d, 1.0, w->F1, (int)d, w->xi + (indep ? d : 0), 1, 1.0, X1,
                 1);
     for (size_t i = 0; i < d; i++) {
-        w->x[i] = (1.0 - t) * X0[i] + t * X1[i] + f * Z[i];
+        w->x[i] = (1.0 - t) * X0[i] + t * X1[i] + f * Z[i] - p->m0[i]; /* source-centred (variance.h) */
         w->u[i] = X1[i] - X0[i] + fp * Z[i];
     }
     return FV_OK;

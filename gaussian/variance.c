@@ -1,15 +1,18 @@
 /* variance.c: exact first and second moments of the CFM loss gradient for the affine field family,
  * at one time and integrated over t ~ U(0,1), and the per-sample gradient (see variance.h).
  *
- * Derivation (THEORY.md section 4, extended to theta != mu) [derived, checked by Monte Carlo]:
- * Stack the noise as xi ~ N(0, I): xi = (X0, Z) for the OT and rotational couplings (X1 = mu + K X0,
- * K = M^{1/2} R, R = I for OT), xi = (X0, X1', Z) for the independent one (X1 = mu + S X1', S = M^{1/2}).
- * With delta = mu - theta:
- *   X_t - t theta = t delta + L xi,   u = mu + U xi,
- *   L = [(1-t) I + t K, f I]  or  [(1-t) I, t S, f I],
- *   U = [K - I, f' I]         or  [-I, S, f' I]          (f' only with the derivative term).
+ * Derivation (THEORY.md section 4, extended to theta != b and to a general source; the general-source
+ * steps are written out in docs/variance_general_source.md) [derived, checked by Monte Carlo]:
+ * Stack the noise as xi ~ N(0, I): xi = (xi0, Z) for the OT and rotational couplings, xi = (xi0, xi1, Z)
+ * for the independent one, with X0 = m0 + L0 xi0, L0 = S0^{1/2}, and X1 = m1 + F1 xi0 (F1 = K L0 for
+ * the coupling map K: G L0 for OT, S1^{1/2} R for the rotational coupling) or X1 = m1 + F1 xi1
+ * (independent, F1 = S1^{1/2}). With b = m1 - m0 and delta = b - theta:
+ *   X_t - m0 - t theta = t delta + L xi,   u = b + U xi,
+ *   L = [(1-t) L0 + t F1, f I]  or  [(1-t) L0, t F1, f I],
+ *   U = [F1 - L0, f' I]         or  [-L0, F1, f' I]          (f' only with the derivative term).
+ * (For the standard source L0 = I, F1 = M^{1/2} R or M^{1/2}: THEORY.md section 4.)
  * With A = I + t Theta (which commutes with Theta):
- *   w = A^{-1} (X_t - t theta) = w0 + W xi,   w0 = t A^{-1} delta,  W = A^{-1} L,
+ *   w = A^{-1} (X_t - m0 - t theta) = w0 + W xi,   w0 = t A^{-1} delta,  W = A^{-1} L,
  *   r = u - v = delta + U xi - Theta w = r0 + Rr xi,  r0 = (I - t Theta A^{-1}) delta = A^{-1} delta,
  *                                                      Rr = U - Theta W,
  *   a = A^{-T} r = a0 + G xi,                  a0 = A^{-T} r0,  G = A^{-T} Rr,
@@ -23,7 +26,7 @@
  *   E g_Theta = -2 (a0 w0^T + C),  |E g_Theta|^2 = 4 (|a0|^2 |w0|^2 + 2 a0^T C w0 + tr(PQ)), hence
  *   Var_Theta = 4 (|a0|^2 tr Q + |w0|^2 tr P + 2 a0^T C w0 + tr P tr Q + tr(PQ)).
  *   loss = E |r|^2 = |r0|^2 + |Rr|^2.
- * At theta = mu (a0 = w0 = 0) this is THEORY.md section 4. The full covariance uses the covariance of
+ * At theta = b (a0 = w0 = 0) this is THEORY.md section 4. The full covariance uses the covariance of
  * products of jointly Gaussian x, y, z, v with means m:
  *   Cov(xy, zv) = mx mz Cov(y,v) + mx mv Cov(y,z) + my mz Cov(x,v) + my mv Cov(x,z)
  *               + Cov(x,z) Cov(y,v) + Cov(x,v) Cov(y,z),
@@ -36,6 +39,7 @@
 
 #include "core/error.h"
 #include "core/linalg.h"
+#include "gaussian/ot.h"
 
 #include <cblas.h>
 #include <float.h>
@@ -53,31 +57,14 @@ static const char *vfield_name(fv_vfield_kind k)
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * Checks and field parameters */
-
-static int standard_source(const fv_problem *p)
-{
-    size_t d = p->d;
-    for (size_t i = 0; i < d; i++)
-        if (p->m0[i] != 0.0)
-            return fv_error(FV_EINPUT, "the variance engine needs a standard source N(0, I) for now: "
-                                       "--source-mean has entry %zu = %g",
-                            i + 1, p->m0[i]);
-    for (size_t i = 0; i < d; i++)
-        for (size_t j = 0; j < d; j++)
-            if (p->S0[i * d + j] != (i == j ? 1.0 : 0.0))
-                return fv_error(FV_EINPUT, "the variance engine needs a standard source N(0, I) for now: "
-                                           "--source-cov has entry (%zu,%zu) = %g",
-                                i + 1, j + 1, p->S0[i * d + j]);
-    return FV_OK;
-}
+ * Checks, the problem's square roots, and field parameters */
 
 int fv_variance_check(const fv_problem *p, const fv_vfield *f)
 {
     int st;
     if (!p || !f)
         return fv_error(FV_EINPUT, "variance engine called without a problem or a field");
-    if ((st = fv_problem_validate(p)) || (st = standard_source(p)))
+    if ((st = fv_problem_validate(p)))
         return st;
     switch (f->kind) {
     case FV_VFIELD_OT:
@@ -118,42 +105,151 @@ static int noise_at(const fv_problem *p, double t, double *f, double *fp)
     return FV_OK;
 }
 
-/* The Markov member at t (variance.h): Theta_t = (t M + (f f' - (1-t)) I) / c, c = (1-t) + f^2 - t f f',
- * from B (I - t B)^{-1} with I - t B = c D^{-1}, D = (1-t)^2 I + t^2 M + f^2 I. Returns the two scalars
- * Theta_t = scale M + shift I. */
-static int markov_coeffs(const fv_problem *p, double t, double *scale, double *shift)
+/* c when S0 = c I (an isotropic source, c > 0 once validated: every field then keeps the eigenvectors
+ * of S1), else 0. */
+static double isotropic_source(const fv_problem *p)
 {
-    double f, fp;
-    int st = noise_at(p, t, &f, &fp);
+    size_t d = p->d;
+    double c = p->S0[0];
+    for (size_t i = 0; i < d; i++)
+        for (size_t j = 0; j < d; j++)
+            if (p->S0[i * d + j] != (i == j ? c : 0.0))
+                return 0.0;
+    return c;
+}
+
+/* The Markov member at t (variance.h): Theta_t = N E^{-1} with N = t S1 - (1-t) S0 + f f' I and
+ * E = (1-t) S0 + (f^2 - t f f') I, from B (I - t B)^{-1}, B = N D^{-1}, I - t B = E D^{-1}. Since
+ * f^2 - t f f' >= 0 for both schedules (sigma^2, f^2 without the derivative term, sigma^2 t / 2 for the
+ * bridge with it), E is positive definite exactly when (1-t) + f^2 - t f f' > 0: everywhere but t = 1
+ * with f(1) = 0. Returns f and the target's f'. */
+static int markov_noise(const fv_problem *p, double t, double *f, double *fp)
+{
+    int st = noise_at(p, t, f, fp);
     if (st)
         return st;
-    double c = (1.0 - t) + f * f - t * f * fp;
-    if (!(c > 0.0))
+    if (!((1.0 - t) + *f * *f - t * *f * *fp > 0.0))
         return fv_error(FV_ESINGULAR, "the Markov field has no member of the family at t = %g: I - t B(t) is "
-                                      "singular there (theta = mu, Theta = B (I - t B)^-1 is infinite)",
+                                      "singular there (theta = m1 - m0, Theta = B (I - t B)^-1 is infinite)",
                         t);
-    *scale = t / c;
-    *shift = (f * fp - (1.0 - t)) / c;
+    return FV_OK;
+}
+
+/* The isotropic source S0 = c I: E is the scalar e = (1-t) c + f^2 - t f f' and Theta_t = scale S1 +
+ * shift I, scale = t / e, shift = (f f' - (1-t) c) / e. */
+static int markov_coeffs(const fv_problem *p, double c, double t, double *scale, double *shift)
+{
+    double f, fp;
+    int st = markov_noise(p, t, &f, &fp);
+    if (st)
+        return st;
+    double e = (1.0 - t) * c + f * f - t * f * fp;
+    *scale = t / e;
+    *shift = (f * fp - (1.0 - t) * c) / e;
     return FV_OK;
 }
 
 static int markov_params(const fv_problem *p, double t, double *Theta)
 {
     size_t d = p->d;
-    double scale, shift;
-    int st = markov_coeffs(p, t, &scale, &shift);
-    if (st)
+    double c = isotropic_source(p), scale, shift, f, fp;
+    int st;
+    if (c > 0) {
+        if ((st = markov_coeffs(p, c, t, &scale, &shift)))
+            return st;
+        for (size_t i = 0; i < d * d; i++)
+            Theta[i] = scale * p->S1[i];
+        for (size_t i = 0; i < d; i++)
+            Theta[i * d + i] += shift;
+        return FV_OK;
+    }
+    if ((st = markov_noise(p, t, &f, &fp)))
         return st;
-    for (size_t i = 0; i < d * d; i++)
-        Theta[i] = scale * p->S1[i];
-    for (size_t i = 0; i < d; i++)
-        Theta[i * d + i] += shift;
+    double *E = malloc(2 * d * d * sizeof *E), *N = E + d * d;
+    if (!E)
+        return fv_error(FV_ENOMEM, "out of memory for the Markov field in dimension %zu", d);
+    for (size_t i = 0; i < d * d; i++) {
+        E[i] = (1.0 - t) * p->S0[i];
+        N[i] = t * p->S1[i] - (1.0 - t) * p->S0[i];
+    }
+    for (size_t i = 0; i < d; i++) {
+        E[i * d + i] += f * f - t * f * fp;
+        N[i * d + i] += f * fp;
+    }
+    /* E and N are symmetric: Theta = N E^{-1} = (E^{-1} N)^T */
+    if (!(st = fv_linalg_solve(d, E, d, N)))
+        fv_mat_transpose(d, d, N, Theta);
+    free(E);
+    return st;
+}
+
+/* The square roots and maps the couplings and fields are built from (d x d each, caller's buffers):
+ *   S1 = V diag(s^2) V^T, S = S1^{1/2} = V diag(s) V^T, L0 = S0^{1/2}, G = the OT map matrix (ot.h), and
+ *   F1, the factor of X1 (variance.h): G L0 (OT), S1^{1/2} R (rotational), S1^{1/2} (independent).
+ * An isotropic source S0 = c I needs no cross root: L0 = sqrt(c) I, G = S / sqrt(c), G L0 = S, so the
+ * standard source gets exactly I and M^{1/2}. G (needed by the OT field and the OT coupling) and F1 are
+ * skipped when NULL. */
+typedef struct {
+    double c; /* S0 = c I, or 0 */
+    double *V, *s, *S, *L0, *G, *F1;
+} var_roots;
+
+static int roots_compute(const fv_problem *p, var_roots *r)
+{
+    size_t d = p->d;
+    int st;
+    r->c = isotropic_source(p);
+    if ((st = fv_linalg_eigh(d, p->S1, r->s, r->V)))
+        return st;
+    for (size_t i = 0; i < d; i++) {
+        if (!(r->s[i] > 0))
+            return fv_error(FV_EINPUT, "--target-cov is not positive definite (eigenvalue %g)", r->s[i]);
+        r->s[i] = sqrt(r->s[i]);
+        for (size_t j = 0; j < d; j++)
+            r->L0[j * d + i] = r->V[j * d + i] * r->s[i]; /* V diag(s), scratch */
+    }
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d, (int)d, (int)d, 1.0, r->L0, (int)d, r->V, (int)d,
+                0.0, r->S, (int)d);
+    if (r->c > 0) {
+        double rc = sqrt(r->c);
+        fv_mat_identity(d, r->L0);
+        for (size_t i = 0; i < d; i++)
+            r->L0[i * d + i] = rc;
+        for (size_t i = 0; r->G && i < d * d; i++)
+            r->G[i] = r->S[i] / rc;
+    } else if ((st = fv_linalg_sqrtm_spd(d, p->S0, r->L0)) || (r->G && (st = fv_ot_map_matrix(d, p->S0, p->S1, r->G)))) {
+        return st;
+    }
+    if (!r->F1)
+        return FV_OK;
+    if (p->coupling == FV_COUPLING_ROTATION)
+        fv_mat_mul(d, d, d, r->S, p->R, r->F1);
+    else if (p->coupling == FV_COUPLING_OT && r->c == 0.0)
+        fv_mat_mul(d, d, d, r->G, r->L0, r->F1);
+    else
+        memcpy(r->F1, r->S, d * d * sizeof *r->F1);
     return FV_OK;
 }
 
-/* Parameters with S = M^{1/2} already known (NULL allowed for MARKOV and CUSTOM). */
-static int params_with_root(const fv_problem *p, const fv_vfield *f, const double *S, double t, double *theta,
-                            double *Theta)
+int fv_variance_factors(const fv_problem *p, double *L0, double *F1)
+{
+    size_t d = p->d;
+    int st;
+    if ((st = fv_problem_validate(p)))
+        return st;
+    double *buf = malloc((3 * d * d + d) * sizeof *buf);
+    if (!buf)
+        return fv_error(FV_ENOMEM, "out of memory for the square roots of a %zu-dimensional problem", d);
+    var_roots r = {0.0, buf, buf + 3 * d * d, buf + d * d, L0, p->coupling == FV_COUPLING_OT ? buf + 2 * d * d : NULL,
+                   F1};
+    st = roots_compute(p, &r);
+    free(buf);
+    return st;
+}
+
+/* theta = b = m1 - m0 and Theta of a fixed field (OT: G - I; rotation: K_R - I with the map
+ * K_R = S1^{1/2} R S0^{-1/2} of the rotational coupling; custom: as given). */
+static int fixed_params(const fv_problem *p, const fv_vfield *f, const var_roots *r, double *theta, double *Theta)
 {
     size_t d = p->d;
     if (f->kind == FV_VFIELD_CUSTOM) {
@@ -161,16 +257,41 @@ static int params_with_root(const fv_problem *p, const fv_vfield *f, const doubl
         memcpy(Theta, f->Theta, d * d * sizeof *Theta);
         return FV_OK;
     }
-    memcpy(theta, p->m1, d * sizeof *theta);
-    if (f->kind == FV_VFIELD_MARKOV)
-        return markov_params(p, t, Theta);
-    if (f->kind == FV_VFIELD_ROTATION)
-        fv_mat_mul(d, d, d, S, p->R, Theta);
-    else
-        memcpy(Theta, S, d * d * sizeof *Theta);
+    for (size_t i = 0; i < d; i++)
+        theta[i] = p->m1[i] - p->m0[i];
+    if (f->kind == FV_VFIELD_OT) {
+        memcpy(Theta, r->G, d * d * sizeof *Theta);
+    } else if (r->c > 0) {
+        double rc = sqrt(r->c);
+        fv_mat_mul(d, d, d, r->S, p->R, Theta);
+        for (size_t i = 0; i < d * d; i++)
+            Theta[i] /= rc;
+    } else {
+        double *T = malloc(2 * d * d * sizeof *T), *Ri = T + d * d;
+        int st = T ? fv_linalg_invsqrtm_spd(d, p->S0, Ri)
+                   : fv_error(FV_ENOMEM, "out of memory for the rotation field in dimension %zu", d);
+        if (!st) {
+            fv_mat_mul(d, d, d, r->S, p->R, T);
+            fv_mat_mul(d, d, d, T, Ri, Theta);
+        }
+        free(T);
+        if (st)
+            return st;
+    }
     for (size_t i = 0; i < d; i++)
         Theta[i * d + i] -= 1.0;
     return FV_OK;
+}
+
+/* Parameters at t given the roots (r may be NULL for MARKOV and CUSTOM). */
+static int params_with_roots(const fv_problem *p, const fv_vfield *f, const var_roots *r, double t, double *theta,
+                             double *Theta)
+{
+    if (f->kind != FV_VFIELD_MARKOV)
+        return fixed_params(p, f, r, theta, Theta);
+    for (size_t i = 0; i < p->d; i++)
+        theta[i] = p->m1[i] - p->m0[i];
+    return markov_params(p, t, Theta);
 }
 
 int fv_vfield_params(const fv_problem *p, const fv_vfield *f, double t, double *theta, double *Theta)
@@ -179,16 +300,18 @@ int fv_vfield_params(const fv_problem *p, const fv_vfield *f, double t, double *
     if ((st = check_time(t)))
         return st;
     if (f->kind == FV_VFIELD_MARKOV || f->kind == FV_VFIELD_CUSTOM)
-        return params_with_root(p, f, NULL, t, theta, Theta);
-    double *S = malloc(p->d * p->d * sizeof *S);
-    if (!S)
-        return fv_error(FV_ENOMEM, "out of memory for a %zu x %zu matrix", p->d, p->d);
-    if (!(st = fv_linalg_sqrtm_spd(p->d, p->S1, S)))
-        st = params_with_root(p, f, S, t, theta, Theta);
-    free(S);
+        return params_with_roots(p, f, NULL, t, theta, Theta);
+    size_t d = p->d;
+    double *buf = malloc((4 * d * d + d) * sizeof *buf);
+    if (!buf)
+        return fv_error(FV_ENOMEM, "out of memory for a %zu x %zu matrix", d, d);
+    var_roots r = {0.0, buf, buf + 4 * d * d, buf + d * d, buf + 2 * d * d,
+                   f->kind == FV_VFIELD_OT ? buf + 3 * d * d : NULL, NULL};
+    if (!(st = roots_compute(p, &r)))
+        st = fixed_params(p, f, &r, theta, Theta);
+    free(buf);
     return st;
 }
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -217,7 +340,8 @@ static int singular_times(size_t d, const double *Theta, char *msg, size_t msgle
 }
 
 /* The divergence checks of fv_variance_integrable, with the field's Theta known when it is fixed
- * (NULL for MARKOV, whose c(t) > 0 on [0, 1): see markov_params). */
+ * (NULL for MARKOV, whose A = I + t Theta_t = D E^{-1} is invertible wherever the member exists: see
+ * markov_noise). */
 static int integrable_with(const fv_problem *p, const fv_vfield *f, const double *Theta)
 {
     if (p->schedule == FV_SCHEDULE_BRIDGE && p->deriv_term && p->sigma > 0)
@@ -251,6 +375,7 @@ int fv_variance_integrable(const fv_problem *p, const fv_vfield *f)
     free(theta);
     return st;
 }
+
 
 /* ---------------------------------------------------------------------------------------------------
  * Per-sample gradient */
@@ -353,18 +478,27 @@ int fv_cfm_grad(size_t d, const double *theta, const double *Theta, const double
  * Exact moments at one t
  *
  * Two evaluations of the same formulas. The dense one works for any (theta, Theta) in O(d^3) per t.
- * The eigenbasis one serves the OT and Markov fields, whose Theta = V diag(lambda) V^T shares the
- * eigenvectors V of M (M = V diag(s^2) V^T) at every t and whose theta = mu (so a0 = w0 = r0 = 0). In
- * that basis A^{-1} = diag(alpha), alpha = 1/(1 + t lambda), the coupling map is K' = V^T K V =
- * diag(s) V^T R V with K' K'^T = diag(s^2), and with l = 1 + lambda, z = f' - f lambda alpha:
- *   W = [diag(alpha) ((1-t) I + t K'), f diag(alpha)],  Rr = [diag(alpha) (K' - diag(l)), diag(z)],
- *   G = diag(alpha) Rr, so, row i of K' having squared norm s_i^2,
- *   |Rr|^2 = sum_i alpha_i^2 (s_i^2 - 2 l_i K'_ii + l_i^2) + z_i^2,   |G|^2 likewise with alpha_i^2 more,
- *   |W|^2  = sum_i alpha_i^2 ((1-t)^2 + 2 t (1-t) K'_ii + t^2 s_i^2 + f^2),
- *   C_ij   = alpha_i^2 alpha_j ((1-t) K'_ij - t l_i K'_ji) + delta_ij (alpha_i^3 (t s_i^2 - (1-t) l_i) + f alpha_i^2 z_i).
- * The independent coupling (L = [(1-t) I, t S, f I], all diagonal here) gives the same |Rr|^2, |G|^2 and
- * |W|^2 with K' = 0 and a diagonal C of the same diagonal formula. So these fields cost O(d^2) per t
- * (O(d) for the OT and independent couplings), C being formed in the eigenbasis; |E g| and the traces
+ * The eigenbasis one serves the fields whose Theta = Ve diag(lambda) Ve^T keeps its eigenvectors Ve at
+ * every t and whose theta = b (so a0 = w0 = r0 = 0): the OT field (Ve the eigenvectors of G, any source)
+ * and the Markov field of an isotropic source S0 = c I (Ve those of S1; for a general S0, Theta_t =
+ * N E^{-1} is not symmetric and changes its eigenvectors with t, so it takes the dense path). In that
+ * basis A^{-1} = diag(alpha), alpha = 1/(1 + t lambda), and with l = 1 + lambda the rows of the
+ * rotated blocks (the noise stack rotated by Ve in each block, which leaves every trace unchanged) are
+ *   L' = [(1-t) P0 + t P1, f I],  Rr' = U' - diag(lambda alpha) L' = [diag(alpha) (P1 - diag(l) P0), diag(z)],
+ *   P0 = Ve^T L0 Ve, P1 = Ve^T F1 Ve (for the independent coupling in separate blocks), z = f' - f lambda alpha,
+ * since 1 + lambda alpha (1-t) = alpha l and 1 - lambda alpha t = alpha. W = diag(alpha) L' and
+ * G = diag(alpha) Rr', so only the Grams H00 = P0 P0^T, H01 = P0 P1^T (0 for the independent coupling,
+ * whose blocks do not overlap) and H11 = P1 P1^T enter:
+ *   |Rr|^2 = sum_i alpha_i^2 (H11_ii - 2 l_i H01_ii + l_i^2 H00_ii) + z_i^2,  |G|^2 likewise with alpha_i^2 more,
+ *   |W|^2  = sum_i alpha_i^2 ((1-t)^2 H00_ii + 2 t (1-t) H01_ii + t^2 H11_ii + f^2),
+ *   C_ij   = alpha_i^2 alpha_j ((1-t) H01_ji + t H11_ij - l_i ((1-t) H00_ij + t H01_ij)) + delta_ij f alpha_i^2 z_i.
+ * The OT coupling's F1 = G L0 and Ve diagonalizes G (G = Ve diag(g) Ve^T) in both cases, so P1 = diag(g) P0
+ * and everything factors through H00 alone, with e_i = g_i - l_i (exactly 0 up to rounding for the OT
+ * field, so its zero variance without noise is not the difference of large terms):
+ *   |row i of Rr|^2 = alpha_i^2 e_i^2 H00_ii + z_i^2,  |row i of L'|^2 = (1 - t + t g_i)^2 H00_ii + f^2,
+ *   C_ij = alpha_i^2 alpha_j e_i (1 - t + t g_j) H00_ij + delta_ij f alpha_i^2 z_i.
+ * For the standard source P0 = I, H00 = I, H01 = P1^T, H11 = diag(s^2) as in THEORY.md. So these
+ * fields cost O(d^2) per t after an O(d^3) setup, C being formed in the eigenbasis; |E g| and the traces
  * do not depend on the basis. */
 
 typedef struct {
@@ -373,8 +507,10 @@ typedef struct {
     size_t d, m;              /* m = k d columns of L, U, W, Rr, G: k = 2 or 3 noise blocks */
     int fixed;                /* theta, Theta do not depend on t */
     int eigen;                /* use the eigenbasis evaluation (C is then in the eigenbasis) */
-    double *V, *s;            /* M = V diag(s^2) V^T */
-    double *S, *K, *Kp;       /* M^{1/2}; the coupling map M^{1/2} R (R = I for OT); K' = V^T K V */
+    var_roots r;              /* S1^{1/2}, S0^{1/2}, the OT map G, the factor F1 of X1 */
+    double *Ve, *ge;          /* eigenbasis evaluation: Theta = Ve diag(lambda) Ve^T, G = Ve diag(ge) Ve^T */
+    double *H00, *H01, *H11;  /* Grams of P0 = Ve^T L0 Ve and P1 = Ve^T F1 Ve (see above) */
+    double *b;                /* m1 - m0 */
     double *theta, *Theta, *delta, *lam, *alpha;
     double *Ainv, *L, *U, *W, *Rr, *G, *C, *r0, *w0, *a0, *Cw0;
     double *Saa, *Sww;        /* Cov(a), Cov(w): only for the full covariance */
@@ -394,37 +530,38 @@ static void ws_free(var_ws *w)
     memset(w, 0, sizeof *w);
 }
 
-/* M = V diag(s^2) V^T, S = M^{1/2}, K, and K' = V^T K V for the eigenbasis evaluation. */
-static int ws_roots(var_ws *w)
+/* Ve, ge and the Grams H00, H01, H11 of the eigenbasis evaluation (H00 alone for the OT coupling). */
+static int ws_eigen(var_ws *w)
 {
     const fv_problem *p = w->p;
+    const var_roots *r = &w->r;
     size_t d = w->d;
-    int st = fv_linalg_eigh(d, p->S1, w->s, w->V);
-    if (st)
-        return st;
-    for (size_t i = 0; i < d; i++) {
-        if (!(w->s[i] > 0))
-            return fv_error(FV_EINPUT, "--target-cov is not positive definite (eigenvalue %g)", w->s[i]);
-        w->s[i] = sqrt(w->s[i]);
-        for (size_t j = 0; j < d; j++)
-            w->Ainv[j * d + i] = w->V[j * d + i] * w->s[i]; /* V diag(s), scratch */
+    int id = (int)d, st;
+    double *P0 = w->G, *P1 = w->G + d * d, *T = w->W; /* scratch: G and W hold at least 2 d^2 */
+    if (r->c > 0) {
+        double rc = sqrt(r->c);
+        memcpy(w->Ve, r->V, d * d * sizeof *w->Ve);
+        for (size_t i = 0; i < d; i++)
+            w->ge[i] = r->s[i] / rc;
+        fv_mat_identity(d, P0);
+        for (size_t i = 0; i < d; i++)
+            P0[i * d + i] = rc;
+    } else {
+        if ((st = fv_linalg_eigh(d, r->G, w->ge, w->Ve)))
+            return st;
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, id, id, id, 1.0, w->Ve, id, r->L0, id, 0.0, T, id);
+        fv_mat_mul(d, d, d, T, w->Ve, P0);
     }
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d, (int)d, (int)d, 1.0, w->Ainv, (int)d, w->V, (int)d,
-                0.0, w->S, (int)d);
-    if (p->coupling != FV_COUPLING_ROTATION) {
-        memcpy(w->K, w->S, d * d * sizeof *w->K);
-        memset(w->Kp, 0, d * d * sizeof *w->Kp);
-        for (size_t i = 0; p->coupling == FV_COUPLING_OT && i < d; i++)
-            w->Kp[i * d + i] = w->s[i];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, id, id, id, 1.0, P0, id, P0, id, 0.0, w->H00, id);
+    if (p->coupling == FV_COUPLING_OT) /* P1 = diag(g) P0: everything factors through H00 */
         return FV_OK;
-    }
-    fv_mat_mul(d, d, d, w->S, p->R, w->K);
-    /* K' = V^T K V = diag(s) V^T R V */
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0, w->V, (int)d, p->R, (int)d, 0.0,
-                w->Ainv, (int)d);
-    fv_mat_mul(d, d, d, w->Ainv, w->V, w->Kp);
-    for (size_t i = 0; i < d; i++)
-        cblas_dscal((int)d, w->s[i], w->Kp + i * d, 1);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, id, id, id, 1.0, w->Ve, id, r->F1, id, 0.0, T, id);
+    fv_mat_mul(d, d, d, T, w->Ve, P1);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, id, id, id, 1.0, P1, id, P1, id, 0.0, w->H11, id);
+    if (p->coupling == FV_COUPLING_INDEPENDENT)
+        memset(w->H01, 0, d * d * sizeof *w->H01);
+    else
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, id, id, id, 1.0, P0, id, P1, id, 0.0, w->H01, id);
     return FV_OK;
 }
 
@@ -437,29 +574,40 @@ static int ws_init(var_ws *w, const fv_problem *p, const fv_vfield *f, int eigen
     if ((st = fv_variance_check(p, f)))
         return st;
     size_t d = p->d, k = p->coupling == FV_COUPLING_INDEPENDENT ? 3 : 2, m = k * d;
-    size_t total = 9 * d * d + 5 * d * m + 9 * d;
+    size_t total = 14 * d * d + 5 * d * m + 11 * d;
     w->p = p;
     w->f = f;
     w->d = d;
     w->m = m;
     w->fixed = f->kind != FV_VFIELD_MARKOV;
-    w->eigen = eigen && (f->kind == FV_VFIELD_OT || f->kind == FV_VFIELD_MARKOV);
     if (!(w->buf = malloc(total * sizeof *w->buf)) || fv_cfm_work_alloc(&w->cw, d)) {
         ws_free(w);
         return fv_error(FV_ENOMEM, "out of memory for the variance of a %zu-dimensional problem", d);
     }
     double *q = w->buf;
-    double **dd[] = {&w->V, &w->S, &w->K, &w->Kp, &w->Theta, &w->Ainv, &w->C, &w->Saa, &w->Sww};
+    double **dd[] = {&w->r.V,  &w->r.S, &w->r.L0, &w->r.G, &w->r.F1, &w->Ve,  &w->H00,
+                     &w->H01, &w->H11, &w->Theta, &w->Ainv, &w->C,   &w->Saa, &w->Sww};
     for (size_t i = 0; i < sizeof dd / sizeof dd[0]; i++, q += d * d)
         *dd[i] = q;
     double **dm[] = {&w->L, &w->U, &w->W, &w->Rr, &w->G};
     for (size_t i = 0; i < sizeof dm / sizeof dm[0]; i++, q += d * m)
         *dm[i] = q;
-    double **dv[] = {&w->s, &w->lam, &w->alpha, &w->theta, &w->delta, &w->r0, &w->w0, &w->a0, &w->Cw0};
+    double **dv[] = {&w->r.s, &w->ge, &w->b, &w->lam, &w->alpha, &w->theta, &w->delta, &w->r0, &w->w0, &w->a0, &w->Cw0};
     for (size_t i = 0; i < sizeof dv / sizeof dv[0]; i++, q += d)
         *dv[i] = q;
-    if ((st = ws_roots(w)) || (w->fixed && (st = params_with_root(p, f, w->S, 0.0, w->theta, w->Theta))))
-        ws_free(w);
+    for (size_t i = 0; i < d; i++)
+        w->b[i] = p->m1[i] - p->m0[i];
+    if (f->kind != FV_VFIELD_OT && p->coupling != FV_COUPLING_OT)
+        w->r.G = NULL; /* no cross root needed */
+    if ((st = roots_compute(p, &w->r)))
+        goto fail;
+    w->eigen = eigen && (f->kind == FV_VFIELD_OT || (f->kind == FV_VFIELD_MARKOV && w->r.c > 0));
+    if ((w->eigen && (st = ws_eigen(w))) ||
+        (w->fixed && (st = params_with_roots(p, f, &w->r, 0.0, w->theta, w->Theta))))
+        goto fail;
+    return FV_OK;
+fail:
+    ws_free(w);
     return st;
 }
 
@@ -468,21 +616,23 @@ static void build_LU(var_ws *w, double t, double f, double fp)
 {
     size_t d = w->d, m = w->m;
     int indep = w->p->coupling == FV_COUPLING_INDEPENDENT;
+    const double *L0 = w->r.L0, *F1 = w->r.F1;
     memset(w->L, 0, d * m * sizeof *w->L);
     memset(w->U, 0, d * m * sizeof *w->U);
     for (size_t i = 0; i < d; i++) {
         double *Li = w->L + i * m, *Ui = w->U + i * m;
         for (size_t j = 0; j < d; j++) {
+            double l0 = L0[i * d + j], f1 = F1[i * d + j];
             if (indep) {
-                Li[d + j] = t * w->S[i * d + j];
-                Ui[d + j] = w->S[i * d + j];
+                Li[j] = (1.0 - t) * l0;
+                Li[d + j] = t * f1;
+                Ui[j] = -l0;
+                Ui[d + j] = f1;
             } else {
-                Li[j] = t * w->K[i * d + j];
-                Ui[j] = w->K[i * d + j];
+                Li[j] = (1.0 - t) * l0 + t * f1;
+                Ui[j] = f1 - l0;
             }
         }
-        Li[i] += 1.0 - t;
-        Ui[i] -= 1.0;
         Li[m - d + i] = f;
         Ui[m - d + i] = fp;
     }
@@ -494,7 +644,7 @@ static int moments_dense(var_ws *w, double t, double f, double fp, var_mom *o)
 {
     size_t d = w->d, m = w->m;
     int id = (int)d, im = (int)m, st;
-    if (!w->fixed && (st = params_with_root(w->p, w->f, w->S, t, w->theta, w->Theta)))
+    if (!w->fixed && (st = params_with_roots(w->p, w->f, &w->r, t, w->theta, w->Theta)))
         return st;
     if ((st = fv_cfm_factor(&w->cw, w->Theta, t)))
         return fv_error_context(st, "%s field: ", vfield_name(w->f->kind));
@@ -507,7 +657,7 @@ static int moments_dense(var_ws *w, double t, double f, double fp, var_mom *o)
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, id, im, id, 1.0, w->Ainv, id, w->Rr, im, 0.0, w->G, im);
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, id, id, im, 1.0, w->G, im, w->W, im, 0.0, w->C, id);
     for (size_t i = 0; i < d; i++)
-        w->delta[i] = w->p->m1[i] - w->theta[i];
+        w->delta[i] = w->b[i] - w->theta[i];
     cblas_dgemv(CblasRowMajor, CblasNoTrans, id, id, 1.0, w->Ainv, id, w->delta, 1, 0.0, w->r0, 1);
     cblas_dgemv(CblasRowMajor, CblasTrans, id, id, 1.0, w->Ainv, id, w->r0, 1, 0.0, w->a0, 1);
     for (size_t i = 0; i < d; i++)
@@ -531,10 +681,10 @@ static int eigen_lambda(var_ws *w, double t)
     size_t d = w->d;
     double scale = 1.0, shift = -1.0, lmax = 0.0, amin = INFINITY;
     int st;
-    if (w->f->kind == FV_VFIELD_MARKOV && (st = markov_coeffs(w->p, t, &scale, &shift)))
+    if (w->f->kind == FV_VFIELD_MARKOV && (st = markov_coeffs(w->p, w->r.c, t, &scale, &shift)))
         return st;
-    for (size_t i = 0; i < d; i++) { /* OT: lambda = s - 1; Markov: scale s^2 + shift */
-        w->lam[i] = w->f->kind == FV_VFIELD_MARKOV ? scale * w->s[i] * w->s[i] + shift : w->s[i] - 1.0;
+    for (size_t i = 0; i < d; i++) { /* OT: lambda = g - 1; Markov: scale s^2 + shift */
+        w->lam[i] = w->f->kind == FV_VFIELD_MARKOV ? scale * w->r.s[i] * w->r.s[i] + shift : w->ge[i] - 1.0;
         lmax = fmax(lmax, fabs(w->lam[i]));
         amin = fmin(amin, fabs(1.0 + t * w->lam[i]));
         w->alpha[i] = 1.0 / (1.0 + t * w->lam[i]);
@@ -553,23 +703,34 @@ static int moments_eigen(var_ws *w, double t, double f, double fp, var_mom *o)
     int st = eigen_lambda(w, t);
     if (st)
         return st;
-    const double *Kp = w->Kp, *s = w->s;
+    const double *H00 = w->H00, *H01 = w->H01, *H11 = w->H11;
     double u = 1.0 - t;
+    int ot = w->p->coupling == FV_COUPLING_OT;
     memset(o, 0, sizeof *o);
     for (size_t i = 0; i < d; i++) {
-        double al = w->alpha[i], l = 1.0 + w->lam[i], kd = Kp[i * d + i], s2 = s[i] * s[i];
-        double z = fp - f * w->lam[i] * al, a2 = al * al;
-        double r2 = a2 * (s2 - 2.0 * l * kd + l * l); /* |row i of Rr_X0 (and Rr_X1')|^2 */
-        o->loss += r2 + z * z;
-        o->trP += a2 * (r2 + z * z);
-        o->trQ += a2 * (u * u + 2.0 * t * u * kd + t * t * s2 + f * f);
+        size_t ii = i * d + i;
+        double al = w->alpha[i], l = 1.0 + w->lam[i], z = fp - f * w->lam[i] * al, a2 = al * al, r2, q2;
         double *Ci = w->C + i * d;
-        for (size_t j = 0; j < d; j++)
-            Ci[j] = a2 * w->alpha[j] * (u * Kp[i * d + j] - t * l * Kp[j * d + i]);
-        Ci[i] += a2 * al * (t * s2 - u * l) + f * a2 * z;
+        if (ot) { /* P1 = diag(g) P0: the rows factor, and the OT field's g - l vanishes without cancellation */
+            double e = w->ge[i] - l, h = u + t * w->ge[i];
+            r2 = a2 * e * e * H00[ii];
+            q2 = h * h * H00[ii];
+            for (size_t j = 0; j < d; j++)
+                Ci[j] = a2 * w->alpha[j] * e * (u + t * w->ge[j]) * H00[i * d + j];
+        } else {
+            r2 = a2 * (H11[ii] - 2.0 * l * H01[ii] + l * l * H00[ii]);
+            q2 = u * u * H00[ii] + 2.0 * t * u * H01[ii] + t * t * H11[ii];
+            for (size_t j = 0; j < d; j++)
+                Ci[j] = a2 * w->alpha[j] *
+                        (u * H01[j * d + i] + t * H11[i * d + j] - l * (u * H00[i * d + j] + t * H01[i * d + j]));
+        }
+        o->loss += r2 + z * z; /* r2: |row i of the xi0 (xi1) blocks of Rr|^2 */
+        o->trP += a2 * (r2 + z * z);
+        o->trQ += a2 * (q2 + f * f);
+        Ci[i] += f * a2 * z;
     }
     o->trPQ = sumsq(d * d, w->C);
-    /* theta = mu: the means of r, w and a vanish */
+    /* theta = b: the means of r, w and a vanish */
     memset(w->a0, 0, d * sizeof *w->a0);
     memset(w->w0, 0, d * sizeof *w->w0);
     return FV_OK;
@@ -827,15 +988,19 @@ static int quad_run(quad *Q, double epsrel, double scale, fv_var *out, double *a
     return FV_OK;
 }
 
-/* The size of a squared gradient on this problem where the field is off by O(1): (1 + |mu|^2 + tr M
- * + d (1 + sigma^2))^2. A variance that is exactly zero (the pair field on its own coupling)
- * integrates to rounding noise of about DBL_EPSILON^2 times this, which no relative target can
- * reach; the rounding floor is measured against it. */
+/* The size of a squared gradient on this problem where the field is off by O(1):
+ * (1 + |m1 - m0|^2 + tr S0 + tr S1 + d sigma^2)^2 (written so that the standard source gives the same
+ * bits as (1 + |mu|^2 + tr M + d (1 + sigma^2))^2). A variance that is exactly zero (the pair field on its
+ * own coupling) integrates to rounding noise of about DBL_EPSILON^2 times this, which no relative target
+ * can reach; the rounding floor is measured against it. */
 static double data_scale(const fv_problem *p)
 {
-    double s = 1.0 + (double)p->d * (1.0 + p->sigma * p->sigma);
-    for (size_t i = 0; i < p->d; i++)
-        s += p->m1[i] * p->m1[i] + p->S1[i * p->d + i];
+    size_t d = p->d;
+    double s = 1.0 + (double)d * (1.0 + p->sigma * p->sigma);
+    for (size_t i = 0; i < d; i++) {
+        double b = p->m1[i] - p->m0[i];
+        s += b * b + p->S1[i * d + i] + (p->S0[i * d + i] - 1.0);
+    }
     return s * s;
 }
 

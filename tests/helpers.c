@@ -2,8 +2,12 @@
 #include "helpers.h"
 
 #include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include "core/error.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -74,4 +78,60 @@ unsigned char *th_slurp(const char *path, size_t *n)
     *n = fread(buf, 1, 1 << 16, fp);
     fclose(fp);
     return buf;
+}
+
+void th_variance_vs_mc(const fv_problem *p, const fv_vfield *f, double t, size_t n, uint64_t stream, double rel,
+                       const char *label)
+{
+    fv_var ex;
+    fv_mc mc;
+    double lmax = 0.0;
+    if (t >= 0) {
+        cr_assert_eq(fv_variance_at(p, f, t, &ex, NULL, NULL), FV_OK, "%s: %s", label, fv_last_error());
+        lmax = sqrt(2.0) * ex.loss;
+    } else {
+        cr_assert_eq(fv_variance_integrated(p, f, 1e-9, &ex, NULL), FV_OK, "%s: %s", label, fv_last_error());
+        for (int i = 1; i < 100; i++) {
+            fv_var vt;
+            cr_assert_eq(fv_variance_at(p, f, i / 100.0, &vt, NULL, NULL), FV_OK, "%s", fv_last_error());
+            lmax = fmax(lmax, sqrt(3.0) * vt.loss);
+        }
+    }
+    cr_assert_eq(fv_variance_mc(p, f, t, n, 20251018, stream, &mc), FV_OK, "%s: %s", label, fv_last_error());
+    double z = (mc.var_total - ex.var_total) / mc.se_total, dev = (mc.var_total - ex.var_total) / ex.var_total;
+    cr_log_info("%-58s exact %.10g  MC %.10g +- %.3g (z = %+.2f, %+.2f%%)  loss %.6g / %.6g", label, ex.var_total,
+                mc.var_total, mc.se_total, z, 100.0 * dev, ex.loss, mc.loss);
+    cr_expect(fabs(z) <= 4.0 && (rel <= 0 || fabs(dev) <= rel), "%s: exact %.10g, MC %.10g +- %.3g", label,
+              ex.var_total, mc.var_total, mc.se_total);
+    cr_expect(fabs(mc.loss - ex.loss) <= 4.0 * lmax / sqrt((double)n), "%s: loss exact %.10g, MC %.10g", label,
+              ex.loss, mc.loss);
+    cr_expect(mc.var_theta > 0 && mc.var_Theta > 0 && mc.n == n);
+}
+
+void th_problem_finish(fv_problem *p, fv_coupling c, double deg, double sigma, fv_schedule s, int deriv)
+{
+    size_t d = p->d;
+    p->coupling = c;
+    p->R = malloc(d * d * sizeof *p->R);
+    cr_assert(p->R != NULL);
+    fv_rotation_blocks(d, deg, p->R);
+    p->sigma = sigma;
+    p->schedule = s;
+    p->deriv_term = deriv;
+    cr_assert_eq(fv_problem_validate(p), FV_OK, "%s", fv_last_error());
+}
+
+void th_perturbed_ot(const fv_problem *p, fv_rng *r, double st, double sT, double *theta, double *Theta)
+{
+    size_t d = p->d;
+    fv_vfield ot = {FV_VFIELD_OT, NULL, NULL};
+    cr_assert_eq(fv_vfield_params(p, &ot, 0.0, theta, Theta), FV_OK, "%s", fv_last_error());
+    double *z = malloc((d + d * d) * sizeof *z);
+    cr_assert(z != NULL);
+    fv_rng_normal(r, d + d * d, z);
+    for (size_t i = 0; i < d; i++)
+        theta[i] += st * z[i];
+    for (size_t i = 0; i < d * d; i++)
+        Theta[i] += sT * z[d + i] / sqrt((double)d);
+    free(z);
 }

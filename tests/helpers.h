@@ -4,8 +4,10 @@
 
 #include "core/rng.h"
 #include "gaussian/problem.h"
+#include "gaussian/variance.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Sample mean (d) and covariance (d x d, divisor n - 1) of n rows. */
 void th_moments(size_t n, size_t d, const double *X, double *mean, double *cov);
@@ -23,5 +25,21 @@ int th_entries_in(const char *dir);
 
 /* A whole small file (up to 64 KiB), malloc'ed; *n gets its size. */
 unsigned char *th_slurp(const char *path, size_t *n);
+
+/* The rest of a random test problem once its means and covariances are drawn: the rotation by deg
+ * (fv_rotation_blocks, allocated), the coupling, the noise, and a check that it validates. */
+void th_problem_finish(fv_problem *p, fv_coupling c, double deg, double sigma, fv_schedule s, int deriv);
+
+/* A field near the OT field, not at it: theta = b + st z, Theta = (G - I) + sT Z / sqrt(d), z and Z
+ * standard normals from r. */
+void th_perturbed_ot(const fv_problem *p, fv_rng *r, double st, double sT, double *theta, double *Theta);
+
+/* The exact gradient variance (fv_variance_at at t >= 0, fv_variance_integrated at t < 0) against
+ * fv_variance_mc with n samples (seed 20251018, stream `stream`), one check line each: the totals within
+ * 4 standard errors and, when rel > 0, within rel * |exact| (so that a loose estimate cannot pass); the
+ * loss against a bound on its standard error: for one t, l is a quadratic form in a Gaussian with
+ * Var l <= 2 (E l)^2; over t ~ U(0,1), Var l <= 3 max_t (E[l | t])^2. */
+void th_variance_vs_mc(const fv_problem *p, const fv_vfield *f, double t, size_t n, uint64_t stream, double rel,
+                       const char *label);
 
 #endif

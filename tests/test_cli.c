@@ -207,23 +207,45 @@ Test(cli, variance_example_of_the_issue)
     cr_assert_float_eq(vth, 22.05, 0.005, "var_theta %g", vth);
 }
 
+/* `flowvar variance ARGS` with --mc and one time: the row t, var_theta, var_Theta, var_total, mc_total, mc_se. */
+static void variance_mc_row(const char *args, double row[6])
+{
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert_eq(sscanf(out_text, "t\tvar_theta\tvar_Theta\tvar_total\tmc_total\tmc_se\n%lf\t%lf\t%lf\t%lf\t%lf\t%lf",
+                        &row[0], &row[1], &row[2], &row[3], &row[4], &row[5]),
+                 6, "%s", out_text);
+}
+
 Test(cli, variance_mc_columns_and_batch_division)
 {
-    cr_assert_eq(run("variance " REF " --coupling rotation --angle 120 --field rotation --sigma 0.3 --t 0.6 "
-                     "--batch 10 --mc 20000 --seed 3"),
-                 0, "%s", err_text);
-    double t, vth, vTh, vtot, mc, se;
-    cr_assert_eq(sscanf(out_text, "t\tvar_theta\tvar_Theta\tvar_total\tmc_total\tmc_se\n%lf\t%lf\t%lf\t%lf\t%lf\t%lf", &t,
-                        &vth, &vTh, &vtot, &mc, &se),
-                 6, "%s", out_text);
-    cr_assert_float_eq(vtot, 16.70, 0.005, "167.0 per sample / batch 10: %g", vtot);
-    cr_assert_lt(fabs(mc - vtot), 4 * se, "MC %g +- %g vs exact %g", mc, se, vtot);
+    double v[6];
+    variance_mc_row("variance " REF " --coupling rotation --angle 120 --field rotation --sigma 0.3 --t 0.6 "
+                    "--batch 10 --mc 20000 --seed 3",
+                    v);
+    cr_assert_float_eq(v[3], 16.70, 0.005, "167.0 per sample / batch 10: %g", v[3]);
+    cr_assert_lt(fabs(v[4] - v[3]), 4 * v[5], "MC %g +- %g vs exact %g", v[4], v[5], v[3]);
 }
 
 Test(cli, variance_integrated_row_is_labelled)
 {
     cr_assert_eq(run("variance " REF " --coupling independent --field ot --integrated"), 0, "%s", err_text);
     cr_assert(strstr(out_text, "\nintegrated\t16.53252964\t27.97780004\t44.51032968\n") != NULL, "%s", out_text);
+}
+
+/* A general source: the exact value against the command's own Monte-Carlo column, and the backward OT
+ * field N(mu, Sigma) -> N(0, I) on its own coupling without noise has zero variance. */
+Test(cli, variance_general_source)
+{
+    double v[6], t, vth, vTh, vtot;
+    variance_mc_row("variance " REF " --source-mean 0.5,0.2 --source-cov 1.5,0.3,0.3,0.8 --coupling independent "
+                    "--field ot --sigma 0.1 --t 0.6 --mc 20000 --seed 3",
+                    v);
+    cr_expect(fabs(v[4] - v[3]) < 4 * v[5] && v[3] > 1.0, "MC %g +- %g vs exact %g", v[4], v[5], v[3]);
+    cr_assert_eq(run("variance --source-mean 1,-0.5 --source-cov 2,0.6,0.6,1 --target-mean 0,0 --field ot --t 0.3"), 0,
+                 "%s", err_text);
+    cr_assert_eq(sscanf(out_text, "t\tvar_theta\tvar_Theta\tvar_total\n%lf\t%lf\t%lf\t%lf", &t, &vth, &vTh, &vtot), 4,
+                 "%s", out_text);
+    cr_expect(fabs(vtot) < 1e-12, "backward OT field on the OT coupling: variance %g", vtot);
 }
 
 Test(cli, variance_rejects_angle_not_a_number)

@@ -11,6 +11,8 @@
 #include "gaussian/problem.h"
 #include "gaussian/variance.h"
 
+#include "helpers.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,28 +54,7 @@ static void random_problem(fv_problem *p, size_t d, fv_rng *r, fv_coupling c, do
             p->S1[i * d + j] = v / (double)d + (i == j ? 0.3 : 0.0);
         }
     free(B);
-    p->coupling = c;
-    p->R = malloc(d * d * sizeof *p->R);
-    fv_rotation_blocks(d, deg, p->R);
-    p->sigma = sigma;
-    p->schedule = s;
-    p->deriv_term = deriv;
-    cr_assert_eq(fv_problem_validate(p), FV_OK, "%s", fv_last_error());
-}
-
-/* theta = mu + 0.3 z, Theta = M^{1/2} - I + 0.15 Z / sqrt(d): near the OT field, not at it. */
-static void perturbed_ot(const fv_problem *p, fv_rng *r, double *theta, double *Theta)
-{
-    size_t d = p->d;
-    fv_vfield ot = {FV_VFIELD_OT, NULL, NULL};
-    cr_assert_eq(fv_vfield_params(p, &ot, 0.0, theta, Theta), FV_OK);
-    double *z = malloc((d + d * d) * sizeof *z);
-    fv_rng_normal(r, d + d * d, z);
-    for (size_t i = 0; i < d; i++)
-        theta[i] += 0.3 * z[i];
-    for (size_t i = 0; i < d * d; i++)
-        Theta[i] += 0.15 * z[d + i] / sqrt((double)d);
-    free(z);
+    th_problem_finish(p, c, deg, sigma, s, deriv);
 }
 
 static double uniform(fv_rng *r)
@@ -165,36 +146,6 @@ Test(variance, reference_integrated)
 /* ------------------------------------------------------------------------------------------------- */
 /* Exact against Monte Carlo */
 
-/* Exact at t (t >= 0) or integrated (t < 0), MC with n samples; the totals within 4 standard errors.
- * The loss is checked against a bound on its standard error: for one t, l is a quadratic form in a
- * Gaussian with Var l <= 2 (E l)^2; over t ~ U(0,1), Var l <= 3 max_t (E[l | t])^2. */
-static void compare_mc(const fv_problem *p, const fv_vfield *f, double t, size_t n, uint64_t stream,
-                       const char *label)
-{
-    fv_var ex;
-    fv_mc mc;
-    double lmax = 0.0;
-    if (t >= 0) {
-        cr_assert_eq(fv_variance_at(p, f, t, &ex, NULL, NULL), FV_OK, "%s: %s", label, fv_last_error());
-        lmax = sqrt(2.0) * ex.loss;
-    } else {
-        cr_assert_eq(fv_variance_integrated(p, f, 1e-9, &ex, NULL), FV_OK, "%s: %s", label, fv_last_error());
-        for (int i = 1; i < 100; i++) {
-            fv_var vt;
-            cr_assert_eq(fv_variance_at(p, f, i / 100.0, &vt, NULL, NULL), FV_OK, "%s", fv_last_error());
-            lmax = fmax(lmax, sqrt(3.0) * vt.loss);
-        }
-    }
-    cr_assert_eq(fv_variance_mc(p, f, t, n, 20251018, stream, &mc), FV_OK, "%s: %s", label, fv_last_error());
-    double z = (mc.var_total - ex.var_total) / mc.se_total;
-    cr_log_info("%-58s exact %.10g  MC %.10g +- %.3g (z = %+.2f)  loss %.6g / %.6g", label, ex.var_total,
-                mc.var_total, mc.se_total, z, ex.loss, mc.loss);
-    cr_expect(fabs(z) <= 4.0, "%s: exact %.10g, MC %.10g +- %.3g", label, ex.var_total, mc.var_total, mc.se_total);
-    cr_expect(fabs(mc.loss - ex.loss) <= 4.0 * lmax / sqrt((double)n), "%s: loss exact %.10g, MC %.10g", label,
-              ex.loss, mc.loss);
-    cr_expect(mc.var_theta > 0 && mc.var_Theta > 0 && mc.n == n);
-}
-
 static const char *coupling_label[] = {"OT", "rotation", "independent"};
 
 /* Problem i of the random suite: couplings and schedules cycle, everything else is drawn. Random-t
@@ -211,7 +162,7 @@ static void random_case(int i, int random_t, fv_problem *p, double *theta, doubl
     random_problem(p, d, &r, c, deg, sigma, s, deriv);
     fv_vfield f = {FV_VFIELD_CUSTOM, theta, Theta};
     do
-        perturbed_ot(p, &r, theta, Theta);
+        th_perturbed_ot(p, &r, 0.3, 0.15, theta, Theta);
     while (random_t && fv_variance_integrable(p, &f) != FV_OK);
     sprintf(label, "d=%zu %s %.0fdeg %s%s s=%.3f t=%.3f", d, coupling_label[c], deg, fv_schedule_name(s),
             deriv ? "+f'" : "", sigma, *t);
@@ -225,7 +176,7 @@ static void mc_suite(int random_t, int count, size_t n)
         char label[128];
         random_case(i, random_t, &p, theta, Theta, &t, label);
         fv_vfield f = {FV_VFIELD_CUSTOM, theta, Theta};
-        compare_mc(&p, &f, t, n, (uint64_t)i, label);
+        th_variance_vs_mc(&p, &f, t, n, (uint64_t)i, 0.0, label);
         fv_problem_free(&p);
     }
 }
@@ -260,7 +211,7 @@ Test(variance, mc_named_fields)
         random_problem(&p, d, &r, cases[i].c, 70.0, 0.35, cases[i].s, cases[i].deriv);
         fv_vfield f = {cases[i].k, NULL, NULL};
         sprintf(label, "named field %zu, d=%zu t=%.2f", i, d, cases[i].t);
-        compare_mc(&p, &f, cases[i].t, 40000, 100 + i, label);
+        th_variance_vs_mc(&p, &f, cases[i].t, 40000, 100 + i, 0.0, label);
         fv_problem_free(&p);
     }
 }
@@ -274,7 +225,7 @@ Test(variance, mean_and_covariance_against_samples)
     fv_rng r = fv_rng_make(9, 1);
     double theta[D], Theta[D * D], Eg[N], cov[N * N], K[D * D], Sq[D * D], t = 0.35, f, fp;
     random_problem(&p, D, &r, FV_COUPLING_ROTATION, 100.0, 0.4, FV_SCHEDULE_BRIDGE, 1);
-    perturbed_ot(&p, &r, theta, Theta);
+    th_perturbed_ot(&p, &r, 0.3, 0.15, theta, Theta);
     fv_vfield vf = {FV_VFIELD_CUSTOM, theta, Theta};
     fv_var v;
     cr_assert_eq(fv_variance_at(&p, &vf, t, &v, Eg, cov), FV_OK, "%s", fv_last_error());
@@ -563,22 +514,6 @@ Test(variance, time_outside_unit_interval)
     cr_expect_eq(fv_variance_mc(&p, &f, 1.5, 100, 1, 1, &mc), FV_EINPUT);
     cr_expect_eq(fv_variance_mc(&p, &f, 0.5, 3, 1, 1, &mc), FV_EINPUT);
     cr_expect_eq(fv_variance_integrated(&p, &f, -1.0, &v, NULL), FV_EINPUT);
-    fv_problem_free(&p);
-}
-
-Test(variance, nonstandard_source_rejected)
-{
-    fv_problem p;
-    fv_var v;
-    fv_vfield f = {FV_VFIELD_OT, NULL, NULL};
-    ref_problem(&p, FV_COUPLING_OT, 0.0, 0.0);
-    p.m0[1] = 0.25;
-    cr_expect_eq(fv_variance_at(&p, &f, 0.5, &v, NULL, NULL), FV_EINPUT);
-    cr_expect(strstr(fv_last_error(), "standard source") != NULL, "%s", fv_last_error());
-    p.m0[1] = 0.0;
-    p.S0[0] = 2.0;
-    cr_expect_eq(fv_variance_integrated(&p, &f, 1e-6, &v, NULL), FV_EINPUT);
-    cr_expect(strstr(fv_last_error(), "standard source") != NULL, "%s", fv_last_error());
     fv_problem_free(&p);
 }
 

@@ -28,7 +28,8 @@ static const fv_opt variance_opts[] = {
 
 static const char usage[] =
     "Exact variance (trace of the covariance) of the per-sample CFM gradient g = (d/dtheta, d/dTheta) of\n"
-    "|u - v(X_t, t)|^2 for v = theta + Theta (I + t Theta)^{-1} (x - t theta), data from --coupling.\n"
+    "|u - v(X_t, t)|^2 for v = theta + Theta (I + t Theta)^{-1} (x - m0 - t theta), data from --coupling;\n"
+    "any Gaussian source (--source-mean m0, --source-cov S0; default N(0, I)).\n"
     "Output TSV: t var_theta var_Theta var_total [mc_total mc_se]; t is 'integrated' with --integrated.\n"
     "Example: flowvar variance --target-mean 1,-0.5 --target-cov 2,0.6,0.6,1 --coupling rotation --angle 120 \\\n"
     "           --field ot --t 0.6";
