@@ -189,6 +189,8 @@ static const fv_opt gradvar_opts[] = {
     {"groups", "G", "independent batches per time (>= 2): var is their mean, var_se its standard error; default 8"},
     {"exact", NULL, "add exact_var: the exact variance of the Lemma 1 family's OT member on the run's problem (image\n"
                     "      runs: the problem to the images' Gaussian fit, independent coupling, the run's noise)"},
+    {"exact-field", "ot|markov", "with --exact: the member, the OT field (default) or the Markov field (what I-CFM\n"
+                                 "      training converges to; slower with a general source: O(d^3) per time)"},
     {"fit-floor", "F", "image runs: eigenvalue floor of the Gaussian fit, relative to the largest; default 1e-6"},
     {"seed", "N", "seed of the evaluation draws; default 1"},
     {"out", "F.tsv|-", "output TSV (default stdout)"},
@@ -202,8 +204,8 @@ static const char gradvar_usage[] =
     "Each time's rows come in G independent batches; var is the mean of their unbiased estimates.\n"
     "TSV: t var var_se [exact_var]. Example: flowvar gradvar --run run";
 
-/* --exact: the closed-form variance (gaussian/variance.h) of the OT member at the nt grid times into
- * exact[0..nt-1], integrated over t into exact[nt]. */
+/* --exact: the closed-form variance (gaussian/variance.h) of the OT or Markov member at the nt grid
+ * times into exact[0..nt-1], integrated over t into exact[nt]. */
 static int exact_variance(const fv_args *a, const fv_run *r, size_t nt, double *exact)
 {
     fv_problem fitp = {0};
@@ -215,7 +217,11 @@ static int exact_variance(const fv_args *a, const fv_run *r, size_t nt, double *
     if (r->has_ds && !(st = fv_args_double(a, "fit-floor", FV_FIT_DEFAULT_FLOOR, &floor)) &&
         !(st = fv_run_fit_problem(r, floor, FV_COUPLING_INDEPENDENT, &fitp, NULL)))
         p = &fitp;
-    fv_vfield f = {FV_VFIELD_OT, NULL, NULL};
+    static const char *const members[] = {"ot", "markov", NULL};
+    int member;
+    if (!st && (st = fv_args_choice(a, "exact-field", members, 0, &member)))
+        return st;
+    fv_vfield f = {member ? FV_VFIELD_MARKOV : FV_VFIELD_OT, NULL, NULL};
     double *ts = malloc(nt * sizeof *ts);
     fv_var *v = malloc((nt + 1) * sizeof *v);
     if (!st && (!ts || !v))
