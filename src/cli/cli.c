@@ -235,3 +235,17 @@ int fv_cli_draw(const char *plots, const char *dir, const char *name)
     return FV_OK;
 }
 
+void fv_cli_l2_stats(size_t n, size_t d, const double *x, const double *y, double *mean, double *sd)
+{
+    double s = 0, s2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = 0;
+        for (size_t j = 0; j < d; j++)
+            e += (x[i * d + j] - y[i * d + j]) * (x[i * d + j] - y[i * d + j]);
+        e = sqrt(e);
+        s += e;
+        s2 += e * e;
+    }
+    *mean = s / (double)n;
+    *sd = n > 1 ? sqrt(fmax(s2 - (double)n * *mean * *mean, 0.0) / (double)(n - 1)) : 0.0;
+}

@@ -76,6 +76,9 @@ int fv_cli_field_kind(const fv_args *a, fv_field_kind *kind);
  * what the user asked (bad input, a singular time, a divergent integral), 1 for runtime failures. */
 int fv_cli_fail(int status);
 
+/* Mean and standard deviation of the distances |x_i - y_i| over n rows of d numbers (Tables 2, 3). */
+void fv_cli_l2_stats(size_t n, size_t d, const double *x, const double *y, double *mean, double *sd);
+
 /* Commands. */
 int fv_cmd_field(int argc, char **argv);
 int fv_cmd_transport(int argc, char **argv);

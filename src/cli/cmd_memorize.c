@@ -185,22 +185,6 @@ static int integrate_chunked(fv_run *r, size_t n, double *X, size_t ode_steps, f
     return FV_OK;
 }
 
-/* Mean and standard deviation of |x_i - y_i| over n rows. */
-static void l2_stats(size_t n, size_t d, const double *x, const double *y, double *mean, double *sd)
-{
-    double s = 0, s2 = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = 0;
-        for (size_t j = 0; j < d; j++)
-            e += (x[i * d + j] - y[i * d + j]) * (x[i * d + j] - y[i * d + j]);
-        e = sqrt(e);
-        s += e;
-        s2 += e * e;
-    }
-    *mean = s / (double)n;
-    *sd = n > 1 ? sqrt(fmax(s2 - (double)n * *mean * *mean, 0.0) / (double)(n - 1)) : 0.0;
-}
-
 /* One model's row: end points of the first `ne` training sources against the OT and training
  * targets; the end points are kept in `ends` for the picture. */
 static int evaluate(const fv_args *a, const char *dir, size_t ne, size_t ode_steps, double *row, double *ends,
@@ -217,8 +201,8 @@ static int evaluate(const fv_args *a, const char *dir, size_t ne, size_t ode_ste
     memcpy(targets, r.b, ne * d * sizeof *targets);
     memcpy(ends, r.a, ne * d * sizeof *ends);
     if (!(st = fv_run_ot_targets(&r, ne, sources, ot)) && !(st = integrate_chunked(&r, ne, ends, ode_steps, NULL))) {
-        l2_stats(ne, d, ends, ot, &row[0], &row[1]);
-        l2_stats(ne, d, ends, targets, &row[2], &row[3]);
+        fv_cli_l2_stats(ne, d, ends, ot, &row[0], &row[1]);
+        fv_cli_l2_stats(ne, d, ends, targets, &row[2], &row[3]);
     }
     fv_run_free(&r);
     return st;
@@ -384,8 +368,8 @@ int fv_cmd_memorize(int argc, char **argv)
     }
     if (st)
         goto done;
-    l2_stats(ne, d, sources, ot, &identity[0], &identity[1]);
-    l2_stats(ne, d, sources, targets, &identity[2], &identity[3]);
+    fv_cli_l2_stats(ne, d, sources, ot, &identity[0], &identity[1]);
+    fv_cli_l2_stats(ne, d, sources, targets, &identity[2], &identity[3]);
     print_table(stdout, cname, npairs, ns, sigmas, rows, identity);
     snprintf(path, sizeof path, "%s/memorize_%s.tsv", out, cname);
     if ((st = write_tsv(path, cname, npairs, ns, sigmas, rows)))

@@ -121,22 +121,6 @@ static int integrate(fv_run *r, int ema, size_t n, double *X, const fv_ode_opts 
     return st;
 }
 
-/* Mean and standard deviation of |x_i - y_i| over n rows. */
-static void l2_stats(size_t n, size_t d, const double *x, const double *y, double *mean, double *sd)
-{
-    double s = 0, s2 = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = 0;
-        for (size_t j = 0; j < d; j++)
-            e += (x[i * d + j] - y[i * d + j]) * (x[i * d + j] - y[i * d + j]);
-        e = sqrt(e);
-        s += e;
-        s2 += e * e;
-    }
-    *mean = s / (double)n;
-    *sd = n > 1 ? sqrt(fmax(s2 - (double)n * *mean * *mean, 0.0) / (double)(n - 1)) : 0.0;
-}
-
 /* Table 2's measure: how close the end points are to the paired (possibly shuffled) targets and to
  * the OT map's targets; the end points still go to --out when it is given. */
 static int l2_report(const fv_args *a, fv_run *r, size_t n, const double *X0, const double *X)
@@ -147,8 +131,8 @@ static int l2_report(const fv_args *a, fv_run *r, size_t n, const double *X0, co
     double *T = malloc(n * d * sizeof *T), row[4];
     int st = T ? fv_run_ot_targets(r, n, X0, T) : fv_error(FV_ENOMEM, "out of memory");
     if (!st) {
-        l2_stats(n, d, X, r->b, &row[0], &row[1]);
-        l2_stats(n, d, X, T, &row[2], &row[3]);
+        fv_cli_l2_stats(n, d, X, r->b, &row[0], &row[1]);
+        fv_cli_l2_stats(n, d, X, T, &row[2], &row[3]);
         static const char *const names[] = {"l2_to_pair_mean", "l2_to_pair_std", "l2_to_ot_mean", "l2_to_ot_std"};
         if (fv_args_get(a, "out"))
             st = fv_cli_write_matrix(fv_args_get(a, "out"), n, d, X, "x");
