@@ -533,7 +533,7 @@ static void carve_acts(const fv_unet *net, size_t B, fv_unet_acts *a, carver *k)
         }
 }
 
-int fv_unet_acts_alloc(fv_unet_acts *a, const fv_unet *net, size_t B)
+int fv_unet_acts_place(fv_unet_acts *a, const fv_unet *net, size_t B, float *mem, size_t *nfloats)
 {
     memset(a, 0, sizeof *a);
     if (B == 0)
@@ -548,18 +548,33 @@ int fv_unet_acts_alloc(fv_unet_acts *a, const fv_unet *net, size_t B)
         a->u = NULL;
         return fv_error(FV_ENOMEM, "unet: activation workspace for %zu images overflows", B);
     }
-    k = (carver){NULL, 0};
+    k = (carver){mem, 0};
     carve_acts(net, B, a, &k);
-    a->mem = malloc(k.used * sizeof(float));
-    if (!a->mem) {
+    *nfloats = k.used;
+    if (!mem) {
         free(a->u);
         a->u = NULL;
-        return fv_error(FV_ENOMEM, "unet: cannot allocate activations for %zu images (%zu floats)", B, k.used);
+        return FV_OK;
     }
-    k = (carver){a->mem, 0};
-    carve_acts(net, B, a, &k);
     a->B = B;
     a->nunits = net->nunits;
+    return FV_OK;
+}
+
+int fv_unet_acts_alloc(fv_unet_acts *a, const fv_unet *net, size_t B)
+{
+    size_t n;
+    int st = fv_unet_acts_place(a, net, B, NULL, &n);
+    if (st)
+        return st;
+    float *mem = malloc(n * sizeof(float));
+    if (!mem)
+        return fv_error(FV_ENOMEM, "unet: cannot allocate activations for %zu images (%zu floats)", B, n);
+    if ((st = fv_unet_acts_place(a, net, B, mem, &n))) {
+        free(mem);
+        return st;
+    }
+    a->mem = mem;
     return FV_OK;
 }
 
@@ -588,9 +603,6 @@ static fv_conv2d_shape conv(size_t cin, size_t cout, size_t h, size_t w, size_t 
 {
     return (fv_conv2d_shape){cin, cout, h, w, k, stride, k / 2};
 }
-
-/* The dropout mask of unit j: Philox blocks from j << 40 (each unit draws fewer than 2^40 blocks). */
-static uint64_t dropout_block0(size_t j) { return (uint64_t)j << 40; }
 
 /* The tensor the second convolution of residual block j reads: the dropout output when training. */
 static const float *res_conv2_input(const fv_unet *net, const fv_unet_acts *a, size_t j)
@@ -626,7 +638,7 @@ static void res_forward(const fv_unet *net, size_t j, size_t B, fv_unet_acts *a)
     fv_act_forward(ua->act2, ua->norm2, n, FV_ACT_SILU);
     if (a->train && net->cfg.dropout > 0.0f)
         fv_dropout_forward(ua->drop, ua->act2, n, net->cfg.dropout, a->dropout_seed, a->dropout_stream,
-                           dropout_block0(j));
+                           FV_UNET_DROPOUT_BLOCK0(j));
     fv_conv2d_forward(ua->out, res_conv2_input(net, a, j), param(net, u, 8), param(net, u, 9), a->col, B, &c2);
     if (u->cin != u->cout) {
         fv_conv2d_shape sk = conv(u->cin, u->cout, u->h, u->w, 1, 1);
@@ -755,7 +767,7 @@ static void res_backward(const fv_unet *net, size_t j, size_t B, const float *do
     fv_conv2d_backward(g1, grad(net, grads, u, 8), grad(net, grads, u, 9), dout, res_conv2_input(net, a, j),
                        param(net, u, 8), a->col, B, &c2);
     if (a->train && net->cfg.dropout > 0.0f)
-        fv_dropout_backward(g1, g1, n, net->cfg.dropout, a->dropout_seed, a->dropout_stream, dropout_block0(j));
+        fv_dropout_backward(g1, g1, n, net->cfg.dropout, a->dropout_seed, a->dropout_stream, FV_UNET_DROPOUT_BLOCK0(j));
     fv_act_backward(g1, g1, ua->norm2, ua->act2, n, FV_ACT_SILU);
     memset(g2, 0, n * sizeof(float));
     fv_groupnorm_backward(g2, grad(net, grads, u, 6), grad(net, grads, u, 7), g1, ua->h, ua->mean2, ua->rstd2,
