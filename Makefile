@@ -37,6 +37,9 @@ LIB_OBJ += $(CU_SRC:%.cu=$(BUILD)/%.o)
 CUDA_LIB := $(realpath $(dir $(NVCC))../lib64)
 LDLIBS += -L$(CUDA_LIB) -Wl,-rpath,$(CUDA_LIB) -lcublas -lcudart -lstdc++
 CFLAGS += -DFV_HAVE_CUDA
+# C code that calls the device layers directly (the U-Net parity table) includes CUDA's headers.
+CUDA_INC := $(realpath $(dir $(NVCC))../include)
+$(BUILD)/tests/test_cuda_unet.o: CFLAGS += -isystem $(CUDA_INC)
 endif
 endif
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
