@@ -99,7 +99,7 @@ test: deps-check
 # The CUDA parity suite alone (each test prints a skip line where no GPU is present).
 test-cuda: deps-check
 	$(MAKE) $(BUILD)/flowvar $(BUILD)/test_flowvar
-	FLOWVAR=$(BUILD)/flowvar bash -o pipefail -c "$(BUILD)/test_flowvar --verbose=1 --filter 'cuda/*' 2>&1 | grep -v 'Test is disabled'"
+	FLOWVAR=$(BUILD)/flowvar bash -o pipefail -c "$(BUILD)/test_flowvar --verbose=1 --filter 'cuda*/*' 2>&1 | grep -v 'Test is disabled'"
 
 reproduce: deps-check
 	$(MAKE) $(BUILD)/flowvar

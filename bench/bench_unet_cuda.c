@@ -13,6 +13,7 @@
  *
  * Usage: bench_unet_cuda [--batch B] [--steps N] [--warmup W] [--reps R] [--tf32]
  * Rows: "meta KEY VALUE", "steps flowvar REP SECONDS_PER_STEP", "memory KEY BYTES". */
+#include "bench/bench_util.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "cuda/unet_cuda.h"
@@ -24,23 +25,9 @@
 #include <string.h>
 #include <time.h>
 
+#define PROGRAM "bench_unet_cuda"
 #define SEED 20251123ULL
 #define TFLOP_PER_STEP_AT_128 4.8
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void check(int st, const char *what)
-{
-    if (st) {
-        fprintf(stderr, "bench_unet_cuda: %s: %s\n", what, fv_last_error());
-        exit(1);
-    }
-}
 
 /* Bytes of device memory in use (the whole card's, other processes included). */
 static size_t used_bytes(void)
@@ -84,7 +71,7 @@ int main(int argc, char **argv)
     ac.ema_decay = 0.9999f;
     size_t used0 = used_bytes();
     fv_trainer tr;
-    check(fv_trainer_unet_cuda_init(&tr, &c, &ac, SEED, B, tf32), "trainer");
+    bench_check(PROGRAM, fv_trainer_unet_cuda_init(&tr, &c, &ac, SEED, B, tf32), "trainer");
     size_t d = tr.d;
     float *xt = malloc((2 * B * d + B) * sizeof *xt), *u = xt + B * d, *t = u + B * d;
     double *z = malloc((2 * B * d + B) * sizeof *z);
@@ -95,11 +82,11 @@ int main(int argc, char **argv)
     fv_rng_uniform(&r, B, z + 2 * B * d);
     for (size_t i = 0; i < 2 * B * d + B; i++)
         xt[i] = (float)z[i];
-    check(tr.ops->load(&tr, B, xt, t, u), "batch");
+    bench_check(PROGRAM, tr.ops->load(&tr, B, xt, t, u), "batch");
     float loss, gnorm;
     for (size_t i = 0; i < warmup; i++) {
-        check(tr.ops->loss_grad(&tr, &loss, NULL), "warm-up step");
-        check(tr.ops->update(&tr, &gnorm), "warm-up update");
+        bench_check(PROGRAM, tr.ops->loss_grad(&tr, &loss, NULL), "warm-up step");
+        bench_check(PROGRAM, tr.ops->update(&tr, &gnorm), "warm-up update");
     }
     struct cudaDeviceProp prop;
     if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
@@ -107,12 +94,12 @@ int main(int argc, char **argv)
     printf("meta\tconfig\tpaper cifar10 unet, %zu parameters, batch %zu, %s\n", tr.nparams, B, tf32 ? "tf32" : "fp32");
     double best = 1e30;
     for (size_t rep = 0; rep < reps; rep++) {
-        double t0 = now();
+        double t0 = bench_now();
         for (size_t i = 0; i < steps; i++) {
-            check(tr.ops->loss_grad(&tr, &loss, NULL), "step");
-            check(tr.ops->update(&tr, &gnorm), "update");
+            bench_check(PROGRAM, tr.ops->loss_grad(&tr, &loss, NULL), "step");
+            bench_check(PROGRAM, tr.ops->update(&tr, &gnorm), "update");
         }
-        double s = (now() - t0) / (double)steps;
+        double s = (bench_now() - t0) / (double)steps;
         best = s < best ? s : best;
         printf("steps\tflowvar\t%zu\t%.9f\n", rep, s);
         fflush(stdout);

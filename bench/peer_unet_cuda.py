@@ -17,9 +17,33 @@ import argparse
 import contextlib
 import math
 import sys
-import time
 
 import torch
+
+from gpu_timing import time_steps
+
+
+def torchcfm_unet():
+    """torchcfm's UNetModelWrapper and torchcfm's version. Where the package's __init__ cannot run (it
+    imports POT, which a GPU machine without a registry may lack; scripts/gpu-bundle carries torchcfm's
+    pure-Python sources only), its models subpackage is imported under an empty parent package."""
+    try:
+        import torchcfm
+        from torchcfm.models.unet.unet import UNetModelWrapper
+        return UNetModelWrapper, torchcfm.__version__
+    except ImportError:
+        import importlib.util
+        import types
+
+        spec = importlib.util.find_spec("torchcfm")
+        if spec is None:
+            sys.exit("peer_unet_cuda: torchcfm is not importable (scripts/gpu-bundle carries it in .gpu/python)")
+        parent = types.ModuleType("torchcfm")
+        parent.__path__ = list(spec.submodule_search_locations)
+        sys.modules["torchcfm"] = parent
+        from torchcfm.models.unet.unet import UNetModelWrapper
+        from torchcfm.version import __version__
+        return UNetModelWrapper, __version__ + " (models only)"
 
 
 def main():
@@ -32,9 +56,7 @@ def main():
     ap.add_argument("--tf32", action="store_true")
     ap.add_argument("--bf16", action="store_true")
     a = ap.parse_args()
-    import torchcfm
-    from torchcfm.models.unet import UNetModelWrapper
-
+    UNetModelWrapper, version = torchcfm_unet()
     dev = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = a.tf32
     torch.backends.cudnn.allow_tf32 = a.tf32
@@ -63,24 +85,16 @@ def main():
             sys.exit(f"peer_unet_cuda: the loss is {val}")
 
     print(f"meta\ttorch_version\t{torch.__version__}")
-    print(f"meta\ttorchcfm_version\t{torchcfm.__version__}")
+    print(f"meta\ttorchcfm_version\t{version}")
     print(f"meta\ttorch_gpu\t{torch.cuda.get_device_name(0)}")
     print(f"meta\ttorch_cudnn\t{torch.backends.cudnn.version()}")
     print(f"meta\tparameters\t{sum(p.numel() for p in params)}")
     prec = "bf16 autocast" if a.bf16 else "tf32" if a.tf32 else "fp32"
     print(f"meta\ttorch_mode\teager, adam {'fused' if a.fused else 'default (foreach)'}, {prec}, batch {B}")
     sys.stdout.flush()
-    for _ in range(a.warmup):
-        step()
-    torch.cuda.synchronize()
+    time_steps(step, a.warmup, 0, 0)
     torch.cuda.reset_peak_memory_stats()
-    for rep in range(a.reps):
-        t0 = time.perf_counter()
-        for _ in range(a.steps):
-            step()
-        torch.cuda.synchronize()
-        print(f"steps\ttorch\t{rep}\t{(time.perf_counter() - t0) / a.steps:.9f}")
-        sys.stdout.flush()
+    time_steps(step, 0, a.reps, a.steps)
     print(f"memory\ttorch_peak_allocated\t{torch.cuda.max_memory_allocated()}")
 
 

@@ -22,6 +22,13 @@ __global__ void k_input(float *in, const float *x, const float *t, size_t B, siz
     }
 }
 
+__global__ void k_fill(float *p, float v, size_t n)
+{
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n)
+        p[i] = v;
+}
+
 /* pre += b (per column); post = act(pre). */
 __global__ void k_bias_act(float *pre, float *post, const float *b, size_t n, size_t nout, int act)
 {
@@ -160,16 +167,7 @@ int fv_cuda_acts_alloc(fv_cuda_acts *a, const fv_mlp *m, size_t B)
     a->v = f;
     a->dout = f + B * d;
     a->ones = f + 2 * B * d;
-    float *ones = (float *)malloc(B * sizeof *ones);
-    if (!ones) {
-        fv_cuda_acts_free(a);
-        return fv_error(FV_ENOMEM, "out of memory for %zu rows", B);
-    }
-    for (size_t i = 0; i < B; i++)
-        ones[i] = 1.0f;
-    st = fv_cuda_check(cudaMemcpy(a->ones, ones, B * sizeof *ones, cudaMemcpyHostToDevice), "uploading ones");
-    free(ones);
-    if (st)
+    if ((st = fv_cuda_fill(0, a->ones, 1.0f, B)) || (st = fv_cuda_check(cudaDeviceSynchronize(), "filling ones")))
         fv_cuda_acts_free(a);
     return st;
 }
@@ -214,6 +212,12 @@ int fv_cuda_linear_backward(cublasHandle_t h, float *dinp, float *dW, float *db,
                                          dout, (int)nout, &zero, dinp, (int)nin),
                              "linear backward (input)");
     return st;
+}
+
+int fv_cuda_fill(cudaStream_t s, float *p, float v, size_t n)
+{
+    k_fill<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, s>>>(p, v, n);
+    return fv_cuda_launched("fill");
 }
 
 int fv_cuda_bias_act(cudaStream_t s, float *pre, float *post, const float *b, size_t n, size_t nout, int act)

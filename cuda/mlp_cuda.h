@@ -32,6 +32,8 @@ int fv_cuda_linear_forward(cublasHandle_t h, float *out, const float *in, const 
                            size_t nout);
 int fv_cuda_linear_backward(cublasHandle_t h, float *dinp, float *dW, float *db, const float *dout, const float *in,
                             const float *W, const float *ones, size_t B, size_t nin, size_t nout);
+/* p[0 .. n) = v (the ones vectors of the bias gradients). */
+int fv_cuda_fill(cudaStream_t s, float *p, float v, size_t n);
 /* pre (n elements in rows of nout) += b per column, then post = act(pre) unless post is NULL. */
 int fv_cuda_bias_act(cudaStream_t s, float *pre, float *post, const float *b, size_t n, size_t nout, int act);
 /* d *= act'(pre) (post = act(pre)) over n elements, in place. */

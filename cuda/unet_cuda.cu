@@ -592,16 +592,7 @@ extern "C" int fv_cuda_unet_acts_alloc(fv_cuda_unet_acts *w, const fv_unet *net,
     w->ones = f;
     w->v = f + B;
     w->dout = w->v + B * x.d;
-    float *ones = (float *)malloc(B * sizeof *ones);
-    if (!ones) {
-        fv_cuda_unet_acts_free(w);
-        return fv_error(FV_ENOMEM, "out of memory for %zu images", B);
-    }
-    for (size_t i = 0; i < B; i++)
-        ones[i] = 1.0f;
-    st = fv_cuda_check(cudaMemcpy(w->ones, ones, B * sizeof *ones, cudaMemcpyHostToDevice), "uploading ones");
-    free(ones);
-    if (st)
+    if ((st = fv_cuda_fill(0, w->ones, 1.0f, B)) || (st = fv_cuda_check(cudaDeviceSynchronize(), "filling ones")))
         fv_cuda_unet_acts_free(w);
     return st;
 }
