@@ -18,6 +18,7 @@
  * Usage: bench_train_cuda --d D --width W --depth L --batch B [--steps N] [--warmup W] [--reps R] [--tf32]
  * Rows: "meta KEY VALUE", "steps flowvar REP SECONDS_PER_STEP", "phase NAME SECONDS_PER_STEP",
  * "gemms NAME SECONDS_PER_STEP", "sgemm SIZE TFLOPS". */
+#include "bench/bench_util.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "gaussian/problem.h"
@@ -31,23 +32,9 @@
 #include <string.h>
 #include <time.h>
 
+#define PROGRAM "bench_train_cuda"
 #define SEED 20251021ULL
 #define MAX_REPS 32
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void check(int st, const char *what)
-{
-    if (st) {
-        fprintf(stderr, "bench_train_cuda: %s: %s\n", what, fv_last_error());
-        exit(1);
-    }
-}
 
 static void check_cuda(int ok, const char *what)
 {
@@ -76,12 +63,12 @@ static double sgemm_rate(size_t S, int tf32)
     double best[10];
     for (int k = 0; k < 13; k++) {
         cudaDeviceSynchronize();
-        double t0 = now();
+        double t0 = bench_now();
         cublasSgemm(cb, CUBLAS_OP_N, CUBLAS_OP_N, (int)S, (int)S, (int)S, &one, a, (int)S, a + n, (int)S, &zero,
                     a + 2 * n, (int)S);
         cudaDeviceSynchronize();
         if (k >= 3)
-            best[k - 3] = now() - t0;
+            best[k - 3] = bench_now() - t0;
     }
     for (int i = 1; i < 10; i++) /* insertion sort for the median */
         for (int j = i; j > 0 && best[j] < best[j - 1]; j--) {
@@ -104,11 +91,11 @@ static double time_gemm(cublasHandle_t cb, float *buf, cublasOperation_t ta, cub
     double t[20];
     for (int r = 0; r < 23; r++) {
         cudaDeviceSynchronize();
-        double t0 = now();
+        double t0 = bench_now();
         cublasSgemm(cb, ta, tb, (int)m, (int)n, (int)k, &one, A, (int)lda, Bm, (int)ldb, &zero, C, (int)m);
         cudaDeviceSynchronize();
         if (r >= 3)
-            t[r - 3] = now() - t0;
+            t[r - 3] = bench_now() - t0;
     }
     for (int i = 1; i < 20; i++)
         for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
@@ -178,18 +165,18 @@ int main(int argc, char **argv)
         return 2;
     }
     fv_problem p;
-    check(fv_problem_alloc(&p, d), "fv_problem_alloc");
+    bench_check(PROGRAM, fv_problem_alloc(&p, d), "fv_problem_alloc");
     fv_rng r = fv_rng_make(SEED, 1);
     fv_random_spd(d, 0.5, &r, p.S1);
     fv_rng_normal(&r, d, p.m1);
     p.coupling = FV_COUPLING_INDEPENDENT;
-    check(fv_problem_validate(&p), "fv_problem_validate");
+    bench_check(PROGRAM, fv_problem_validate(&p), "fv_problem_validate");
     fv_mlp_config mc = {d, width, depth, FV_ACT_SILU, 0};
     fv_adam_config ac = fv_adam_defaults();
     fv_trainer tr;
-    check(fv_trainer_cuda_init(&tr, &mc, &ac, SEED, B, tf32), "fv_trainer_cuda_init");
+    bench_check(PROGRAM, fv_trainer_cuda_init(&tr, &mc, &ac, SEED, B, tf32), "fv_trainer_cuda_init");
     fv_cfm_data data;
-    check(fv_cfm_data_init(&data, FV_DATA_PROBLEM, &p, NULL, 0, NULL, NULL, B), "fv_cfm_data_init");
+    bench_check(PROGRAM, fv_cfm_data_init(&data, FV_DATA_PROBLEM, &p, NULL, 0, NULL, NULL, B), "fv_cfm_data_init");
 
     double F = 0.0;
     for (size_t l = 0; l < tr.net.nlayers; l++)
@@ -217,26 +204,26 @@ int main(int argc, char **argv)
     fv_loss_log log = {0};
     uint64_t step = 0;
     o.steps = warmup;
-    check(fv_cfm_train(&tr, &data, &o, &step, &log), "fv_cfm_train (warm-up)");
+    bench_check(PROGRAM, fv_cfm_train(&tr, &data, &o, &step, &log), "fv_cfm_train (warm-up)");
     for (int rep = 0; rep < reps; rep++) {
         o.steps = step + steps;
-        double t0 = now();
-        check(fv_cfm_train(&tr, &data, &o, &step, &log), "fv_cfm_train");
-        printf("steps\tflowvar\t%d\t%.9f\n", rep, (now() - t0) / (double)steps);
+        double t0 = bench_now();
+        bench_check(PROGRAM, fv_cfm_train(&tr, &data, &o, &step, &log), "fv_cfm_train");
+        printf("steps\tflowvar\t%d\t%.9f\n", rep, (bench_now() - t0) / (double)steps);
         fflush(stdout);
     }
     /* phase by phase */
     double ph[3] = {0};
     for (size_t k = 0; k < steps; k++, step++) {
         float loss, gnorm;
-        double t0 = now();
-        check(tr.ops->draw(&tr, &data, SEED, step, -1.0, B), "draw");
+        double t0 = bench_now();
+        bench_check(PROGRAM, tr.ops->draw(&tr, &data, SEED, step, -1.0, B), "draw");
         cudaDeviceSynchronize();
-        double t1 = now();
-        check(tr.ops->loss_grad(&tr, &loss, NULL), "loss_grad");
-        double t2 = now();
-        check(tr.ops->update(&tr, &gnorm), "update");
-        double t3 = now();
+        double t1 = bench_now();
+        bench_check(PROGRAM, tr.ops->loss_grad(&tr, &loss, NULL), "loss_grad");
+        double t2 = bench_now();
+        bench_check(PROGRAM, tr.ops->update(&tr, &gnorm), "update");
+        double t3 = bench_now();
         ph[0] += t1 - t0, ph[1] += t2 - t1, ph[2] += t3 - t2;
     }
     printf("phase\tdraw\t%.9f\nphase\tloss_grad\t%.9f\nphase\tupdate\t%.9f\n", ph[0] / (double)steps,

@@ -14,9 +14,10 @@ Prints TSV like bench_train_cuda: "meta KEY VALUE", "steps torch REP SECONDS_PER
 import argparse
 import math
 import sys
-import time
 
 import torch
+
+from gpu_timing import time_steps
 from torch import nn
 
 
@@ -72,16 +73,7 @@ def main():
     mode = "compile" if a.compile else "eager"
     print(f"meta\ttorch_mode\t{mode}, adam {'fused' if a.fused else 'default (foreach)'}, tf32 {a.tf32}")
     sys.stdout.flush()
-    for _ in range(a.warmup):
-        step()
-    torch.cuda.synchronize()
-    for rep in range(a.reps):
-        t0 = time.perf_counter()
-        for _ in range(a.steps):
-            step()
-        torch.cuda.synchronize()
-        print(f"steps\ttorch\t{rep}\t{(time.perf_counter() - t0) / a.steps:.9f}")
-        sys.stdout.flush()
+    time_steps(step, a.warmup, a.reps, a.steps)
 
 
 if __name__ == "__main__":

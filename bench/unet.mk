@@ -52,7 +52,12 @@ out/bench_unet: bench_unet.c $(LIB) $(HEADERS)
 $(LIB):
 	$(MAKE) -C .. build/libflowvar.a
 
-clean-unet:
-	rm -f out/bench_unet out/unet*
+# The GPU U-Net benchmark (bench_unet_cuda.c and peer_unet_cuda.py), run on a GPU machine with
+# bench/run_unet_cuda.sh; needs the CUDA build of ../build/libflowvar.a (and CUDA's headers here).
+bench_unet_cuda: bench_unet_cuda.c $(LIB) $(HEADERS) ../cuda/unet_cuda.h
+	$(CC) $(BENCH_CFLAGS) -isystem $(dir $(shell command -v nvcc))../include -o $@ bench_unet_cuda.c $(LIB) $(LDLIBS)
 
-.PHONY: unet record-unet clean-unet
+clean-unet:
+	rm -f out/bench_unet out/unet* bench_unet_cuda
+
+.PHONY: unet record-unet clean-unet bench_unet_cuda

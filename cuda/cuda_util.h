@@ -32,6 +32,24 @@ static inline unsigned fv_cuda_blocks(size_t n)
     return (unsigned)((n + FV_CUDA_THREADS - 1) / FV_CUDA_THREADS);
 }
 
+/* The sum of a block's per-thread doubles, in a fixed order (a tree over FV_CUDA_THREADS threads,
+ * which the block must have), returned to every thread. The closing barrier lets a kernel call it
+ * again at once. */
+static __device__ inline double fv_block_sum(double s)
+{
+    __shared__ double buf[FV_CUDA_THREADS];
+    buf[threadIdx.x] = s;
+    __syncthreads();
+    for (unsigned w = FV_CUDA_THREADS / 2; w > 0; w /= 2) {
+        if (threadIdx.x < w)
+            buf[threadIdx.x] += buf[threadIdx.x + w];
+        __syncthreads();
+    }
+    double total = buf[0];
+    __syncthreads();
+    return total;
+}
+
 static inline int fv_cuda_check(cudaError_t e, const char *what)
 {
     if (e == cudaSuccess)
@@ -46,6 +64,14 @@ static inline int fv_cublas_check(cublasStatus_t s, const char *what)
     if (s == CUBLAS_STATUS_SUCCESS)
         return FV_OK;
     return fv_error(FV_EDEVICE, "cuBLAS error in %s: %s", what, cublasGetStatusString(s));
+}
+
+/* The stream a cuBLAS handle queues on: the layers' own kernels go there too. */
+static inline cudaStream_t fv_cublas_stream(cublasHandle_t h)
+{
+    cudaStream_t s;
+    cublasGetStream(h, &s);
+    return s;
 }
 
 /* The launch of the kernel just queued (configuration errors surface here, execution errors at the

@@ -22,6 +22,13 @@ __global__ void k_input(float *in, const float *x, const float *t, size_t B, siz
     }
 }
 
+__global__ void k_fill(float *p, float v, size_t n)
+{
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n)
+        p[i] = v;
+}
+
 /* pre += b (per column); post = act(pre). */
 __global__ void k_bias_act(float *pre, float *post, const float *b, size_t n, size_t nout, int act)
 {
@@ -48,20 +55,6 @@ __global__ void k_act_backward(float *d, const float *pre, const float *post, si
         d[i] *= fv_act_deriv(act, pre[i], post[i]);
 }
 
-/* Sum a block's per-thread doubles in a fixed order; thread 0 gets the total. */
-__device__ double block_sum(double s)
-{
-    __shared__ double buf[FV_CUDA_THREADS];
-    buf[threadIdx.x] = s;
-    __syncthreads();
-    for (unsigned w = FV_CUDA_THREADS / 2; w > 0; w /= 2) {
-        if (threadIdx.x < w)
-            buf[threadIdx.x] += buf[threadIdx.x + w];
-        __syncthreads();
-    }
-    return buf[0];
-}
-
 /* dout = 2 (v - u) / n as fv_mse_loss; partial[block] = the block's sum of (v - u)^2 (grid-stride
  * over a fixed grid, so the summation order never changes). */
 __global__ void k_mse(float *dout, double *partial, const float *v, const float *u, size_t n, float scale)
@@ -72,7 +65,7 @@ __global__ void k_mse(float *dout, double *partial, const float *v, const float 
         s += (double)r * r;
         dout[i] = scale * r;
     }
-    s = block_sum(s);
+    s = fv_block_sum(s);
     if (threadIdx.x == 0)
         partial[blockIdx.x] = s;
 }
@@ -83,7 +76,7 @@ __global__ void k_sumsq(double *partial, const float *x, size_t n)
     double s = 0.0;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         s += (double)x[i] * x[i];
-    s = block_sum(s);
+    s = fv_block_sum(s);
     if (threadIdx.x == 0)
         partial[blockIdx.x] = s;
 }
@@ -94,7 +87,7 @@ __global__ void k_sum_partials(double *out, const double *partial, unsigned np)
     double s = 0.0;
     for (unsigned i = threadIdx.x; i < np; i += blockDim.x)
         s += partial[i];
-    s = block_sum(s);
+    s = fv_block_sum(s);
     if (threadIdx.x == 0)
         *out = s;
 }
@@ -174,16 +167,7 @@ int fv_cuda_acts_alloc(fv_cuda_acts *a, const fv_mlp *m, size_t B)
     a->v = f;
     a->dout = f + B * d;
     a->ones = f + 2 * B * d;
-    float *ones = (float *)malloc(B * sizeof *ones);
-    if (!ones) {
-        fv_cuda_acts_free(a);
-        return fv_error(FV_ENOMEM, "out of memory for %zu rows", B);
-    }
-    for (size_t i = 0; i < B; i++)
-        ones[i] = 1.0f;
-    st = fv_cuda_check(cudaMemcpy(a->ones, ones, B * sizeof *ones, cudaMemcpyHostToDevice), "uploading ones");
-    free(ones);
-    if (st)
+    if ((st = fv_cuda_fill(0, a->ones, 1.0f, B)) || (st = fv_cuda_check(cudaDeviceSynchronize(), "filling ones")))
         fv_cuda_acts_free(a);
     return st;
 }
@@ -204,7 +188,7 @@ static size_t param_offset(const fv_mlp *m, size_t l, int is_bias)
 }
 
 /* out (B x nout) = in (B x nin) W^T, row-major: in cuBLAS's column-major terms out^T = W in^T. */
-static int linear_forward(cublasHandle_t h, float *out, const float *in, const float *W, size_t B, size_t nin,
+int fv_cuda_linear_forward(cublasHandle_t h, float *out, const float *in, const float *W, size_t B, size_t nin,
                           size_t nout)
 {
     const float one = 1.0f, zero = 0.0f;
@@ -213,8 +197,7 @@ static int linear_forward(cublasHandle_t h, float *out, const float *in, const f
                            "linear forward");
 }
 
-/* dW = dout^T in, db = dout^T 1, dinp = dout W (unless NULL), as fv_linear_backward. */
-static int linear_backward(cublasHandle_t h, float *dinp, float *dW, float *db, const float *dout, const float *in,
+int fv_cuda_linear_backward(cublasHandle_t h, float *dinp, float *dW, float *db, const float *dout, const float *in,
                            const float *W, const float *ones, size_t B, size_t nin, size_t nout)
 {
     const float one = 1.0f, zero = 0.0f;
@@ -231,11 +214,25 @@ static int linear_backward(cublasHandle_t h, float *dinp, float *dW, float *db, 
     return st;
 }
 
-static cudaStream_t stream_of(cublasHandle_t h)
+int fv_cuda_fill(cudaStream_t s, float *p, float v, size_t n)
 {
-    cudaStream_t s;
-    cublasGetStream(h, &s);
-    return s;
+    k_fill<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, s>>>(p, v, n);
+    return fv_cuda_launched("fill");
+}
+
+int fv_cuda_bias_act(cudaStream_t s, float *pre, float *post, const float *b, size_t n, size_t nout, int act)
+{
+    if (post)
+        k_bias_act<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, s>>>(pre, post, b, n, nout, act);
+    else
+        k_bias<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, s>>>(pre, b, n, nout);
+    return fv_cuda_launched(post ? "bias + activation" : "bias");
+}
+
+int fv_cuda_act_backward(cudaStream_t s, float *d, const float *pre, const float *post, size_t n, int act)
+{
+    k_act_backward<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, s>>>(d, pre, post, n, act);
+    return fv_cuda_launched("activation backward");
 }
 
 /* ---- network ------------------------------------------------------------------------------------ */
@@ -243,47 +240,43 @@ static cudaStream_t stream_of(cublasHandle_t h)
 int fv_cuda_mlp_forward(cublasHandle_t h, const fv_mlp *m, const float *params, size_t B, const float *x,
                         const float *t, float *out, fv_cuda_acts *a)
 {
-    cudaStream_t s = stream_of(h);
+    cudaStream_t s = fv_cublas_stream(h);
     size_t L = m->nlayers, nin = m->in[0];
     k_input<<<fv_cuda_blocks(B * nin), FV_CUDA_THREADS, 0, s>>>(a->input, x, t, B, m->cfg.d, m->cfg.temb);
     int st = fv_cuda_launched("input assembly");
     const float *hcur = a->input;
     for (size_t l = 0; l + 1 < L && !st; l++) {
-        if ((st = linear_forward(h, a->pre[l], hcur, params + param_offset(m, l, 0), B, m->in[l], m->out[l])))
+        if ((st = fv_cuda_linear_forward(h, a->pre[l], hcur, params + param_offset(m, l, 0), B, m->in[l], m->out[l])))
             break;
-        k_bias_act<<<fv_cuda_blocks(B * m->out[l]), FV_CUDA_THREADS, 0, s>>>(
-            a->pre[l], a->post[l], params + param_offset(m, l, 1), B * m->out[l], m->out[l], (int)m->cfg.act);
-        st = fv_cuda_launched("bias + activation");
+        st = fv_cuda_bias_act(s, a->pre[l], a->post[l], params + param_offset(m, l, 1), B * m->out[l], m->out[l],
+                              (int)m->cfg.act);
         hcur = a->post[l];
     }
     if (!st)
-        st = linear_forward(h, out, hcur, params + param_offset(m, L - 1, 0), B, m->in[L - 1], m->out[L - 1]);
-    if (!st) {
-        k_bias<<<fv_cuda_blocks(B * m->cfg.d), FV_CUDA_THREADS, 0, s>>>(out, params + param_offset(m, L - 1, 1),
-                                                                        B * m->cfg.d, m->cfg.d);
-        st = fv_cuda_launched("output bias");
-    }
+        st = fv_cuda_linear_forward(h, out, hcur, params + param_offset(m, L - 1, 0), B, m->in[L - 1], m->out[L - 1]);
+    if (!st)
+        st = fv_cuda_bias_act(s, out, NULL, params + param_offset(m, L - 1, 1), B * m->cfg.d, m->cfg.d, 0);
     return st;
 }
 
-/* *scalar = sum of the FV_CUDA_REDUCE_BLOCKS partials. */
-static int reduce_partials(cudaStream_t s, fv_cuda_acts *a)
+/* partial[FV_CUDA_REDUCE_BLOCKS] = sum of the FV_CUDA_REDUCE_BLOCKS partials before it. */
+static int reduce_partials(cudaStream_t s, double *partial)
 {
-    k_sum_partials<<<1, FV_CUDA_THREADS, 0, s>>>(a->scalar, a->partial, FV_CUDA_REDUCE_BLOCKS);
+    k_sum_partials<<<1, FV_CUDA_THREADS, 0, s>>>(partial + FV_CUDA_REDUCE_BLOCKS, partial, FV_CUDA_REDUCE_BLOCKS);
     return fv_cuda_launched("reduction");
 }
 
-int fv_cuda_mse_loss(cudaStream_t s, size_t n, const float *v, const float *u, fv_cuda_acts *a)
+int fv_cuda_mse_loss(cudaStream_t s, size_t n, const float *v, const float *u, float *dout, double *partial)
 {
-    k_mse<<<FV_CUDA_REDUCE_BLOCKS, FV_CUDA_THREADS, 0, s>>>(a->dout, a->partial, v, u, n, (float)(2.0 / (double)n));
+    k_mse<<<FV_CUDA_REDUCE_BLOCKS, FV_CUDA_THREADS, 0, s>>>(dout, partial, v, u, n, (float)(2.0 / (double)n));
     int st = fv_cuda_launched("loss");
-    return st ? st : reduce_partials(s, a);
+    return st ? st : reduce_partials(s, partial);
 }
 
 int fv_cuda_mlp_backward(cublasHandle_t h, const fv_mlp *m, const float *params, size_t B, float *grads, float *sqnorm,
                          fv_cuda_acts *a)
 {
-    cudaStream_t s = stream_of(h);
+    cudaStream_t s = fv_cublas_stream(h);
     int st = FV_OK, buf = 0;
     if (sqnorm)
         st = fv_cuda_check(cudaMemsetAsync(sqnorm, 0, B * sizeof(float), s), "clearing row norms");
@@ -291,7 +284,7 @@ int fv_cuda_mlp_backward(cublasHandle_t h, const fv_mlp *m, const float *params,
     for (size_t l = m->nlayers; l-- > 0 && !st;) {
         const float *in = l ? a->post[l - 1] : a->input;
         float *dinp = l ? a->delta[buf] : NULL; /* the network input needs no gradient */
-        if ((st = linear_backward(h, dinp, grads + param_offset(m, l, 0), grads + param_offset(m, l, 1), dcur, in,
+        if ((st = fv_cuda_linear_backward(h, dinp, grads + param_offset(m, l, 0), grads + param_offset(m, l, 1), dcur, in,
                                   params + param_offset(m, l, 0), a->ones, B, m->in[l], m->out[l])))
             break;
         if (sqnorm) {
@@ -300,10 +293,7 @@ int fv_cuda_mlp_backward(cublasHandle_t h, const fv_mlp *m, const float *params,
                 break;
         }
         if (l) {
-            size_t n = B * m->out[l - 1];
-            k_act_backward<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, s>>>(dinp, a->pre[l - 1], a->post[l - 1], n,
-                                                                          (int)m->cfg.act);
-            st = fv_cuda_launched("activation backward");
+            st = fv_cuda_act_backward(s, dinp, a->pre[l - 1], a->post[l - 1], B * m->out[l - 1], (int)m->cfg.act);
             dcur = dinp;
             buf ^= 1;
         }
@@ -312,12 +302,12 @@ int fv_cuda_mlp_backward(cublasHandle_t h, const fv_mlp *m, const float *params,
 }
 
 int fv_cuda_adam_step(cudaStream_t s, const fv_adam_config *c, uint64_t k, size_t n, float *params, float *m,
-                      float *v, float *ema, float *grads, fv_cuda_acts *a)
+                      float *v, float *ema, float *grads, double *partial)
 {
-    k_sumsq<<<FV_CUDA_REDUCE_BLOCKS, FV_CUDA_THREADS, 0, s>>>(a->partial, grads, n);
+    k_sumsq<<<FV_CUDA_REDUCE_BLOCKS, FV_CUDA_THREADS, 0, s>>>(partial, grads, n);
     int st = fv_cuda_launched("gradient norm");
     if (!st)
-        st = reduce_partials(s, a);
+        st = reduce_partials(s, partial);
     if (st)
         return st;
     /* the scalars of fv_adam_step, computed the same way on the host */
@@ -325,7 +315,7 @@ int fv_cuda_adam_step(cudaStream_t s, const fv_adam_config *c, uint64_t k, size_
     double bc1 = 1.0 - pow(b1, (double)k), bc2 = 1.0 - pow(b2, (double)k);
     float step_size = (float)(fv_adam_lr(c, k) / bc1), bc2_sqrt = (float)sqrt(bc2);
     float decay = c->ema_decay, omd = (float)(1.0 - (double)decay);
-    k_adam<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, s>>>(n, params, m, v, ema, grads, a->scalar, c->clip,
+    k_adam<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, s>>>(n, params, m, v, ema, grads, partial + FV_CUDA_REDUCE_BLOCKS, c->clip,
                                                          (float)(1.0 - b1), c->beta2, (float)(1.0 - b2), step_size,
                                                          bc2_sqrt, c->eps, decay, omd);
     return fv_cuda_launched("adam");

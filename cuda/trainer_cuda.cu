@@ -4,6 +4,7 @@
  * same training data on both; the host copies in fv_trainer are synced only for checkpoints (pull,
  * push). Two waits per step: the loss (checked for NaN by the loop) and the gradient norm (logged). */
 #include "cuda/mlp_cuda.h"
+#include "cuda/unet_cuda.h"
 
 extern "C" {
 #include "core/philox.h"
@@ -19,8 +20,10 @@ typedef struct {
     cudaStream_t s;
     float *mem;                         /* params | m | v | grads | ema (ema only with an EMA) */
     float *params, *m, *v, *grads, *ema;
-    fv_cuda_acts acts;                  /* for `cap` rows */
+    fv_cuda_acts acts;                  /* MLP: for `cap` rows */
+    fv_cuda_unet_acts uacts;            /* U-Net: for `cap` images */
     size_t cap;
+    double *partial;                    /* the model workspace's reduction partials (acts' or uacts') */
     float *xt, *t, *u, *sq;             /* the batch, bcap rows */
     double *x01;                        /* its pairs: x0 then x1, bcap x d each */
     size_t bcap;
@@ -127,17 +130,21 @@ static int ensure_batch(fv_trainer *tr, size_t B)
     return FV_OK;
 }
 
+/* The model's activation workspace for B rows (images). */
 static int ensure_acts(fv_trainer *tr, size_t B)
 {
     cuda_state *S = state_of(tr);
     if (B <= S->cap)
         return FV_OK;
+    int unet = tr->model == FV_MODEL_UNET, st;
     fv_cuda_acts_free(&S->acts);
+    fv_cuda_unet_acts_free(&S->uacts);
     S->cap = 0;
-    int st = fv_cuda_acts_alloc(&S->acts, &tr->net, B);
-    if (!st)
-        S->cap = B;
-    return st;
+    if ((st = unet ? fv_cuda_unet_acts_alloc(&S->uacts, &tr->unet, B) : fv_cuda_acts_alloc(&S->acts, &tr->net, B)))
+        return st;
+    S->cap = B;
+    S->partial = unet ? S->uacts.partial : S->acts.partial;
+    return FV_OK;
 }
 
 static int upload(double *dst, const double *src, size_t n)
@@ -295,8 +302,11 @@ static int cuda_draw(fv_trainer *tr, struct fv_cfm_data *D, uint64_t seed, uint6
     k_interpolate<<<fv_cuda_blocks(B * d), FV_CUDA_THREADS, 0, S->s>>>(
         S->xt, S->t, S->u, S->x01, S->x01 + B * d, B, d, seed, STREAM_INTERP(step), t_fixed, p->schedule, p->sigma,
         p->deriv_term);
-    if (!(st = fv_cuda_launched("interpolant")))
+    if (!(st = fv_cuda_launched("interpolant"))) {
         tr->rows = B;
+        tr->batch_seed = seed; /* the U-Net's dropout masks follow the batch, as on the CPU */
+        tr->batch_step = step;
+    }
     return st;
 }
 
@@ -316,10 +326,11 @@ static int cuda_load(fv_trainer *tr, size_t B, const float *xt, const float *t, 
     return st;
 }
 
-/* The reduced sum (acts.scalar) on the host: the step's one wait. */
+/* The reduced sum (after the partials) on the host: the step's one wait. */
 static int read_scalar(cuda_state *S, double *out)
 {
-    int st = fv_cuda_check(cudaMemcpyAsync(S->host_scalar, S->acts.scalar, sizeof(double), cudaMemcpyDeviceToHost, S->s),
+    int st = fv_cuda_check(cudaMemcpyAsync(S->host_scalar, S->partial + FV_CUDA_REDUCE_BLOCKS, sizeof(double),
+                                           cudaMemcpyDeviceToHost, S->s),
                            "reading a sum");
     if (!st)
         st = fv_cuda_check(cudaStreamSynchronize(S->s), "a training step");
@@ -335,7 +346,7 @@ static int cuda_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
     int st;
     if ((st = ensure_acts(tr, B)) ||
         (st = fv_cuda_mlp_forward(S->h, &tr->net, S->params, B, S->xt, S->t, S->acts.v, &S->acts)) ||
-        (st = fv_cuda_mse_loss(S->s, B * d, S->acts.v, S->u, &S->acts)) ||
+        (st = fv_cuda_mse_loss(S->s, B * d, S->acts.v, S->u, S->acts.dout, S->partial)) ||
         (st = fv_cuda_mlp_backward(S->h, &tr->net, S->params, B, S->grads, sqnorm ? S->sq : NULL, &S->acts)))
         return st;
     if (sqnorm) {
@@ -357,7 +368,7 @@ static int cuda_update(fv_trainer *tr, float *gnorm)
     cuda_state *S = state_of(tr);
     double sum;
     int st = fv_cuda_adam_step(S->s, &tr->opt.c, tr->opt.step + 1, tr->nparams, S->params, S->m, S->v, S->ema,
-                               S->grads, &S->acts);
+                               S->grads, S->partial);
     if (!st)
         st = read_scalar(S, &sum);
     if (!st) {
@@ -367,22 +378,61 @@ static int cuda_update(fv_trainer *tr, float *gnorm)
     return st;
 }
 
+/* v of the n points in the batch buffers with the weights w, into *v (the workspace's output); the
+ * U-Net in eval mode (no dropout). */
+static int forward_points(fv_trainer *tr, const float *w, size_t n, float **v)
+{
+    cuda_state *S = state_of(tr);
+    if (tr->model == FV_MODEL_UNET) {
+        S->uacts.a.train = 0;
+        *v = S->uacts.v;
+        return fv_cuda_unet_forward(S->h, &tr->unet, w, n, S->xt, S->t, *v, &S->uacts);
+    }
+    *v = S->acts.v;
+    return fv_cuda_mlp_forward(S->h, &tr->net, w, n, S->xt, S->t, *v, &S->acts);
+}
+
 /* Overwrites the batch (its buffers carry the points). */
 static int cuda_predict(fv_trainer *tr, int use_ema, size_t n, const float *x, const float *t, float *out)
 {
     cuda_state *S = state_of(tr);
     size_t d = tr->d;
     const float *w = use_ema && S->ema ? S->ema : S->params;
+    float *v;
     int st;
     if ((st = ensure_batch(tr, n)) || (st = ensure_acts(tr, n)))
         return st;
     tr->rows = 0;
     if ((st = fv_cuda_check(cudaMemcpyAsync(S->xt, x, n * d * sizeof *x, cudaMemcpyHostToDevice, S->s), "points")) ||
         (st = fv_cuda_check(cudaMemcpyAsync(S->t, t, n * sizeof *t, cudaMemcpyHostToDevice, S->s), "times")) ||
-        (st = fv_cuda_mlp_forward(S->h, &tr->net, w, n, S->xt, S->t, S->acts.v, &S->acts)) ||
-        (st = fv_cuda_check(cudaMemcpyAsync(out, S->acts.v, n * d * sizeof *out, cudaMemcpyDeviceToHost, S->s), "output")))
+        (st = forward_points(tr, w, n, &v)) ||
+        (st = fv_cuda_check(cudaMemcpyAsync(out, v, n * d * sizeof *out, cudaMemcpyDeviceToHost, S->s), "output")))
         return st;
     return fv_cuda_check(cudaStreamSynchronize(S->s), "prediction");
+}
+
+/* The U-Net's loss and gradient: training-mode dropout with the batch's masks (trainer.c's rule). */
+static int cuda_unet_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
+{
+    cuda_state *S = state_of(tr);
+    fv_cuda_unet_acts *w = &S->uacts;
+    size_t B = tr->rows, d = tr->d;
+    double sum;
+    int st;
+    if (sqnorm)
+        return fv_error(FV_EINPUT, "per-sample gradient norms of the U-Net run on the CPU only (--device cpu)");
+    if ((st = ensure_acts(tr, B)))
+        return st;
+    w->a.train = 1;
+    w->a.dropout_seed = tr->batch_seed;
+    w->a.dropout_stream = FV_UNET_DROPOUT_STREAM(tr->batch_step);
+    if ((st = fv_cuda_unet_forward(S->h, &tr->unet, S->params, B, S->xt, S->t, w->v, w)) ||
+        (st = fv_cuda_mse_loss(S->s, B * d, w->v, S->u, w->dout, S->partial)) ||
+        (st = fv_cuda_unet_backward(S->h, &tr->unet, S->params, B, w->dout, S->grads, w)))
+        return st;
+    st = read_scalar(S, &sum);
+    *loss = (float)(sum / (double)(B * d));
+    return st;
 }
 
 /* The state vectors of the host and the device, in the same order. */
@@ -420,6 +470,7 @@ static void cuda_release(fv_trainer *tr)
     if (!S)
         return;
     fv_cuda_acts_free(&S->acts);
+    fv_cuda_unet_acts_free(&S->uacts);
     cudaFree(S->mem);
     cudaFree(S->xt);
     cudaFree(S->x01);
@@ -436,6 +487,8 @@ static void cuda_release(fv_trainer *tr)
 
 static const fv_backend_ops cuda_ops = {"cuda", cuda_draw, cuda_load, cuda_loss_grad, cuda_update, cuda_predict,
                                         cuda_pull, cuda_push, cuda_release};
+static const fv_backend_ops cuda_unet_ops = {"cuda", cuda_draw, cuda_load, cuda_unet_loss_grad, cuda_update,
+                                             cuda_predict, cuda_pull, cuda_push, cuda_release};
 
 extern "C" int fv_cuda_available(void)
 {
@@ -445,23 +498,24 @@ extern "C" int fv_cuda_available(void)
     return e == cudaSuccess && n > 0;
 }
 
-extern "C" int fv_trainer_cuda_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed,
-                                    size_t cap, int tf32)
+static int refuse_without_device(fv_trainer *tr)
 {
-    if (!fv_cuda_available()) {
-        memset(tr, 0, sizeof *tr);
-        return fv_error(FV_EINPUT, "no CUDA device is available: use --device cpu");
-    }
-    int st = fv_trainer_host_init(tr, mc, ac, seed);
-    if (st)
-        return st;
+    memset(tr, 0, sizeof *tr);
+    return fv_error(FV_EINPUT, "no CUDA device is available: use --device cpu");
+}
+
+/* The device side of a trainer whose host side (network, Adam, EMA) tr holds: the state vectors
+ * uploaded, the stream, the cuBLAS handle (TF32 tensor cores when tf32), activations for cap rows. */
+static int device_init(fv_trainer *tr, const fv_backend_ops *ops, size_t cap, int tf32)
+{
     cuda_state *S = (cuda_state *)calloc(1, sizeof *S);
+    int st;
     if (!S) {
         fv_trainer_free(tr);
         return fv_error(FV_ENOMEM, "out of memory for the CUDA trainer");
     }
     tr->dev = S;
-    tr->ops = &cuda_ops;
+    tr->ops = ops;
     size_t np = tr->nparams, nvec = tr->opt.ema ? 5 : 4;
     if (!(st = fv_cuda_check(cudaMalloc((void **)&S->mem, nvec * np * sizeof(float)), "allocating parameters"))) {
         S->params = S->mem;
@@ -484,4 +538,27 @@ extern "C" int fv_trainer_cuda_init(fv_trainer *tr, const fv_mlp_config *mc, con
     if (st)
         fv_trainer_free(tr);
     return st;
+}
+
+extern "C" int fv_trainer_cuda_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed,
+                                    size_t cap, int tf32)
+{
+    if (!fv_cuda_available())
+        return refuse_without_device(tr);
+    int st = fv_trainer_host_init(tr, mc, ac, seed);
+    return st ? st : device_init(tr, &cuda_ops, cap, tf32);
+}
+
+extern "C" int fv_trainer_unet_cuda_init(fv_trainer *tr, const fv_unet_config *uc, const fv_adam_config *ac,
+                                         uint64_t seed, size_t cap, int tf32)
+{
+    if (!fv_cuda_available())
+        return refuse_without_device(tr);
+    /* The CPU trainer's host side; its one-image CPU workspace is never used here. */
+    int st = fv_trainer_unet_init(tr, uc, ac, seed, 1);
+    if (st)
+        return st;
+    fv_unet_acts_free(&tr->uacts);
+    tr->cap = 0;
+    return device_init(tr, &cuda_unet_ops, cap, tf32);
 }

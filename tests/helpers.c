@@ -1,6 +1,9 @@
 /* helpers.c: see helpers.h. */
 #include "helpers.h"
 
+#include "core/error.h"
+#include "nn/trainer.h"
+
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 
@@ -134,4 +137,49 @@ void th_perturbed_ot(const fv_problem *p, fv_rng *r, double st, double sT, doubl
     for (size_t i = 0; i < d * d; i++)
         Theta[i] += sT * z[d + i] / sqrt((double)d);
     free(z);
+
+double th_max_rel(size_t n, const float *a, const float *ref)
+{
+    double e = 0.0, s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        e = fmax(e, fabs((double)a[i] - ref[i]));
+        s = fmax(s, fabs((double)ref[i]));
+    }
+    return s > 0 ? e / s : e;
+}
+
+void th_need_gpu(void)
+{
+    if (!fv_cuda_available())
+        cr_skip_test("no CUDA device here: CUDA parity skipped (run `make test-cuda` on a GPU machine)");
+}
+
+void th_parity(const char *what, const char *shape, size_t n, const float *gpu, const float *cpu, double tol)
+{
+    double e = th_max_rel(n, gpu, cpu);
+    fprintf(stderr, "cuda-parity %-28s %-30s %.3e %s\n", what, shape, e, e <= tol ? "PASS" : "FAIL");
+    cr_expect(e <= tol, "%s at %s: relative error %g > %g", what, shape, e, tol);
+}
+
+int th_listed(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = list; p && *p;) {
+        size_t l = strcspn(p, ",");
+        if (l == len && !strncmp(p, name, len))
+            return 1;
+        p += l + (p[l] == ',');
+    }
+    return 0;
+}
+
+float *th_st_tensor(const fv_st_file *f, const char *name, size_t *n)
+{
+    const fv_st_tensor *t = fv_st_find(f, name);
+    cr_assert_not_null(t, "no tensor '%s'", name);
+    float *v = malloc(t->count * sizeof(float));
+    cr_assert_eq(fv_st_get_f32(f, name, t->ndim, t->shape, v), FV_OK, "%s: %s", name, fv_last_error());
+    if (n)
+        *n = t->count;
+    return v;
 }

@@ -3,6 +3,7 @@
 #define FV_TEST_HELPERS_H
 
 #include "core/rng.h"
+#include "core/safetensors.h"
 #include "gaussian/problem.h"
 #include "gaussian/variance.h"
 
@@ -41,5 +42,23 @@ void th_perturbed_ot(const fv_problem *p, fv_rng *r, double st, double sT, doubl
  * Var l <= 2 (E l)^2; over t ~ U(0,1), Var l <= 3 max_t (E[l | t])^2. */
 void th_variance_vs_mc(const fv_problem *p, const fv_vfield *f, double t, size_t n, uint64_t stream, double rel,
                        const char *label);
+
+/* A float32 tensor of a safetensors file, malloc'ed (asserted present); *n gets its element count
+ * unless n is NULL. */
+float *th_st_tensor(const fv_st_file *f, const char *name, size_t *n);
+
+/* max |a - ref| / max |ref| over n entries: the error relative to the reference's scale (the absolute
+ * error when the reference is all zero). */
+double th_max_rel(size_t n, const float *a, const float *ref);
+
+/* Skips the calling test, with one line saying so, where no CUDA device can be used. */
+void th_need_gpu(void);
+
+/* One row of the GPU parity table on stderr, "cuda-parity WHAT SHAPE max-rel-err PASS|FAIL", and a
+ * Criterion expectation that the error is within tol. */
+void th_parity(const char *what, const char *shape, size_t n, const float *gpu, const float *cpu, double tol);
+
+/* 1 when name is an entry of the comma list (NULL: none). */
+int th_listed(const char *list, const char *name);
 
 #endif

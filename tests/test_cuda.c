@@ -22,29 +22,6 @@
 #define TOL_FP32 1e-5 /* one step's arithmetic: products summed in another order */
 #define TOL_TRAIN 1e-4 /* after a few hundred updates */
 
-static void need_gpu(void)
-{
-    if (!fv_cuda_available())
-        cr_skip_test("no CUDA device here: CUDA parity skipped (run `make test-cuda` on a GPU machine)");
-}
-
-static double max_rel(size_t n, const float *gpu, const float *cpu)
-{
-    double e = 0.0, s = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        e = fmax(e, fabs((double)gpu[i] - cpu[i]));
-        s = fmax(s, fabs((double)cpu[i]));
-    }
-    return s > 0 ? e / s : e;
-}
-
-static void expect_close(const char *what, const char *shape, size_t n, const float *gpu, const float *cpu, double tol)
-{
-    double e = max_rel(n, gpu, cpu);
-    fprintf(stderr, "cuda-parity %-28s %-30s %.3e %s\n", what, shape, e, e <= tol ? "PASS" : "FAIL");
-    cr_expect(e <= tol, "%s at %s: relative error %g > %g", what, shape, e, tol);
-}
-
 static void pair_init(fv_trainer *cpu, fv_trainer *gpu, const fv_mlp_config *mc, const fv_adam_config *ac,
                       uint64_t seed, size_t cap)
 {
@@ -60,15 +37,15 @@ static void expect_grads_close(const fv_trainer *cpu, const fv_trainer *gpu, con
         size_t w = (size_t)(m->W[l] - m->params), b = (size_t)(m->b[l] - m->params);
         char name[64];
         fv_mlp_param_name(m, l, 0, name, sizeof name);
-        expect_close(name, shape, m->out[l] * m->in[l], gpu->grads + w, cpu->grads + w, tol);
+        th_parity(name, shape, m->out[l] * m->in[l], gpu->grads + w, cpu->grads + w, tol);
         fv_mlp_param_name(m, l, 1, name, sizeof name);
-        expect_close(name, shape, m->out[l], gpu->grads + b, cpu->grads + b, tol);
+        th_parity(name, shape, m->out[l], gpu->grads + b, cpu->grads + b, tol);
     }
 }
 
 Test(cuda, forward_loss_and_every_gradient_match_the_cpu)
 {
-    need_gpu();
+    th_need_gpu();
     static const struct {
         fv_mlp_config mc;
         size_t B;
@@ -101,13 +78,13 @@ Test(cuda, forward_loss_and_every_gradient_match_the_cpu)
             t[i] = (float)z[2 * B * d + i];
         cr_assert_eq(cpu.ops->predict(&cpu, 0, B, xt, t, vc), FV_OK);
         cr_assert_eq(gpu.ops->predict(&gpu, 0, B, xt, t, vg), FV_OK, "%s", fv_last_error());
-        expect_close("forward output", shape, B * d, vg, vc, TOL_FP32);
+        th_parity("forward output", shape, B * d, vg, vc, TOL_FP32);
         cr_assert_eq(cpu.ops->load(&cpu, B, xt, t, u), FV_OK);
         cr_assert_eq(gpu.ops->load(&gpu, B, xt, t, u), FV_OK);
         cr_assert_eq(cpu.ops->loss_grad(&cpu, &lc, sqc), FV_OK);
         cr_assert_eq(gpu.ops->loss_grad(&gpu, &lg, sqg), FV_OK, "%s", fv_last_error());
-        expect_close("loss", shape, 1, &lg, &lc, TOL_FP32);
-        expect_close("per-row gradient norms", shape, B, sqg, sqc, TOL_FP32);
+        th_parity("loss", shape, 1, &lg, &lc, TOL_FP32);
+        th_parity("per-row gradient norms", shape, B, sqg, sqc, TOL_FP32);
         expect_grads_close(&cpu, &gpu, shape, TOL_FP32);
         free(xt);
         free(z);
@@ -118,7 +95,7 @@ Test(cuda, forward_loss_and_every_gradient_match_the_cpu)
 
 Test(cuda, optimizer_update_matches_the_cpu)
 {
-    need_gpu();
+    th_need_gpu();
     fv_mlp_config mc = {20, 64, 3, FV_ACT_SILU, 0};
     fv_adam_config ac = fv_adam_defaults();
     ac.warmup = 3;
@@ -144,14 +121,14 @@ Test(cuda, optimizer_update_matches_the_cpu)
         cr_assert_eq(gpu.ops->loss_grad(&gpu, &loss, NULL), FV_OK);
         cr_assert_eq(cpu.ops->update(&cpu, &gc), FV_OK);
         cr_assert_eq(gpu.ops->update(&gpu, &gg), FV_OK);
-        expect_close("gradient norm", "d20 w64 x3 clip warmup ema", 1, &gg, &gc, TOL_FP32);
+        th_parity("gradient norm", "d20 w64 x3 clip warmup ema", 1, &gg, &gc, TOL_FP32);
     }
     cr_assert_eq(gpu.ops->pull(&gpu), FV_OK);
     size_t n = cpu.net.nparams;
-    expect_close("params after 5 updates", "d20 w64 x3 clip warmup ema", n, gpu.net.params, cpu.net.params, TOL_FP32);
-    expect_close("adam m", "d20 w64 x3 clip warmup ema", n, gpu.opt.m, cpu.opt.m, TOL_FP32);
-    expect_close("adam v", "d20 w64 x3 clip warmup ema", n, gpu.opt.v, cpu.opt.v, TOL_FP32);
-    expect_close("ema", "d20 w64 x3 clip warmup ema", n, gpu.opt.ema, cpu.opt.ema, TOL_FP32);
+    th_parity("params after 5 updates", "d20 w64 x3 clip warmup ema", n, gpu.net.params, cpu.net.params, TOL_FP32);
+    th_parity("adam m", "d20 w64 x3 clip warmup ema", n, gpu.opt.m, cpu.opt.m, TOL_FP32);
+    th_parity("adam v", "d20 w64 x3 clip warmup ema", n, gpu.opt.v, cpu.opt.v, TOL_FP32);
+    th_parity("ema", "d20 w64 x3 clip warmup ema", n, gpu.opt.ema, cpu.opt.ema, TOL_FP32);
     cr_expect_eq(gpu.opt.step, cpu.opt.step);
     fv_trainer_free(&cpu);
     fv_trainer_free(&gpu);
@@ -192,15 +169,15 @@ static void expect_same_batch(fv_cfm_data *D, const char *what, double t_fixed)
     cr_assert_eq(gpu.ops->draw(&gpu, D, 42, 7, t_fixed, B), FV_OK, "%s", fv_last_error());
     cr_assert_eq(cpu.ops->loss_grad(&cpu, &lc, sqc), FV_OK);
     cr_assert_eq(gpu.ops->loss_grad(&gpu, &lg, sqg), FV_OK, "%s", fv_last_error());
-    expect_close("batch: loss", what, 1, &lg, &lc, TOL_FP32);
-    expect_close("batch: per-row norms", what, B, sqg, sqc, TOL_FP32);
+    th_parity("batch: loss", what, 1, &lg, &lc, TOL_FP32);
+    th_parity("batch: per-row norms", what, B, sqg, sqc, TOL_FP32);
     fv_trainer_free(&cpu);
     fv_trainer_free(&gpu);
 }
 
 Test(cuda, batches_drawn_on_the_device_equal_the_cpu_draws)
 {
-    need_gpu();
+    th_need_gpu();
     static const struct {
         fv_coupling c;
         fv_schedule s;
@@ -267,8 +244,8 @@ static void expect_state_close(fv_trainer *gpu, fv_trainer *cpu, const char *wha
     if (cpu->ops->pull)
         cr_assert_eq(cpu->ops->pull(cpu), FV_OK);
     size_t n = cpu->net.nparams;
-    expect_close("weights", what, n, gpu->net.params, cpu->net.params, TOL_TRAIN);
-    expect_close("ema", what, n, gpu->opt.ema, cpu->opt.ema, TOL_TRAIN);
+    th_parity("weights", what, n, gpu->net.params, cpu->net.params, TOL_TRAIN);
+    th_parity("ema", what, n, gpu->opt.ema, cpu->opt.ema, TOL_TRAIN);
 }
 
 static fv_adam_config train_adam(void)
@@ -282,7 +259,7 @@ static fv_adam_config train_adam(void)
 
 Test(cuda, two_hundred_steps_match_the_cpu)
 {
-    need_gpu();
+    th_need_gpu();
     fv_problem p;
     fv_cfm_data D;
     test_problem(&p, FV_COUPLING_OT, FV_SCHEDULE_CONSTANT, 0);
@@ -323,7 +300,7 @@ static void resume_across(fv_trainer *first, fv_trainer *second, fv_trainer *who
 
 Test(cuda, checkpoints_resume_across_devices)
 {
-    need_gpu();
+    th_need_gpu();
     char dir[64];
     th_scratch_make(dir, "fv_cuda");
     fv_problem p;
@@ -356,7 +333,7 @@ Test(cuda, checkpoints_resume_across_devices)
 
 Test(cuda, gradient_variance_and_gap_match_the_cpu)
 {
-    need_gpu();
+    th_need_gpu();
     fv_problem p;
     fv_cfm_data D;
     fv_field f;
@@ -374,13 +351,13 @@ Test(cuda, gradient_variance_and_gap_match_the_cpu)
         cr_assert_eq(fv_cfm_grad_variance(&cpu, &D, t, 500, 1, 3, &vc), FV_OK);
         cr_assert_eq(fv_cfm_grad_variance(&gpu, &D, t, 500, 1, 3, &vg), FV_OK, "%s", fv_last_error());
         float fc = (float)vc, fg = (float)vg;
-        expect_close("gradient variance", k == 2 ? "t ~ U(0,1)" : (k ? "t = 0.7" : "t = 0.2"), 1, &fg, &fc, 1e-4);
+        th_parity("gradient variance", k == 2 ? "t ~ U(0,1)" : (k ? "t = 0.7" : "t = 0.2"), 1, &fg, &fc, 1e-4);
         if (t < 0)
             continue;
         cr_assert_eq(fv_cfm_gap(&cpu, 1, &D, &f, t, 500, 1, 3, &gc), FV_OK);
         cr_assert_eq(fv_cfm_gap(&gpu, 1, &D, &f, t, 500, 1, 3, &gg), FV_OK, "%s", fv_last_error());
         fc = (float)gc.mean, fg = (float)gg.mean;
-        expect_close("approximation gap", k ? "t = 0.7" : "t = 0.2", 1, &fg, &fc, TOL_FP32);
+        th_parity("approximation gap", k ? "t = 0.7" : "t = 0.2", 1, &fg, &fc, TOL_FP32);
     }
     fv_trainer_free(&cpu);
     fv_trainer_free(&gpu);

@@ -39,35 +39,12 @@ static void fill_normal(fv_rng *r, size_t n, float *out, double scale)
     }
 }
 
-/* max |a - b| / max |b|: the error relative to the array's scale. */
-static double rel_err(size_t n, const float *a, const float *b)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num = fmax(num, fabs((double)a[i] - b[i]));
-        den = fmax(den, fabs((double)b[i]));
-    }
-    return den > 0 ? num / den : num;
-}
-
 static double max_abs(size_t n, const float *a)
 {
     double m = 0;
     for (size_t i = 0; i < n; i++)
         m = fmax(m, fabs((double)a[i]));
     return m;
-}
-
-/* A fixture tensor, malloc'ed, with its element count. */
-static float *fixture_tensor(const fv_st_file *f, const char *name, size_t *n)
-{
-    const fv_st_tensor *t = fv_st_find(f, name);
-    cr_assert_not_null(t, "fixture has no tensor '%s'", name);
-    float *v = malloc(t->count * sizeof(float));
-    cr_assert_eq(fv_st_get_f32(f, name, t->ndim, t->shape, v), FV_OK, "%s: %s", name, fv_last_error());
-    if (n)
-        *n = t->count;
-    return v;
 }
 
 /* The fixture, its network with torch's weights, and the batch size. */
@@ -141,11 +118,11 @@ Test(unet, fixture_blocks)
     load_fixture(&f, &net, &B);
     fv_unet_acts a;
     cr_assert_eq(fv_unet_acts_alloc(&a, &net, B), FV_OK);
-    float *t = fixture_tensor(&f, "t", NULL);
+    float *t = th_st_tensor(&f, "t", NULL);
     size_t n;
-    float *want = fixture_tensor(&f, "act.time_embed", &n);
+    float *want = th_st_tensor(&f, "act.time_embed", &n);
     fv_unet_time_forward(&net, B, t, &a);
-    double e = rel_err(n, a.u[0].out, want), worst = e;
+    double e = th_max_rel(n, a.u[0].out, want), worst = e;
     cr_expect(e < TOL_TORCH, "time_embed: relative error %.3g", e);
     cr_log_info("time_embed: %.2e", e);
     free(want);
@@ -153,12 +130,12 @@ Test(unet, fixture_blocks)
         char name[64];
         size_t nin;
         snprintf(name, sizeof name, "in.%s", net.blocks[blk].name);
-        float *in = fixture_tensor(&f, name, &nin);
+        float *in = th_st_tensor(&f, name, &nin);
         memcpy(fv_unet_block_input(&net, &a, blk), in, nin * sizeof(float));
         fv_unet_block_forward(&net, blk, B, &a);
         snprintf(name, sizeof name, "act.%s", net.blocks[blk].name);
-        want = fixture_tensor(&f, name, &n);
-        e = rel_err(n, fv_unet_block_output(&net, &a, blk), want);
+        want = th_st_tensor(&f, name, &n);
+        e = th_max_rel(n, fv_unet_block_output(&net, &a, blk), want);
         worst = fmax(worst, e);
         cr_expect(e < TOL_TORCH, "%s: relative error %.3g", net.blocks[blk].name, e);
         cr_log_info("%s: %.2e", net.blocks[blk].name, e);
@@ -172,19 +149,6 @@ Test(unet, fixture_blocks)
     fv_st_free(&f);
 }
 
-/* Whether `name` is in the comma list. */
-static int listed(const char *list, const char *name)
-{
-    size_t len = strlen(name);
-    for (const char *p = list; p && *p;) {
-        size_t l = strcspn(p, ",");
-        if (l == len && !strncmp(p, name, len))
-            return 1;
-        p += l + (p[l] == ',');
-    }
-    return 0;
-}
-
 Test(unet, fixture_network)
 {
     fv_st_file f;
@@ -193,10 +157,10 @@ Test(unet, fixture_network)
     load_fixture(&f, &net, &B);
     fv_unet_acts a;
     cr_assert_eq(fv_unet_acts_alloc(&a, &net, B), FV_OK);
-    float *x = fixture_tensor(&f, "x", NULL), *t = fixture_tensor(&f, "t", NULL), *g = fixture_tensor(&f, "g", NULL);
-    float *want = fixture_tensor(&f, "out", &n), *out = malloc(n * sizeof(float));
+    float *x = th_st_tensor(&f, "x", NULL), *t = th_st_tensor(&f, "t", NULL), *g = th_st_tensor(&f, "g", NULL);
+    float *want = th_st_tensor(&f, "out", &n), *out = malloc(n * sizeof(float));
     fv_unet_forward(&net, B, x, t, out, &a);
-    double e = rel_err(n, out, want);
+    double e = th_max_rel(n, out, want);
     cr_expect(e < TOL_TORCH, "output: relative error %.3g", e);
     cr_log_info("output: %.2e (torch float32 vs float64: %s)", e, fv_st_meta(&f, "f32_vs_f64.out"));
 
@@ -211,7 +175,7 @@ Test(unet, fixture_network)
     for (size_t i = 0; i < net.ntensors; i++) {
         const fv_unet_tensor *ten = &net.tensors[i];
         const float *mine = grads + ten->offset, *theirs = tg + ten->offset;
-        if (listed(zero, ten->name)) {
+        if (th_listed(zero, ten->name)) {
             /* Zero in exact arithmetic: both sides are rounding noise; torch's own reaches f32.grad_zero
              * (about 1e-7) of the largest gradient entry. */
             double z = max_abs(ten->count, mine) / gmax;
@@ -220,7 +184,7 @@ Test(unet, fixture_network)
             cr_expect(z < 1e-6, "%s (zero in exact arithmetic): %.3g of the largest gradient", ten->name, z);
             continue;
         }
-        e = rel_err(ten->count, mine, theirs);
+        e = th_max_rel(ten->count, mine, theirs);
         if (e > worst) {
             worst = e;
             worst_name = ten->name;

@@ -15,7 +15,7 @@
 #define STREAM_FINITE (1ULL << 62)
 
 const fv_opt fv_train_opts_table[] = {
-    {"model", "mlp|unet", "network: mlp (default) or unet (torchcfm's U-Net, on the CPU; needs --data)"},
+    {"model", "mlp|unet", "network: mlp (default) or unet (torchcfm's U-Net; needs --data)"},
     {"width", "N", "hidden width; default 256"},
     {"depth", "N", "hidden layers; default 3"},
     {"act", "silu|selu|relu|tanh", "activation; default silu"},
@@ -377,9 +377,9 @@ int fv_run_setup(fv_run *r)
         return st;
     if (!r->is_unet)
         return fv_trainer_init(&r->tr, r->device ? r->device : "auto", &r->mc, &r->ac, r->seed, r->batch, r->tf32);
-    if (r->device && !strcmp(r->device, "cuda"))
-        return fv_error(FV_EINPUT, "the U-Net trains on the CPU only (use --device cpu or auto)");
-    return (st = read_unet(r)) ? st : fv_trainer_unet_init(&r->tr, &r->uc, &r->ac, r->seed, r->batch);
+    if ((st = read_unet(r)))
+        return st;
+    return fv_trainer_unet_init_on(&r->tr, r->device ? r->device : "auto", &r->uc, &r->ac, r->seed, r->batch, r->tf32);
 }
 
 void fv_run_meta_free(size_t n, const char **keys, const char **values)

@@ -1,5 +1,5 @@
 /* nn_math.h: the per-element math of the network layer (activations and their derivatives, the
- * sinusoidal time embedding, the Adam and EMA updates of one parameter), as inline functions
+ * sinusoidal time embedding, dropout, the Adam and EMA updates of one parameter), as inline functions
  * compiled for both the host and CUDA devices. The CPU code in mlp.c / optim.c and a later CUDA
  * backend call these same functions, so the two backends cannot drift apart in the formulas; only
  * the order of summations (matrix products, norms) can differ between them.
@@ -13,6 +13,7 @@
 #include "core/hd.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 /* Activation codes; must equal the fv_act enum of mlp.h (kept as ints here so that this header does
@@ -116,6 +117,15 @@ FV_HD void fv_temb(float t, unsigned half, float *emb)
         emb[k] = cosf(a);
         emb[half + k] = sinf(a);
     }
+}
+
+/* Training-mode dropout of one element (unet_layers.h's fv_dropout_*): x is dropped when the uniform
+ * made of the top 24 bits of its Philox word is below p, else scaled by scale = 1 / (1 - p) (computed
+ * once by the caller, in float). */
+FV_HD float fv_dropout_elem(float x, uint32_t word, float p, float scale)
+{
+    float u = (float)(word >> 8) * 0x1p-24f;
+    return u < p ? 0.0f : x * scale;
 }
 
 /* One Adam update of one parameter, in torch.optim.Adam's order of operations:

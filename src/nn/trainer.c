@@ -103,9 +103,6 @@ static const fv_backend_ops cpu_ops = {"cpu", cpu_draw, cpu_load, cpu_loss_grad,
 
 /* ---- the U-Net on the CPU ------------------------------------------------------------------------ */
 
-/* Dropout masks of a training batch: a stream of their own for every step, apart from the data's. */
-#define UNET_DROPOUT_STREAM(step) ((1ULL << 63) | (step))
-
 static int ensure_unet_rows(fv_trainer *tr, size_t n)
 {
     if (n <= tr->cap)
@@ -145,7 +142,7 @@ static int unet_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
     float *dout = v + B * d;
     tr->uacts.train = 1;
     tr->uacts.dropout_seed = tr->batch_seed;
-    tr->uacts.dropout_stream = UNET_DROPOUT_STREAM(tr->batch_step);
+    tr->uacts.dropout_stream = FV_UNET_DROPOUT_STREAM(tr->batch_step);
     tr->uacts.dropout_row0 = 0;
     if (!sqnorm) {
         fv_unet_forward(&tr->unet, B, tr->xt, tr->t, v, &tr->uacts);
@@ -261,30 +258,64 @@ int fv_trainer_cpu_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_c
     return st;
 }
 
+/* "auto" -> cuda when a device can be used, else cpu; FV_EINPUT for another name, or tf32 on the CPU. */
+static int pick_device(const char **device, int tf32)
+{
+    if (strcmp(*device, "auto") == 0)
+        *device = fv_cuda_available() ? "cuda" : "cpu";
+    if (strcmp(*device, "cuda") == 0)
+        return FV_OK;
+    if (strcmp(*device, "cpu") != 0)
+        return fv_error(FV_EINPUT, "unknown device '%s' (expected cpu, cuda or auto)", *device);
+    if (tf32)
+        return fv_error(FV_EINPUT, "--precision tf32 needs the cuda device (the CPU trainer computes in fp32)");
+    return FV_OK;
+}
+
 int fv_trainer_init(fv_trainer *tr, const char *device, const fv_mlp_config *mc, const fv_adam_config *ac,
                     uint64_t seed, size_t cap, int tf32)
 {
-    if (strcmp(device, "auto") == 0)
-        device = fv_cuda_available() ? "cuda" : "cpu";
+    int st = pick_device(&device, tf32);
+    if (st)
+        return st;
     if (strcmp(device, "cuda") == 0)
         return fv_trainer_cuda_init(tr, mc, ac, seed, cap, tf32);
-    if (strcmp(device, "cpu") != 0)
-        return fv_error(FV_EINPUT, "unknown device '%s' (expected cpu, cuda or auto)", device);
-    if (tf32)
-        return fv_error(FV_EINPUT, "--precision tf32 needs the cuda device (the CPU trainer computes in fp32)");
     return fv_trainer_cpu_init(tr, mc, ac, seed, cap);
+}
+
+int fv_trainer_unet_init_on(fv_trainer *tr, const char *device, const fv_unet_config *uc, const fv_adam_config *ac,
+                            uint64_t seed, size_t cap, int tf32)
+{
+    int st = pick_device(&device, tf32);
+    if (st)
+        return st;
+    if (strcmp(device, "cuda") == 0)
+        return fv_trainer_unet_cuda_init(tr, uc, ac, seed, cap, tf32);
+    return fv_trainer_unet_init(tr, uc, ac, seed, cap);
 }
 
 #ifndef FV_HAVE_CUDA
 /* This build has no CUDA backend (no nvcc when it was built). */
 int fv_cuda_available(void) { return 0; }
 
+static int no_cuda(fv_trainer *tr)
+{
+    memset(tr, 0, sizeof *tr);
+    return fv_error(FV_EINPUT, "this flowvar was built without CUDA (nvcc was not found at build time): use --device cpu");
+}
+
 int fv_trainer_cuda_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed, size_t cap,
                          int tf32)
 {
     (void)mc, (void)ac, (void)seed, (void)cap, (void)tf32;
-    memset(tr, 0, sizeof *tr);
-    return fv_error(FV_EINPUT, "this flowvar was built without CUDA (nvcc was not found at build time): use --device cpu");
+    return no_cuda(tr);
+}
+
+int fv_trainer_unet_cuda_init(fv_trainer *tr, const fv_unet_config *uc, const fv_adam_config *ac, uint64_t seed,
+                              size_t cap, int tf32)
+{
+    (void)uc, (void)ac, (void)seed, (void)cap, (void)tf32;
+    return no_cuda(tr);
 }
 #endif
 

@@ -72,6 +72,20 @@ int fv_trainer_host_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_
  * images. Training-mode dropout (masks from the batch's seed and step), eval mode in predict. */
 int fv_trainer_unet_init(fv_trainer *tr, const fv_unet_config *uc, const fv_adam_config *ac, uint64_t seed, size_t cap);
 
+/* The U-Net's dropout masks of the batch of step `step` (drawn under the run's seed): a Philox stream of
+ * their own for every step, apart from the data's; the same on every backend. */
+#define FV_UNET_DROPOUT_STREAM(step) ((1ULL << 63) | (step))
+
+/* The same U-Net trainer on the CUDA device (cuda/trainer_cuda.cu, layers in cuda/unet_cuda.h), with the
+ * same initial weights for a seed; tf32 as fv_trainer_cuda_init. Per-sample gradient norms are refused
+ * as on the CPU. FV_EINPUT without CUDA or a device. */
+int fv_trainer_unet_cuda_init(fv_trainer *tr, const fv_unet_config *uc, const fv_adam_config *ac, uint64_t seed,
+                              size_t cap, int tf32);
+
+/* "cpu", "cuda" or "auto" -> a U-Net trainer, as fv_trainer_init for the MLP. */
+int fv_trainer_unet_init_on(fv_trainer *tr, const char *device, const fv_unet_config *uc, const fv_adam_config *ac,
+                            uint64_t seed, size_t cap, int tf32);
+
 /* A CPU trainer for an MLP of config `mc`, initialized from `seed`, activations for `cap` rows. */
 int fv_trainer_cpu_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_config *ac, uint64_t seed, size_t cap);
 

@@ -533,7 +533,7 @@ static void carve_acts(const fv_unet *net, size_t B, fv_unet_acts *a, carver *k)
         }
 }
 
-int fv_unet_acts_alloc(fv_unet_acts *a, const fv_unet *net, size_t B)
+int fv_unet_acts_place(fv_unet_acts *a, const fv_unet *net, size_t B, float *mem, size_t *nfloats)
 {
     memset(a, 0, sizeof *a);
     if (B == 0)
@@ -548,18 +548,33 @@ int fv_unet_acts_alloc(fv_unet_acts *a, const fv_unet *net, size_t B)
         a->u = NULL;
         return fv_error(FV_ENOMEM, "unet: activation workspace for %zu images overflows", B);
     }
-    k = (carver){NULL, 0};
+    k = (carver){mem, 0};
     carve_acts(net, B, a, &k);
-    a->mem = malloc(k.used * sizeof(float));
-    if (!a->mem) {
+    *nfloats = k.used;
+    if (!mem) {
         free(a->u);
         a->u = NULL;
-        return fv_error(FV_ENOMEM, "unet: cannot allocate activations for %zu images (%zu floats)", B, k.used);
+        return FV_OK;
     }
-    k = (carver){a->mem, 0};
-    carve_acts(net, B, a, &k);
     a->B = B;
     a->nunits = net->nunits;
+    return FV_OK;
+}
+
+int fv_unet_acts_alloc(fv_unet_acts *a, const fv_unet *net, size_t B)
+{
+    size_t n;
+    int st = fv_unet_acts_place(a, net, B, NULL, &n);
+    if (st)
+        return st;
+    float *mem = malloc(n * sizeof(float));
+    if (!mem)
+        return fv_error(FV_ENOMEM, "unet: cannot allocate activations for %zu images (%zu floats)", B, n);
+    if ((st = fv_unet_acts_place(a, net, B, mem, &n))) {
+        free(mem);
+        return st;
+    }
+    a->mem = mem;
     return FV_OK;
 }
 
@@ -589,13 +604,13 @@ static fv_conv2d_shape conv(size_t cin, size_t cout, size_t h, size_t w, size_t 
     return (fv_conv2d_shape){cin, cout, h, w, k, stride, k / 2};
 }
 
-/* The dropout mask of unit j: Philox blocks from j << 40 (each unit draws fewer than 2^40 blocks), four
- * elements per block; a batch that starts at image row0 of a larger one starts row0 images further
- * (exact: channel counts are multiples of 32, so an image's cout * hw elements are whole blocks). */
+/* The dropout mask of unit j (unet.h), four elements per Philox block; a batch that starts at image
+ * row0 of a larger one starts row0 images further (exact: channel counts are multiples of 32, so an
+ * image's cout * hw elements are whole blocks). */
 static uint64_t dropout_block0(const fv_unet *net, const fv_unet_acts *a, size_t j)
 {
     const fv_unet_unit *u = &net->units[j];
-    return ((uint64_t)j << 40) + (uint64_t)a->dropout_row0 * (u->cout * u->h * u->w / 4);
+    return FV_UNET_DROPOUT_BLOCK0(j) + (uint64_t)a->dropout_row0 * (u->cout * u->h * u->w / 4);
 }
 
 /* The tensor the second convolution of residual block j reads: the dropout output when training. */

@@ -175,7 +175,17 @@ typedef struct {
                             reuses (one image at a time for per-sample gradients); 0 for a whole batch */
 } fv_unet_acts;
 
+/* Training-mode dropout of unit j draws its mask from Philox block FV_UNET_DROPOUT_BLOCK0(j) on, of
+ * (dropout_seed, dropout_stream) (each unit draws fewer than 2^40 blocks): every backend the same. */
+#define FV_UNET_DROPOUT_BLOCK0(j) ((uint64_t)(j) << 40)
+
 int fv_unet_acts_alloc(fv_unet_acts *a, const fv_unet *net, size_t B); /* FV_EINPUT if B == 0, FV_ENOMEM */
+
+/* fv_unet_acts_alloc's layout over memory the caller owns (the CUDA backend's device allocation: only
+ * pointer arithmetic is done on mem). With mem NULL only *nfloats is set, to the floats B images need;
+ * else a's pointers are set into mem (*nfloats floats) and its unit table is allocated. a->mem stays
+ * NULL, so fv_unet_acts_free frees the table alone. FV_EINPUT if B == 0, FV_ENOMEM. */
+int fv_unet_acts_place(fv_unet_acts *a, const fv_unet *net, size_t B, float *mem, size_t *nfloats);
 void fv_unet_acts_free(fv_unet_acts *a);
 
 /* out (B x C x H x W) = v(x, t): x B x C x H x W, t B times. B <= a->B (asserted). */

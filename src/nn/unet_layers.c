@@ -376,10 +376,8 @@ static void dropout_apply(float *out, const float *in, size_t n, float p, uint64
     float scale = 1.0f / (1.0f - p);
     for (size_t i = 0; i < n; i += 4) {
         fv_philox_ctr r = fv_philox_block(seed, stream, block0 + i / 4);
-        for (size_t j = 0; j < 4 && i + j < n; j++) {
-            float u = (float)(r.v[j] >> 8) * 0x1p-24f;
-            out[i + j] = u < p ? 0.0f : in[i + j] * scale;
-        }
+        for (size_t j = 0; j < 4 && i + j < n; j++)
+            out[i + j] = fv_dropout_elem(in[i + j], r.v[j], p, scale);
     }
 }
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env python3
+"""gpu_timing.py: the timed loop the GPU peers share (peer_train_cuda.py, peer_unet_cuda.py)."""
+import sys
+import time
+
+import torch
+
+
+def time_steps(step, warmup, reps, steps):
+    """W untimed steps, then R repetitions of N timed ones, each ended by a device synchronization:
+    prints "steps torch REP SECONDS_PER_STEP" rows."""
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    for rep in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        print(f"steps\ttorch\t{rep}\t{(time.perf_counter() - t0) / steps:.9f}")
+        sys.stdout.flush()
