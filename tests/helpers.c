@@ -7,14 +7,12 @@
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 
-#include "core/error.h"
-
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 #include <string.h>
+#include <unistd.h>
 
 void th_moments(size_t n, size_t d, const double *X, double *mean, double *cov)
 {
@@ -137,6 +135,7 @@ void th_perturbed_ot(const fv_problem *p, fv_rng *r, double st, double sT, doubl
     for (size_t i = 0; i < d * d; i++)
         Theta[i] += sT * z[d + i] / sqrt((double)d);
     free(z);
+}
 
 double th_max_rel(size_t n, const float *a, const float *ref)
 {

@@ -153,17 +153,6 @@ static void perturb(fv_trainer *tr)
     }
 }
 
-/* max |a - b| / max |b| over n entries. */
-static double max_rel(size_t n, const float *a, const float *b)
-{
-    double num = 0, den = 0;
-    for (size_t k = 0; k < n; k++) {
-        num = fmax(num, fabs((double)a[k] - b[k]));
-        den = fmax(den, fabs((double)b[k]));
-    }
-    return num / den;
-}
-
 /* A batch of B rows drawn at t = 0.4 for the trainer, its gradient without and with per-row norms. */
 static void batch_grads(fv_trainer *tr, fv_cfm_data *D, size_t B, float *whole, float *rows_sum, float *sq,
                         float *loss_whole, float *loss_rows)
@@ -191,7 +180,7 @@ Test(unet_train, per_row_gradients_with_dropout_sum_to_the_batch_gradient)
     float *whole = malloc(np * sizeof *whole), *sum = malloc(np * sizeof *sum), sq[B], lw, lr;
     batch_grads(&tr, &D, B, whole, sum, sq, &lw, &lr);
     cr_assert_float_eq(lr, lw, 1e-5 * lw, "loss of the rows %g vs the batch %g", lr, lw);
-    double e = max_rel(np, sum, whole);
+    double e = th_max_rel(np, sum, whole);
     cr_assert(e < 1e-5, "sum of the per-row gradients vs the batch gradient: max relative error %g", e);
     double total = 0;
     for (size_t k = 0; k < np; k++)
