@@ -181,7 +181,7 @@ int main(int argc, char **argv)
     p.coupling = FV_COUPLING_INDEPENDENT;
     check(fv_problem_validate(&p), "fv_problem_validate");
 
-    fv_mlp_config mc = {D, WIDTH, DEPTH, FV_ACT_SILU, 0};
+    fv_mlp_config mc = {.d = D, .width = WIDTH, .depth = DEPTH, .act = FV_ACT_SILU, .temb = 0};
     fv_adam_config ac = fv_adam_defaults(); /* lr 1e-3, betas 0.9 / 0.999, eps 1e-8 */
     fv_trainer tr;
     check(fv_trainer_cpu_init(&tr, &mc, &ac, SEED, B), "fv_trainer_cpu_init");
@@ -282,7 +282,7 @@ int main(int argc, char **argv)
             check(fv_cfm_pairs(&data, SEED, step, B, x0, x1), "fv_cfm_pairs");
             fv_cfm_interpolate(&p, SEED, step, -1.0, B, D, x0, x1, xt, t, u);
             double c0 = now();
-            fv_mlp_input(a->input, xt, t, B, D, 0);
+            fv_mlp_input(m, a->input, xt, t, B);
             lt[L_INPUT] += now() - c0;
             const float *h = a->input;
             for (size_t l = 0; l < L; l++) {

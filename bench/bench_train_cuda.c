@@ -171,7 +171,7 @@ int main(int argc, char **argv)
     fv_rng_normal(&r, d, p.m1);
     p.coupling = FV_COUPLING_INDEPENDENT;
     bench_check(PROGRAM, fv_problem_validate(&p), "fv_problem_validate");
-    fv_mlp_config mc = {d, width, depth, FV_ACT_SILU, 0};
+    fv_mlp_config mc = {.d = d, .width = width, .depth = depth, .act = FV_ACT_SILU, .temb = 0};
     fv_adam_config ac = fv_adam_defaults();
     fv_trainer tr;
     bench_check(PROGRAM, fv_trainer_cuda_init(&tr, &mc, &ac, SEED, B, tf32), "fv_trainer_cuda_init");

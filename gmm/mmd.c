@@ -1,4 +1,4 @@
-/* mmd.c: median-heuristic bandwidth and the blocked unbiased MMD^2 (see mmd.h). */
+/* mmd.c: median-heuristic bandwidth and the blocked MMD^2, unbiased and biased (see mmd.h). */
 #include "gmm/mmd.h"
 
 #include "core/error.h"
@@ -193,7 +193,7 @@ static int check_mmd_input(size_t n, size_t m, size_t d, const double *X, const 
     if (d == 0)
         return fv_error(FV_EINPUT, "MMD needs dimension d >= 1");
     if (n < 2 || m < 2)
-        return fv_error(FV_EINPUT, "unbiased MMD^2 needs at least 2 points in each sample (n = %zu, m = %zu)", n, m);
+        return fv_error(FV_EINPUT, "MMD^2 needs at least 2 points in each sample (n = %zu, m = %zu)", n, m);
     if (n + m > INT_MAX || d > INT_MAX)
         return fv_error(FV_EINPUT, "MMD: sample too large for BLAS (n + m = %zu, d = %zu)", n + m, d);
     if (isnan(h) || isinf(h))
@@ -203,8 +203,10 @@ static int check_mmd_input(size_t n, size_t m, size_t d, const double *X, const 
     return FV_OK;
 }
 
-int fv_mmd2_unbiased(size_t n, size_t m, size_t d, const double *X, const double *Y, double h, double *mmd2,
-                     double *h_used)
+/* Both estimators share the three kernel sums; the biased one adds back the n + m diagonal terms
+ * k(x, x) = 1 that the unbiased one leaves out. */
+static int mmd2(size_t n, size_t m, size_t d, const double *X, const double *Y, double h, int biased, double *out,
+                double *h_used)
 {
     int st = check_mmd_input(n, m, d, X, Y, h);
     if (st || (h <= 0 && (st = fv_mmd_median_bandwidth(n, m, d, X, Y, &h))))
@@ -221,12 +223,27 @@ int fv_mmd2_unbiased(size_t n, size_t m, size_t d, const double *X, const double
     centre_pool(n, m, d, X, Y, Z, z2);
     mmd_ctx c = {d, Z, z2, 1.0 / (2.0 * h * h), tile};
     double kxx = within_sum(&c, 0, n), kyy = within_sum(&c, n, m), kxy = cross_sum(&c, 0, n, n, m);
-    *mmd2 = kxx / ((double)n * (double)(n - 1)) + kyy / ((double)m * (double)(m - 1)) -
-            2.0 * kxy / ((double)n * (double)m);
+    double dn = (double)n, dm = (double)m;
+    if (biased)
+        *out = (kxx + dn) / (dn * dn) + (kyy + dm) / (dm * dm) - 2.0 * kxy / (dn * dm);
+    else
+        *out = kxx / (dn * (dn - 1.0)) + kyy / (dm * (dm - 1.0)) - 2.0 * kxy / (dn * dm);
     if (h_used)
         *h_used = h;
     free(Z);
     free(z2);
     free(tile);
     return FV_OK;
+}
+
+int fv_mmd2_unbiased(size_t n, size_t m, size_t d, const double *X, const double *Y, double h, double *mmd2_out,
+                     double *h_used)
+{
+    return mmd2(n, m, d, X, Y, h, 0, mmd2_out, h_used);
+}
+
+int fv_mmd2_biased(size_t n, size_t m, size_t d, const double *X, const double *Y, double h, double *mmd2_out,
+                   double *h_used)
+{
+    return mmd2(n, m, d, X, Y, h, 1, mmd2_out, h_used);
 }

@@ -1,5 +1,6 @@
 /* mmd.h: the maximum mean discrepancy between two samples, the metric of the paper's GMM
- * experiment (THEORY.md section 5, Table 1: unbiased MMD^2, Gaussian kernel, median bandwidth).
+ * experiment (THEORY.md section 5, Table 1: unbiased MMD^2, Gaussian kernel, median bandwidth), and
+ * the biased estimator (V-statistic), which is 0 for two identical samples.
  *
  * Kernel: k(x, y) = exp(-|x - y|^2 / (2 h^2)).
  *
@@ -37,5 +38,13 @@ int fv_mmd_median_bandwidth(size_t n, size_t m, size_t d, const double *X, const
  * copy of the pooled sample ((n+m) x d) plus one tile, never an (n+m)^2 matrix. */
 int fv_mmd2_unbiased(size_t n, size_t m, size_t d, const double *X, const double *Y, double h, double *mmd2,
                      double *h_used);
+
+/* Biased MMD^2 (V-statistic, diagonal terms included): |mean_i phi(x_i) - mean_j phi(y_j)|^2 in the
+ * kernel's feature space, so >= 0, and exactly 0 when X and Y hold the same points. It is the squared
+ * distance between the two empirical distributions, the quantity a memorization measure needs: the
+ * unbiased estimator of two identical samples of n points is -(2/n)(1 - mean off-diagonal kernel),
+ * not 0. Same arguments, checks and cost as fv_mmd2_unbiased. */
+int fv_mmd2_biased(size_t n, size_t m, size_t d, const double *X, const double *Y, double h, double *mmd2,
+                   double *h_used);
 
 #endif

@@ -84,7 +84,7 @@ Test(cfm, interpolant_and_target_follow_the_schedule)
 
 static void small_trainer(fv_trainer *tr, float ema)
 {
-    fv_mlp_config mc = {2, 16, 2, FV_ACT_TANH, 0};
+    fv_mlp_config mc = {.d = 2, .width = 16, .depth = 2, .act = FV_ACT_TANH, .temb = 0};
     fv_adam_config ac = fv_adam_defaults();
     ac.ema_decay = ema;
     cr_assert_eq(fv_trainer_cpu_init(tr, &mc, &ac, 11, 64), FV_OK);
@@ -132,7 +132,7 @@ Test(cfm, gradient_variance_equals_brute_force)
 Test(cfm, trained_network_approaches_the_ot_field)
 {
     fv_trainer tr;
-    fv_mlp_config mc = {2, 64, 3, FV_ACT_SILU, 0};
+    fv_mlp_config mc = {.d = 2, .width = 64, .depth = 3, .act = FV_ACT_SILU, .temb = 0};
     fv_adam_config ac = fv_adam_defaults();
     cr_assert_eq(fv_trainer_cpu_init(&tr, &mc, &ac, 1, 256), FV_OK);
     fv_cfm_data D;

@@ -50,10 +50,10 @@ Test(cuda, forward_loss_and_every_gradient_match_the_cpu)
         fv_mlp_config mc;
         size_t B;
     } cases[] = {
-        {{2, 16, 2, FV_ACT_TANH, 0}, 7},
-        {{50, 256, 3, FV_ACT_SILU, 0}, 256},
-        {{5, 64, 4, FV_ACT_SELU, 16}, 33},
-        {{784, 512, 2, FV_ACT_RELU, 32}, 64},
+        {{.d = 2, .width = 16, .depth = 2, .act = FV_ACT_TANH, .temb = 0}, 7},
+        {{.d = 50, .width = 256, .depth = 3, .act = FV_ACT_SILU, .temb = 0}, 256},
+        {{.d = 5, .width = 64, .depth = 4, .act = FV_ACT_SELU, .temb = 16}, 33},
+        {{.d = 784, .width = 512, .depth = 2, .act = FV_ACT_RELU, .temb = 32}, 64},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         const fv_mlp_config *mc = &cases[c].mc;
@@ -96,7 +96,7 @@ Test(cuda, forward_loss_and_every_gradient_match_the_cpu)
 Test(cuda, optimizer_update_matches_the_cpu)
 {
     th_need_gpu();
-    fv_mlp_config mc = {20, 64, 3, FV_ACT_SILU, 0};
+    fv_mlp_config mc = {.d = 20, .width = 64, .depth = 3, .act = FV_ACT_SILU, .temb = 0};
     fv_adam_config ac = fv_adam_defaults();
     ac.warmup = 3;
     ac.clip = 0.05f; /* small enough to clip */
@@ -159,7 +159,7 @@ static void test_problem(fv_problem *p, fv_coupling c, fv_schedule s, int deriv)
  * gradient norm and the gradient. */
 static void expect_same_batch(fv_cfm_data *D, const char *what, double t_fixed)
 {
-    fv_mlp_config mc = {D->d, 32, 2, FV_ACT_SILU, 0};
+    fv_mlp_config mc = {.d = D->d, .width = 32, .depth = 2, .act = FV_ACT_SILU, .temb = 0};
     fv_adam_config ac = fv_adam_defaults();
     fv_trainer cpu, gpu;
     size_t B = 97;
@@ -264,7 +264,7 @@ Test(cuda, two_hundred_steps_match_the_cpu)
     fv_cfm_data D;
     test_problem(&p, FV_COUPLING_OT, FV_SCHEDULE_CONSTANT, 0);
     cr_assert_eq(fv_cfm_data_init(&D, FV_DATA_PROBLEM, &p, NULL, 0, NULL, NULL, 64), FV_OK);
-    fv_mlp_config mc = {6, 64, 3, FV_ACT_SILU, 0};
+    fv_mlp_config mc = {.d = 6, .width = 64, .depth = 3, .act = FV_ACT_SILU, .temb = 0};
     fv_adam_config ac = train_adam();
     fv_trainer cpu, gpu;
     pair_init(&cpu, &gpu, &mc, &ac, 8, 64);
@@ -307,7 +307,7 @@ Test(cuda, checkpoints_resume_across_devices)
     fv_cfm_data D;
     test_problem(&p, FV_COUPLING_ROTATION, FV_SCHEDULE_CONSTANT, 0);
     cr_assert_eq(fv_cfm_data_init(&D, FV_DATA_PROBLEM, &p, NULL, 0, NULL, NULL, 64), FV_OK);
-    fv_mlp_config mc = {6, 32, 2, FV_ACT_TANH, 8};
+    fv_mlp_config mc = {.d = 6, .width = 32, .depth = 2, .act = FV_ACT_TANH, .temb = 8};
     fv_adam_config ac = train_adam();
     fv_trainer a, b, w;
     /* gpu -> cpu, against a gpu run */
@@ -340,7 +340,7 @@ Test(cuda, gradient_variance_and_gap_match_the_cpu)
     test_problem(&p, FV_COUPLING_OT, FV_SCHEDULE_CONSTANT, 0);
     cr_assert_eq(fv_cfm_data_init(&D, FV_DATA_PROBLEM, &p, NULL, 0, NULL, NULL, 64), FV_OK);
     cr_assert_eq(fv_field_build(&f, &p, FV_FIELD_OT), FV_OK);
-    fv_mlp_config mc = {6, 64, 3, FV_ACT_SILU, 0};
+    fv_mlp_config mc = {.d = 6, .width = 64, .depth = 3, .act = FV_ACT_SILU, .temb = 0};
     fv_adam_config ac = train_adam();
     fv_trainer cpu, gpu;
     pair_init(&cpu, &gpu, &mc, &ac, 4, 64);
@@ -371,7 +371,7 @@ Test(cuda, without_a_device_the_cuda_trainer_is_refused_clearly)
     if (fv_cuda_available())
         cr_skip_test("a CUDA device is present: the refusal path is not reachable here");
     fv_trainer tr;
-    fv_mlp_config mc = {2, 8, 1, FV_ACT_SILU, 0};
+    fv_mlp_config mc = {.d = 2, .width = 8, .depth = 1, .act = FV_ACT_SILU, .temb = 0};
     fv_adam_config ac = fv_adam_defaults();
     cr_assert_eq(fv_trainer_cuda_init(&tr, &mc, &ac, 1, 4, 0), FV_EINPUT);
     cr_assert(strstr(fv_last_error(), "--device cpu") != NULL, "%s", fv_last_error());

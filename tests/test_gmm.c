@@ -83,19 +83,22 @@ static double kern(size_t d, const double *a, const double *b, double h)
     return exp(-s / (2 * h * h));
 }
 
-/* The definition, term by term, with directly computed distances. */
-static double mmd2_naive(size_t n, size_t m, size_t d, const double *X, const double *Y, double h)
+/* The definition, term by term, with directly computed distances: unbiased (diagonals left out) or
+ * biased (every pair, means over n^2 and m^2). */
+static double mmd2_naive(size_t n, size_t m, size_t d, const double *X, const double *Y, double h, int biased)
 {
     double kxx = 0, kyy = 0, kxy = 0;
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < n; j++)
-            kxx += i == j ? 0.0 : kern(d, X + i * d, X + j * d, h);
+            kxx += i == j && !biased ? 0.0 : kern(d, X + i * d, X + j * d, h);
     for (size_t i = 0; i < m; i++)
         for (size_t j = 0; j < m; j++)
-            kyy += i == j ? 0.0 : kern(d, Y + i * d, Y + j * d, h);
+            kyy += i == j && !biased ? 0.0 : kern(d, Y + i * d, Y + j * d, h);
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < m; j++)
             kxy += kern(d, X + i * d, Y + j * d, h);
+    if (biased)
+        return kxx / ((double)n * n) + kyy / ((double)m * m) - 2 * kxy / ((double)n * m);
     return kxx / (n * (n - 1.0)) + kyy / (m * (m - 1.0)) - 2 * kxy / ((double)n * m);
 }
 
@@ -112,12 +115,39 @@ Test(gmm, blocked_mmd_matches_naive_on_ragged_sizes)
         for (size_t i = 0; i < m * d; i++)
             Y[i] = 3.0 + 0.8 * Y[i]; /* an offset, so centring matters */
         cr_assert_eq(fv_mmd2_unbiased(n, m, d, X, Y, -1.0, &got, &h), FV_OK, "%s", fv_last_error());
-        double want = mmd2_naive(n, m, d, X, Y, h);
+        double want = mmd2_naive(n, m, d, X, Y, h, 0);
         cr_log_info("n %zu m %zu d %zu: blocked %.17g naive %.17g rel %.3g", n, m, d, got, want, rel_err(got, want));
         cr_assert_leq(rel_err(got, want), 1e-12, "n %zu m %zu d %zu: %.17g vs %.17g", n, m, d, got, want);
+        double hb;
+        cr_assert_eq(fv_mmd2_biased(n, m, d, X, Y, -1.0, &got, &hb), FV_OK, "%s", fv_last_error());
+        want = mmd2_naive(n, m, d, X, Y, h, 1);
+        cr_expect_eq(hb, h, "same median bandwidth for both estimators");
+        cr_assert_leq(rel_err(got, want), 1e-12, "biased, n %zu m %zu d %zu: %.17g vs %.17g", n, m, d, got, want);
         free(X);
         free(Y);
     }
+}
+
+/* Two copies of the same points: the biased estimator is 0 (to rounding), the unbiased one sits at
+ * -(2/n)(1 - mean off-diagonal kernel), below 0 by about 2/n: why memorization is measured biased. */
+Test(gmm, biased_mmd_of_identical_samples_is_zero_unbiased_is_not)
+{
+    size_t n = 300, d = 3;
+    double *X = malloc(n * d * sizeof *X), b, u, h;
+    fv_rng r = fv_rng_make(5, 1);
+    fv_rng_normal(&r, n * d, X);
+    cr_assert_eq(fv_mmd2_biased(n, n, d, X, X, -1.0, &b, &h), FV_OK, "%s", fv_last_error());
+    cr_assert_eq(fv_mmd2_unbiased(n, n, d, X, X, h, &u, NULL), FV_OK, "%s", fv_last_error());
+    double koff = 0.0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++)
+            koff += i == j ? 0.0 : kern(d, X + i * d, X + j * d, h);
+    koff /= (double)n * (n - 1.0);
+    double want_u = -(2.0 / n) * (1.0 - koff);
+    cr_log_info("identical samples of %zu: biased %.3g, unbiased %.6g (predicted %.6g)", n, b, u, want_u);
+    cr_expect(fabs(b) < 1e-13, "biased MMD^2 of identical samples %.3g, want 0", b);
+    cr_expect(fabs(u - want_u) < 1e-12, "unbiased %.17g, want -(2/n)(1 - k) = %.17g", u, want_u);
+    free(X);
 }
 
 Test(gmm, median_bandwidth_by_hand)

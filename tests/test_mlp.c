@@ -80,6 +80,14 @@ static double ref_loss(const fv_mlp *m, const double *P, size_t B, const float *
         } else {
             h[c->d] = t[i];
         }
+        size_t head = c->d + (c->temb ? c->temb : 1);
+        for (size_t j = 0; j < c->fourier; j++) {
+            double q = (double)m->fourier[j * (c->d + 1) + c->d] * t[i];
+            for (size_t k = 0; k < c->d; k++)
+                q += (double)m->fourier[j * (c->d + 1) + k] * x[i * c->d + k];
+            h[head + j] = sin(q);
+            h[head + c->fourier + j] = cos(q);
+        }
         const double *p = P;
         for (size_t l = 0; l < m->nlayers; l++) {
             const double *W = p, *b = p + m->out[l] * m->in[l];
@@ -131,13 +139,18 @@ static void expect_bad_config(fv_mlp_config c, const char *what)
 
 Test(mlp, config_errors)
 {
-    fv_mlp_config ok = {3, 8, 2, FV_ACT_SILU, 0};
+    fv_mlp_config ok = {.d = 3, .width = 8, .depth = 2, .act = FV_ACT_SILU, .temb = 0};
     fv_mlp_config c = ok;
     c.depth = 0;
     expect_bad_config(c, "depth 0");
     c = ok;
     c.temb = 7;
     expect_bad_config(c, "odd temb");
+    c = ok;
+    c.fourier = 8;
+    expect_bad_config(c, "fourier features with scale 0");
+    c.fourier_scale = NAN;
+    expect_bad_config(c, "fourier features with a NaN scale");
     c = ok;
     c.d = 0;
     expect_bad_config(c, "d 0");
@@ -182,7 +195,7 @@ Test(mlp, act_names)
 
 Test(mlp, param_names_and_layout)
 {
-    fv_mlp_config c = {3, 32, 3, FV_ACT_SELU, 0};
+    fv_mlp_config c = {.d = 3, .width = 32, .depth = 3, .act = FV_ACT_SELU, .temb = 0};
     fv_mlp m;
     cr_assert_eq(fv_mlp_init(&m, &c, 7), FV_OK);
     cr_expect_eq(m.nlayers, 4);
@@ -213,7 +226,7 @@ Test(mlp, param_names_and_layout)
 
 Test(mlp, init_torch_default)
 {
-    fv_mlp_config c = {2, 64, 2, FV_ACT_SILU, 16};
+    fv_mlp_config c = {.d = 2, .width = 64, .depth = 2, .act = FV_ACT_SILU, .temb = 16};
     fv_mlp m1, m2, m3;
     cr_assert_eq(fv_mlp_init(&m1, &c, 42), FV_OK);
     cr_assert_eq(fv_mlp_init(&m2, &c, 42), FV_OK);
@@ -244,12 +257,56 @@ Test(mlp, time_embedding_values)
 {
     /* temb 4: half 2, f = (1, exp(-ln(1e4)/2) = 0.01); emb = [cos t, cos 0.01t, sin t, sin 0.01t]. */
     float x[2] = {0.25f, -1.5f}, t = 0.5f, in[6];
-    fv_mlp_input(in, x, &t, 1, 2, 4);
+    fv_mlp m;
+    fv_mlp_config c = {.d = 2, .width = 3, .depth = 1, .act = FV_ACT_SILU, .temb = 4};
+    cr_assert_eq(fv_mlp_init(&m, &c, 1), FV_OK);
+    fv_mlp_input(&m, in, x, &t, 1);
     double want[6] = {0.25, -1.5, cos(0.5), cos(0.005), sin(0.5), sin(0.005)};
     for (int i = 0; i < 6; i++)
         cr_expect(fabs(in[i] - want[i]) < 1e-6, "in[%d] = %.9g, want %.9g", i, in[i], want[i]);
-    fv_mlp_input(in, x, &t, 1, 2, 0);
+    fv_mlp_free(&m);
+    c.temb = 0;
+    cr_assert_eq(fv_mlp_init(&m, &c, 1), FV_OK);
+    fv_mlp_input(&m, in, x, &t, 1);
     cr_expect(in[0] == 0.25f && in[1] == -1.5f && in[2] == 0.5f, "raw t appended after x");
+    fv_mlp_free(&m);
+}
+
+/* Fourier features after [x, emb(t)]: sin and cos of F [x, t] with the raw t, F drawn once from its
+ * own stream with the configured spread (and left out of the trainable parameters). */
+Test(mlp, fourier_feature_values)
+{
+    float x[2] = {0.25f, -1.5f}, t = 0.75f, in[2 + 4 + 2 * 3];
+    fv_mlp m, plain;
+    fv_mlp_config c = {.d = 2, .width = 5, .depth = 2, .act = FV_ACT_SILU, .temb = 4, .fourier = 3,
+                       .fourier_scale = 2.5f};
+    cr_assert_eq(fv_mlp_init(&m, &c, 7), FV_OK);
+    cr_expect_eq(fv_mlp_input_dim(&c), 12);
+    fv_mlp_config cp = c;
+    cp.fourier = 0;
+    cr_assert_eq(fv_mlp_init(&plain, &cp, 7), FV_OK);
+    cr_expect_eq(m.nparams, plain.nparams + 5 * 2 * 3, "only the first layer grows (by width x 2M)");
+    cr_expect_eq(m.fourier, m.params + m.nparams, "F sits after the trainable parameters");
+    fv_mlp_input(&m, in, x, &t, 1);
+    for (size_t j = 0; j < 3; j++) {
+        const float *F = m.fourier + j * 3;
+        double p = (double)F[0] * x[0] + (double)F[1] * x[1] + (double)F[2] * t;
+        cr_expect(fabs(in[6 + j] - sin(p)) < 1e-5, "sin feature %zu: %.7g, want %.7g", j, in[6 + j], sin(p));
+        cr_expect(fabs(in[9 + j] - cos(p)) < 1e-5, "cos feature %zu: %.7g, want %.7g", j, in[9 + j], cos(p));
+    }
+    cr_expect(fabs(in[2] - cos(0.75)) < 1e-6 && in[0] == 0.25f, "[x, emb(t)] unchanged in front");
+    fv_mlp_free(&m);
+    fv_mlp_free(&plain);
+    /* The spread of F: 2000 x 11 normals with standard deviation 2.5. */
+    c = (fv_mlp_config){
+        .d = 10, .width = 1, .depth = 1, .act = FV_ACT_SILU, .fourier = 2000, .fourier_scale = 2.5f};
+    cr_assert_eq(fv_mlp_init(&m, &c, 3), FV_OK);
+    double s2 = 0.0, n = 2000.0 * 11.0;
+    for (size_t i = 0; i < 2000 * 11; i++)
+        s2 += (double)m.fourier[i] * m.fourier[i];
+    double sd = sqrt(s2 / n);
+    cr_expect(fabs(sd - 2.5) < 5 * 2.5 / sqrt(2.0 * n), "F's standard deviation %.4f, want 2.5", sd);
+    fv_mlp_free(&m);
 }
 
 Test(mlp, mse_loss)
@@ -269,9 +326,10 @@ Test(mlp, mse_loss)
 /* Every parameter of a (d, width, depth, act, temb) network: the float32 backward against central
  * differences of the double forward (h = 1e-6). Errors are measured per block against the block's
  * scale (floored at 1e-3 of the whole gradient's, for blocks a ReLU net leaves nearly dead). */
-static void gradcheck(size_t d, size_t width, size_t depth, fv_act act, size_t temb, uint64_t seed)
+static void gradcheck(size_t d, size_t width, size_t depth, fv_act act, size_t temb, size_t fourier, uint64_t seed)
 {
-    fv_mlp_config c = {d, width, depth, act, temb};
+    fv_mlp_config c = {
+        .d = d, .width = width, .depth = depth, .act = act, .temb = temb, .fourier = fourier, .fourier_scale = 1.5f};
     fv_mlp m;
     cr_assert_eq(fv_mlp_init(&m, &c, seed), FV_OK);
     const size_t B = 6;
@@ -327,12 +385,12 @@ static void gradcheck(size_t d, size_t width, size_t depth, fv_act act, size_t t
             worst = fmax(worst, err);
             char name[32];
             fv_mlp_param_name(&m, l, isb, name, sizeof name);
-            cr_expect(err < 1e-4, "%s act %s temb %zu depth %zu: %s gradient error %.3g (scale %.3g)",
-                      "gradcheck", fv_act_name(act), temb, depth, name, err, den);
+            cr_expect(err < 1e-4, "%s act %s temb %zu fourier %zu depth %zu: %s gradient error %.3g (scale %.3g)",
+                      "gradcheck", fv_act_name(act), temb, fourier, depth, name, err, den);
             off += n;
         }
-    cr_log_info("gradcheck %s temb %zu depth %zu: %zu parameters, worst block error %.2e", fv_act_name(act), temb,
-                depth, m.nparams, worst);
+    cr_log_info("gradcheck %s temb %zu fourier %zu depth %zu: %zu parameters, worst block error %.2e",
+                fv_act_name(act), temb, fourier, depth, m.nparams, worst);
     fv_mlp_acts_free(&a);
     fv_mlp_free(&m);
     free(x), free(t), free(u), free(out), free(dout), free(g), free(P), free(fd), free(outd);
@@ -344,9 +402,10 @@ Test(mlp, gradcheck_all)
     for (int act = FV_ACT_SILU; act <= FV_ACT_TANH; act++)
         for (int e = 0; e < 2; e++) {
             size_t temb = e ? 6 : 0;
-            gradcheck(3, 7, 2, (fv_act)act, temb, seed++);
-            gradcheck(2, 5, 1, (fv_act)act, temb, seed++);
-            gradcheck(4, 6, 3, (fv_act)act, temb, seed++);
+            gradcheck(3, 7, 2, (fv_act)act, temb, 0, seed++);
+            gradcheck(2, 5, 1, (fv_act)act, temb, 0, seed++);
+            gradcheck(4, 6, 3, (fv_act)act, temb, 0, seed++);
+            gradcheck(3, 6, 2, (fv_act)act, temb, 4, seed++);
         }
 }
 
@@ -354,7 +413,7 @@ Test(mlp, gradcheck_all)
 
 static void sqnorm_check(fv_act act, size_t temb)
 {
-    fv_mlp_config c = {3, 11, 3, act, temb};
+    fv_mlp_config c = {.d = 3, .width = 11, .depth = 3, .act = act, .temb = temb};
     fv_mlp m;
     cr_assert_eq(fv_mlp_init(&m, &c, 5 + act), FV_OK);
     const size_t B = 9, d = c.d;
@@ -427,7 +486,8 @@ static float *fx_read(const char *prefix, const char *name, size_t count)
 static void fixture_check(const char *prefix)
 {
     float *cfg = fx_read(prefix, "cfg", 6);
-    fv_mlp_config c = {(size_t)cfg[0], (size_t)cfg[1], (size_t)cfg[2], (fv_act)(int)cfg[3], (size_t)cfg[4]};
+    fv_mlp_config c = {.d = (size_t)cfg[0], .width = (size_t)cfg[1], .depth = (size_t)cfg[2],
+                       .act = (fv_act)(int)cfg[3], .temb = (size_t)cfg[4]};
     size_t B = (size_t)cfg[5], d = c.d;
     free(cfg);
     fv_mlp m;

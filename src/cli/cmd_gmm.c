@@ -84,7 +84,7 @@ static int one_row(const table_cfg *c, size_t d, double sigma, double *gen, doub
         (st = fv_cfm_pairs(&fresh, c->seed, 1ULL << 62, N, a, b)) ||
         (st = fv_cfm_data_init(&data, FV_DATA_PAIRS, &p, NULL, N, a, b, c->batch)))
         goto done;
-    fv_mlp_config mc = {d, c->width, c->depth, FV_ACT_SILU, 0};
+    fv_mlp_config mc = {.d = d, .width = c->width, .depth = c->depth, .act = FV_ACT_SILU, .temb = 0};
     fv_adam_config ac = fv_adam_defaults();
     ac.lr = (float)c->lr;
     fv_train_opts o = {0};

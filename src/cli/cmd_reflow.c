@@ -85,7 +85,7 @@ static int round_once(const reflow_cfg *c, fv_problem *p, double sigma, uint64_t
         return st;
     memcpy(b_old, b, n * d * sizeof *b);
     p->sigma = sigma;
-    fv_mlp_config mc = {d, c->width, c->depth, FV_ACT_SILU, 0};
+    fv_mlp_config mc = {.d = d, .width = c->width, .depth = c->depth, .act = FV_ACT_SILU, .temb = 0};
     fv_adam_config ac = fv_adam_defaults();
     ac.lr = (float)c->lr;
     fv_train_opts o = {0};

@@ -20,6 +20,9 @@ const fv_opt fv_train_opts_table[] = {
     {"depth", "N", "hidden layers; default 3"},
     {"act", "silu|selu|relu|tanh", "activation; default silu"},
     {"temb", "N", "sinusoidal time embedding size (even); default 0 = raw t input"},
+    {"fourier", "M", "mlp: append M random Fourier features sin(F z), cos(F z) of z = [x, t] to the input\n"
+                     "      (F fixed, entries ~ N(0, S^2)); lets the MLP fit sharp fields; default 0 = none"},
+    {"fourier-scale", "S", "with --fourier: the spread S of F's entries; default 3"},
     {"gmm", "K", "target: a random K-component Gaussian mixture (THEORY.md section 5) instead of a Gaussian"},
     {"dim", "D", "with --gmm: the dimension"},
     {"gmm-scale", "S", "with --gmm: component means ~ N(0, S^2 I); default 5"},
@@ -131,15 +134,25 @@ static int read_model(fv_run *r)
     static const char *const models[] = {"mlp", "unet", NULL};
     int model, st;
     size_t temb;
+    double fscale;
     if ((st = fv_args_choice(&r->args, "model", models, 0, &model)) ||
         (st = fv_args_size(&r->args, "width", 256, 1, &r->mc.width)) ||
         (st = fv_args_size(&r->args, "depth", 3, 1, &r->mc.depth)) ||
-        (st = fv_args_size(&r->args, "temb", 0, 0, &temb)))
+        (st = fv_args_size(&r->args, "temb", 0, 0, &temb)) ||
+        (st = fv_args_size(&r->args, "fourier", 0, 0, &r->mc.fourier)) ||
+        (st = fv_args_double(&r->args, "fourier-scale", 3.0, &fscale)))
         return st;
+    if (!(fscale > 0.0 && fscale < 1e30))
+        return fv_error(FV_EINPUT, "--fourier-scale must be a positive number (got %g)", fscale);
+    if (fv_args_get(&r->args, "fourier-scale") && !r->mc.fourier)
+        return fv_error(FV_EINPUT, "--fourier-scale needs --fourier M");
+    r->mc.fourier_scale = (float)fscale;
     r->mc.temb = temb;
     r->is_unet = model == 1;
     if (r->is_unet && !fv_args_get(&r->args, "data"))
         return fv_error(FV_EINPUT, "--model unet needs an image set: --data fashion-mnist or --data cifar10");
+    if (r->is_unet && r->mc.fourier)
+        return fv_error(FV_EINPUT, "--fourier is an option of the MLP, not of --model unet");
     r->mc.act = FV_ACT_SILU;
     if (fv_args_get(&r->args, "act") && (st = fv_act_parse(fv_args_get(&r->args, "act"), &r->mc.act)))
         return fv_error_context(st, "--act: ");
@@ -453,7 +466,8 @@ int fv_run_open(fv_run *r, const char *dir, const char *steps_override, const fv
     if ((st = fv_checkpoint_config(&r->ckpt, path, &saved)))
         return st;
     if (saved.d != r->mc.d || saved.width != r->mc.width || saved.depth != r->mc.depth || saved.act != r->mc.act ||
-        saved.temb != r->mc.temb)
+        saved.temb != r->mc.temb || saved.fourier != r->mc.fourier ||
+        (saved.fourier && saved.fourier_scale != r->mc.fourier_scale))
         return fv_error(FV_EINPUT, "%s: the stored network does not match the run's options", path);
     return fv_checkpoint_load(&r->ckpt, path, &r->tr, &r->step, &r->log);
 }

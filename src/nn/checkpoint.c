@@ -10,7 +10,7 @@
 #include <string.h>
 
 #define NAME_MAX_LEN 96
-#define MODEL_KEYS 7
+#define MODEL_KEYS 9
 
 /* One tensor per parameter block and role: live, ema, adam.m, adam.v. */
 typedef struct {
@@ -26,6 +26,13 @@ static const char *const roles[4] = {"", "ema.", "adam.m.", "adam.v."};
 static size_t count_blocks(const fv_trainer *tr)
 {
     return tr->model == FV_MODEL_UNET ? tr->unet.ntensors : 2 * tr->net.nlayers;
+}
+
+/* The MLP's fixed Fourier matrix, saved once (no EMA or Adam state: it is not trained). */
+static block fourier_block(const fv_mlp *m)
+{
+    block b = {"fourier.B", {m->cfg.fourier, m->cfg.d + 1}, 2, m->fourier};
+    return b;
 }
 
 /* The U-Net's tensors for a role, under torch's names and shapes. */
@@ -73,8 +80,8 @@ int fv_checkpoint_save(const char *path, const fv_trainer *tr, uint64_t step, co
                        const char *const *keys, const char *const *values)
 {
     size_t nb = count_blocks(tr), ne = 0;
-    block *bl = malloc(4 * nb * sizeof *bl);
-    fv_st_entry *e = malloc((4 * nb + 1) * sizeof *e);
+    block *bl = malloc((4 * nb + 1) * sizeof *bl);
+    fv_st_entry *e = malloc((4 * nb + 2) * sizeof *e);
     const char **mk = malloc((nmeta + MODEL_KEYS) * sizeof *mk), **mv = malloc((nmeta + MODEL_KEYS) * sizeof *mv);
     char num[MODEL_KEYS][32];
     int st = FV_OK;
@@ -90,6 +97,11 @@ int fv_checkpoint_save(const char *path, const fv_trainer *tr, uint64_t step, co
         for (size_t k = 0; k < nb; k++, ne++)
             e[ne] = (fv_st_entry){bl[ne].name, FV_ST_F32, bl[ne].ndim, bl[ne].shape, bl[ne].data};
     }
+    if (!st && tr->model == FV_MODEL_MLP && tr->net.fourier) {
+        bl[ne] = fourier_block(&tr->net);
+        e[ne] = (fv_st_entry){bl[ne].name, FV_ST_F32, 2, bl[ne].shape, bl[ne].data};
+        ne++;
+    }
     size_t log_shape[2] = {log ? log->n : 0, 3};
     e[ne++] = (fv_st_entry){"train.log", FV_ST_F64, 2, log_shape, log && log->n ? log->rows : (const void *)""};
     const fv_mlp_config *c = &tr->net.cfg;
@@ -100,9 +112,12 @@ int fv_checkpoint_save(const char *path, const fv_trainer *tr, uint64_t step, co
     snprintf(num[4], 32, "%zu", c->depth);
     snprintf(num[5], 32, "%s", fv_act_name(c->act));
     snprintf(num[6], 32, "%zu", c->temb);
+    snprintf(num[7], 32, "%zu", c->fourier);
+    snprintf(num[8], 32, "%.9g", (double)c->fourier_scale);
     /* a U-Net's configuration is the run's options (opt.*); its tensors' shapes are checked on load */
-    static const char *const model_keys[MODEL_KEYS] = {"step",        "adam.step", "model.d",   "model.width",
-                                                       "model.depth", "model.act", "model.temb"};
+    static const char *const model_keys[MODEL_KEYS] = {
+        "step",      "adam.step",  "model.d",       "model.width",        "model.depth",
+        "model.act", "model.temb", "model.fourier", "model.fourier_scale"};
     static const char *const unet_keys[2] = {"model.kind", "unet"};
     size_t nm = tr->model == FV_MODEL_UNET ? 3 : MODEL_KEYS;
     for (size_t i = 0; i < nm; i++) {
@@ -157,6 +172,19 @@ int fv_checkpoint_config(const fv_st_file *f, const char *path, fv_mlp_config *m
     mc->width = w;
     mc->depth = depth;
     mc->temb = temb;
+    mc->fourier = 0; /* checkpoints from before Fourier features have neither key */
+    mc->fourier_scale = 0.0f;
+    if (fv_st_meta(f, "model.fourier")) {
+        uint64_t nf;
+        const char *sc = fv_st_meta(f, "model.fourier_scale");
+        char *end = NULL;
+        if ((st = meta_size(f, path, "model.fourier", &nf)))
+            return st;
+        mc->fourier = nf;
+        mc->fourier_scale = sc ? strtof(sc, &end) : 0.0f;
+        if (nf && (!sc || *end != '\0' || !(mc->fourier_scale > 0.0f)))
+            return fv_error(FV_EINPUT, "%s: metadata 'model.fourier_scale' is missing or not a positive number", path);
+    }
     return FV_OK;
 }
 
@@ -175,6 +203,10 @@ int fv_checkpoint_load(const fv_st_file *f, const char *path, fv_trainer *tr, ui
             st = fv_st_get_f32(f, bl[k].name, bl[k].ndim, bl[k].shape, bl[k].data);
     }
     free(bl);
+    if (!st && tr->model == FV_MODEL_MLP && tr->net.fourier) {
+        block fb = fourier_block(&tr->net);
+        st = fv_st_get_f32(f, fb.name, fb.ndim, fb.shape, fb.data);
+    }
     if (!st && !(st = meta_size(f, path, "step", step)) && !(st = meta_size(f, path, "adam.step", &adam_step)))
         tr->opt.step = adam_step;
     const fv_st_tensor *lt = st ? NULL : fv_st_find(f, "train.log");

@@ -1,8 +1,9 @@
 /* checkpoint.h: a trainer's whole state in one safetensors file: the weights under torch's
  * state_dict names ("net.0.weight", ... for the MLP; torchcfm's UNetModelWrapper names for the
  * U-Net), the EMA weights ("ema.net.0.weight", ...), Adam's moments ("adam.m.net.0.weight",
- * "adam.v. ..."), the loss log ("train.log", n x 3: step, loss, gradient norm), and metadata: the MLP
- * config ("model.d", "model.width", "model.depth", "model.act", "model.temb") or "model.kind" =
+ * "adam.v. ..."), the MLP's fixed Fourier matrix ("fourier.B", when it has one), the loss log ("train.log",
+ * n x 3: step, loss, gradient norm), and metadata: the MLP config ("model.d", "model.width",
+ * "model.depth", "model.act", "model.temb", "model.fourier", "model.fourier_scale") or "model.kind" =
  * "unet", "step", "adam.step" and the run's own configuration keys. */
 #ifndef FV_CHECKPOINT_H
 #define FV_CHECKPOINT_H

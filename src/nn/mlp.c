@@ -43,9 +43,13 @@ int fv_mlp_config_check(const fv_mlp_config *c)
                         c->temb);
     if ((unsigned)c->act > FV_ACT_TANH)
         return fv_error(FV_EINPUT, "mlp: unknown activation code %d", (int)c->act);
-    if (c->d > FV_MLP_DIM_LIMIT || c->width > FV_MLP_DIM_LIMIT || c->temb > FV_MLP_DIM_LIMIT)
-        return fv_error(FV_EINPUT, "mlp: dimensions too large (d %zu, width %zu, temb %zu; limit %zu)", c->d,
-                        c->width, c->temb, FV_MLP_DIM_LIMIT);
+    if (c->d > FV_MLP_DIM_LIMIT || c->width > FV_MLP_DIM_LIMIT || c->temb > FV_MLP_DIM_LIMIT ||
+        c->fourier > FV_MLP_DIM_LIMIT)
+        return fv_error(FV_EINPUT, "mlp: dimensions too large (d %zu, width %zu, temb %zu, fourier %zu; limit %zu)",
+                        c->d, c->width, c->temb, c->fourier, FV_MLP_DIM_LIMIT);
+    if (c->fourier && !(c->fourier_scale > 0.0f && isfinite(c->fourier_scale)))
+        return fv_error(FV_EINPUT, "mlp: the Fourier feature scale must be positive and finite (got %g)",
+                        (double)c->fourier_scale);
     /* in*out of any layer must fit a 32-bit BLAS leading dimension product. */
     size_t nin = fv_mlp_input_dim(c), w = c->width;
     if ((double)w * (double)(nin > w ? nin : w) > 2147483647.0)
@@ -53,7 +57,7 @@ int fv_mlp_config_check(const fv_mlp_config *c)
     return FV_OK;
 }
 
-size_t fv_mlp_input_dim(const fv_mlp_config *c) { return c->d + (c->temb ? c->temb : 1); }
+size_t fv_mlp_input_dim(const fv_mlp_config *c) { return c->d + (c->temb ? c->temb : 1) + 2 * c->fourier; }
 
 /* Fill in[], out[] for c (assumed valid); returns the layer count. */
 static size_t layer_shapes(const fv_mlp_config *c, size_t *in, size_t *out)
@@ -109,13 +113,23 @@ int fv_mlp_init(fv_mlp *m, const fv_mlp_config *c, uint64_t seed)
     m->nlayers = layer_shapes(c, m->in, m->out);
     for (size_t l = 0; l < m->nlayers; l++)
         m->nparams += m->out[l] * m->in[l] + m->out[l];
-    m->params = malloc(m->nparams * sizeof(float));
+    size_t nf = c->fourier * (c->d + 1);
+    m->params = malloc((m->nparams + nf) * sizeof(float));
     if (!m->params) {
         size_t n = m->nparams;
         memset(m, 0, sizeof *m);
         return fv_error(FV_ENOMEM, "mlp: cannot allocate %zu parameters", n);
     }
     fv_mlp_views(m, m->params, m->W, m->b);
+    if (nf) {
+        m->fourier = m->params + m->nparams;
+        fv_rng r = fv_rng_make(seed, FV_MLP_FOURIER_STREAM);
+        for (size_t i = 0; i < nf; i++) {
+            double z;
+            fv_rng_normal(&r, 1, &z);
+            m->fourier[i] = (float)(c->fourier_scale * z);
+        }
+    }
     /* torch's nn.Linear.reset_parameters: kaiming_uniform_(a = sqrt(5)) gives bound
      * sqrt(6 / ((1 + 5) fan_in)) = 1/sqrt(fan_in) for W, and the bias uses the same bound. */
     for (size_t l = 0; l < m->nlayers; l++) {
@@ -246,9 +260,22 @@ void fv_act_backward(float *dinp, const float *dout, const float *pre, const flo
 }
 #undef ACT_LOOP
 
-void fv_mlp_input(float *in, const float *x, const float *t, size_t B, size_t d, size_t temb)
+/* feat[j] = sin(F_j . z), feat[M + j] = cos(F_j . z) for z = [x, t]. */
+static void fourier_features(float *feat, const float *F, size_t M, const float *x, float t, size_t d)
 {
-    size_t nin = d + (temb ? temb : 1);
+    for (size_t j = 0; j < M; j++) {
+        const float *Fj = F + j * (d + 1);
+        float p = Fj[d] * t;
+        for (size_t k = 0; k < d; k++)
+            p += Fj[k] * x[k];
+        feat[j] = sinf(p);
+        feat[M + j] = cosf(p);
+    }
+}
+
+void fv_mlp_input(const fv_mlp *m, float *in, const float *x, const float *t, size_t B)
+{
+    size_t d = m->cfg.d, temb = m->cfg.temb, nin = m->in[0], head = d + (temb ? temb : 1);
     for (size_t i = 0; i < B; i++) {
         float *row = in + i * nin;
         memcpy(row, x + i * d, d * sizeof(float));
@@ -256,6 +283,8 @@ void fv_mlp_input(float *in, const float *x, const float *t, size_t B, size_t d,
             fv_temb(t[i], (unsigned)(temb / 2), row + d);
         else
             row[d] = t[i];
+        if (m->fourier)
+            fourier_features(row + head, m->fourier, m->cfg.fourier, x + i * d, t[i], d);
     }
 }
 
@@ -265,7 +294,7 @@ void fv_mlp_forward(const fv_mlp *m, size_t B, const float *x, const float *t, f
 {
     assert(B >= 1 && B <= a->B && a->nlayers == m->nlayers);
     a->rows = B;
-    fv_mlp_input(a->input, x, t, B, m->cfg.d, m->cfg.temb);
+    fv_mlp_input(m, a->input, x, t, B);
     const float *h = a->input;
     size_t L = m->nlayers;
     for (size_t l = 0; l + 1 < L; l++) {

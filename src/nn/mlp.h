@@ -2,7 +2,9 @@
  *
  * The network is torch's nn.Sequential(Linear, Act, Linear, Act, ..., Linear) on the input [x, t]
  * (torchcfm's MLP(dim, w, time_varying=True) with SELU is depth 3), or on [x, emb(t)] with the
- * sinusoidal embedding of guided-diffusion/torchcfm. Style follows llm.c: every layer is a pair of free
+ * sinusoidal embedding of guided-diffusion/torchcfm, optionally followed by random Fourier features of
+ * [x, t] (Tancik et al. 2020: without them an MLP on raw coordinates cannot fit the sharp fields of
+ * small pair sets, see `flowvar gmm`). Style follows llm.c: every layer is a pair of free
  * functions (fv_linear_forward / fv_linear_backward, fv_act_forward / fv_act_backward); all parameters
  * live in ONE float allocation (gradients in one caller array of the same layout, so an optimizer and a
  * checkpoint see a flat vector); activations live in a caller-owned workspace (fv_mlp_acts), so
@@ -31,6 +33,10 @@ typedef struct {
     size_t temb;  /* 0: the raw t is one extra input (input dim d+1); else an even sinusoidal embedding
                      dimension: emb(t) = [cos(t f_k), sin(t f_k)], f_k = exp(-ln(10000) k / (temb/2)),
                      k = 0..temb/2-1 (torchcfm/guided-diffusion order: cos first), input dim d + temb */
+    size_t fourier;      /* 0: none; else M random Fourier features appended to the input: [sin(F z), cos(F z)],
+                            z = [x, t] (raw t), F an M x (d + 1) matrix with entries ~ N(0, fourier_scale^2),
+                            fixed at initialisation (not trained); input dim grows by 2 M */
+    float fourier_scale; /* the standard deviation of F's entries (> 0 when fourier > 0) */
 } fv_mlp_config;
 
 typedef struct {
@@ -39,16 +45,19 @@ typedef struct {
     float *params; /* one allocation of nparams floats: W[0], b[0], W[1], b[1], ... (state_dict order) */
     size_t in[FV_MLP_MAX_LAYERS], out[FV_MLP_MAX_LAYERS];
     float *W[FV_MLP_MAX_LAYERS], *b[FV_MLP_MAX_LAYERS]; /* W: out x in row-major (torch nn.Linear layout) */
+    float *fourier; /* cfg.fourier x (d + 1) row-major, the fixed F; in the same allocation, after the
+                       nparams trainable floats (so optimizers and gradients never see it); NULL if none */
 } fv_mlp;
 
 /* FV_OK if the configuration describes a network (d, width >= 1; 1 <= depth < FV_MLP_MAX_LAYERS; temb
- * even; a known activation; sizes that do not overflow), else FV_EINPUT naming the field. */
+ * even; a known activation; a positive finite fourier_scale with fourier features; sizes that do not
+ * overflow), else FV_EINPUT naming the field. */
 int fv_mlp_config_check(const fv_mlp_config *c);
 
 /* Number of parameters of the network c describes (0 if c is invalid). */
 size_t fv_mlp_count_params(const fv_mlp_config *c);
 
-/* Input dimension of the first layer: d + 1 (raw t) or d + temb. */
+/* Input dimension of the first layer: d + 1 (raw t) or d + temb, plus 2 fourier. */
 size_t fv_mlp_input_dim(const fv_mlp_config *c);
 
 /* Layer names in torch state_dict order: "net.0.weight", "net.0.bias", "net.2.weight", ... i.e. the
@@ -58,9 +67,10 @@ int fv_mlp_param_name(const fv_mlp *m, size_t layer, int is_bias, char *buf, siz
 
 /* Allocate and initialise like torch's nn.Linear default: W, b ~ U(-1/sqrt(in), 1/sqrt(in)), drawn
  * from Philox (core/rng.h) under `seed`, one stream per tensor (FV_MLP_INIT_STREAM + 2 layer + is_bias),
- * so each tensor's values depend only on (seed, layer, shape). FV_EINPUT for an invalid config,
- * FV_ENOMEM. On failure *m is zeroed. */
+ * so each tensor's values depend only on (seed, layer, shape); the Fourier matrix F from stream
+ * FV_MLP_FOURIER_STREAM. FV_EINPUT for an invalid config, FV_ENOMEM. On failure *m is zeroed. */
 #define FV_MLP_INIT_STREAM 0x6d6c700000000000ULL /* "mlp" in the top bytes: apart from data streams */
+#define FV_MLP_FOURIER_STREAM (FV_MLP_INIT_STREAM + 2 * FV_MLP_MAX_LAYERS)
 int fv_mlp_init(fv_mlp *m, const fv_mlp_config *c, uint64_t seed);
 
 /* Point W[l], b[l] into params (nparams floats, the layout of fv_mlp.params). Used to view a gradient
@@ -74,7 +84,7 @@ typedef struct {
     size_t B;                        /* capacity in rows */
     size_t nlayers;
     float *mem;                      /* the single allocation the pointers below carve */
-    float *input;                    /* B x in[0]: [x, t] or [x, emb(t)] */
+    float *input;                    /* B x in[0]: [x, t] or [x, emb(t)], then the Fourier features */
     float *pre[FV_MLP_MAX_LAYERS];   /* hidden layer l < nlayers-1: B x out[l], before the activation */
     float *post[FV_MLP_MAX_LAYERS];  /* hidden layer l: B x out[l], after it (the next layer's input) */
     float *delta[2];                 /* backward: two B x max(width, d) buffers, used alternately */
@@ -113,7 +123,8 @@ void fv_linear_backward(float *dinp, float *dW, float *db, const float *dout, co
 /* post = act(pre) over n elements; dinp = dout * act'(pre) (in place allowed: dinp == dout). */
 void fv_act_forward(float *post, const float *pre, size_t n, fv_act act);
 void fv_act_backward(float *dinp, const float *dout, const float *pre, const float *post, size_t n, fv_act act);
-/* Row-wise input assembly: in (B x (d + 1 or d + temb)) = [x, t] or [x, emb(t)]. */
-void fv_mlp_input(float *in, const float *x, const float *t, size_t B, size_t d, size_t temb);
+/* Row-wise input assembly: in (B x in[0]) = [x, t] or [x, emb(t)], then [sin(F z), cos(F z)] with z = [x, t]
+ * when m has Fourier features. */
+void fv_mlp_input(const fv_mlp *m, float *in, const float *x, const float *t, size_t B);
 
 #endif

@@ -275,9 +275,13 @@ static int pick_device(const char **device, int tf32)
 int fv_trainer_init(fv_trainer *tr, const char *device, const fv_mlp_config *mc, const fv_adam_config *ac,
                     uint64_t seed, size_t cap, int tf32)
 {
+    if (mc->fourier && strcmp(device, "auto") == 0)
+        device = "cpu"; /* the CUDA MLP has no Fourier input features */
     int st = pick_device(&device, tf32);
     if (st)
         return st;
+    if (strcmp(device, "cuda") == 0 && mc->fourier)
+        return fv_error(FV_EINPUT, "an MLP with Fourier features runs on the CPU only (--device cpu)");
     if (strcmp(device, "cuda") == 0)
         return fv_trainer_cuda_init(tr, mc, ac, seed, cap, tf32);
     return fv_trainer_cpu_init(tr, mc, ac, seed, cap);
