@@ -201,6 +201,54 @@ Test(cfm, checkpoint_round_trip)
     unlink(path);
 }
 
+/* The fixed Fourier matrix is saved as "fourier.B" and loaded over a network initialised with another
+ * seed (so another F): the loaded network then predicts exactly what the saved one did; a bad stored
+ * scale is refused naming the key. */
+Test(cfm, checkpoint_round_trip_with_fourier_features)
+{
+    char path[] = "/tmp/fv_ckpt_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    fv_mlp_config mc = {.d = 3, .width = 8, .depth = 2, .act = FV_ACT_SILU, .fourier = 5, .fourier_scale = 2.0f};
+    fv_adam_config ac = fv_adam_defaults();
+    fv_trainer a, b;
+    cr_assert_eq(fv_trainer_cpu_init(&a, &mc, &ac, 1, 4), FV_OK);
+    cr_assert_eq(fv_trainer_cpu_init(&b, &mc, &ac, 2, 4), FV_OK);
+    cr_assert_neq(memcmp(a.net.fourier, b.net.fourier, 15 * sizeof(float)), 0, "seeds 1 and 2 draw different F");
+    cr_assert_eq(fv_checkpoint_save(path, &a, 3, NULL, 0, NULL, NULL), FV_OK, "%s", fv_last_error());
+    fv_st_file f;
+    fv_mlp_config back;
+    uint64_t step;
+    cr_assert_eq(fv_st_read(path, &f), FV_OK);
+    cr_assert_eq(fv_checkpoint_config(&f, path, &back), FV_OK, "%s", fv_last_error());
+    cr_expect(back.fourier == 5 && back.fourier_scale == 2.0f, "config: fourier %zu scale %g", back.fourier,
+              (double)back.fourier_scale);
+    cr_assert_eq(fv_checkpoint_load(&f, path, &b, &step, NULL), FV_OK, "%s", fv_last_error());
+    cr_expect_eq(memcmp(a.net.fourier, b.net.fourier, 15 * sizeof(float)), 0, "F restored");
+    float x[6] = {0.3f, -1.2f, 2.0f, 0.7f, 0.1f, -0.4f}, t[2] = {0.25f, 0.8f}, ya[6], yb[6];
+    fv_mlp_forward(&a.net, 2, x, t, ya, &a.acts);
+    fv_mlp_forward(&b.net, 2, x, t, yb, &b.acts);
+    cr_expect_eq(memcmp(ya, yb, sizeof ya), 0, "same predictions after loading");
+    fv_st_free(&f);
+    /* a Fourier network whose scale is not a positive number */
+    size_t shape[2] = {5, 4};
+    float F[20] = {0};
+    fv_st_entry e = {"net.0.weight", FV_ST_F32, 2, shape, F};
+    const char *k[] = {"model.d", "model.width", "model.depth", "model.act", "model.temb", "model.fourier",
+                       "model.fourier_scale", "step", "adam.step"};
+    const char *v[] = {"3", "8", "2", "silu", "0", "5", "2", "5", "5"};
+    v[6] = "-1";
+    cr_assert_eq(fv_st_write(path, 1, &e, 9, k, v), FV_OK, "%s", fv_last_error());
+    cr_assert_eq(fv_st_read(path, &f), FV_OK);
+    cr_assert_eq(fv_checkpoint_config(&f, path, &back), FV_EINPUT);
+    cr_assert(strstr(fv_last_error(), "model.fourier_scale") != NULL, "%s", fv_last_error());
+    fv_st_free(&f);
+    fv_trainer_free(&a);
+    fv_trainer_free(&b);
+    unlink(path);
+}
+
 /* A checkpoint whose tensors disagree with the network is refused, naming the tensor. */
 static void expect_mismatch(fv_st_dtype dtype, size_t rows, const char *needle)
 {

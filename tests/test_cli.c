@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "core/rng.h"
+#include "core/safetensors.h"
 #include "data/dataset.h"
 #include "nn/trainer.h"
 
@@ -468,6 +469,96 @@ Test(cli, sample_and_gap_of_a_trained_run)
     snprintf(args, sizeof args, "gradvar --run %s/r --n 9 --groups 5", dir);
     cr_assert_eq(run(args), 2, "fewer rows than two per group is refused");
     cr_assert(strstr(err_text, "--n") != NULL, "%s", err_text);
+}
+
+/* An MLP with Fourier features: trains, resumes, samples; its fixed F travels in the checkpoint (so a
+ * resumed run equals an uninterrupted one); the settings that cannot work are refused. */
+Test(cli, fourier_features_train_resume_and_sample)
+{
+    cr_assert_eq(train_run("a", "--steps 40 --fourier 8 --fourier-scale 2 --device cpu"), 0, "%s", err_text);
+    cr_assert_eq(train_run("b", "--steps 20 --fourier 8 --fourier-scale 2 --device cpu"), 0, "%s", err_text);
+    char args[512], fa[512], fb[512];
+    snprintf(args, sizeof args, "train --out %s/b --resume --steps 40", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(fa, sizeof fa, "%s/a/checkpoint.safetensors", dir);
+    snprintf(fb, sizeof fb, "%s/b/checkpoint.safetensors", dir);
+    cr_assert(same_file(fa, fb), "resumed Fourier run differs from the uninterrupted one");
+    fv_st_file f;
+    cr_assert_eq(fv_st_read(fa, &f), FV_OK, "%s", fv_last_error());
+    const fv_st_tensor *F = fv_st_find(&f, "fourier.B");
+    cr_assert(F && F->ndim == 2 && F->shape[0] == 8 && F->shape[1] == 3, "fourier.B of shape 8 x (d + 1)");
+    cr_assert_str_eq(fv_st_meta(&f, "model.fourier"), "8");
+    fv_st_free(&f);
+    snprintf(args, sizeof args, "sample --run %s/a --n 3", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert_eq(train_run("c", "--steps 5 --fourier-scale 2"), 2);
+    cr_assert(strstr(err_text, "--fourier-scale needs --fourier") != NULL, "%s", err_text);
+    cr_assert_eq(train_run("c", "--steps 5 --fourier 4 --fourier-scale 0"), 2);
+    cr_assert(strstr(err_text, "--fourier-scale") != NULL, "%s", err_text);
+    cr_assert_eq(train_run("c", "--steps 5 --fourier 4 --device cuda"), 2);
+    cr_assert(strstr(err_text, "--device cpu") != NULL, "%s", err_text);
+    snprintf(args, sizeof args, "train --data fashion-mnist --model unet --fourier 4 --steps 1 --out %s/u", dir);
+    cr_assert_eq(run(args), 2);
+    cr_assert(strstr(err_text, "--fourier") != NULL, "%s", err_text);
+    snprintf(fa, sizeof fa, "%s/c/checkpoint.safetensors", dir);
+    cr_assert(!exists(fa), "no checkpoint from a refused run");
+}
+
+/* `flowvar gmm` on a tiny setting: the contract table (d sigma gen_mmd mem_mmd, means over the seeds)
+ * and the per-run table agree; a memorization fraction is a fraction. */
+Test(cli, gmm_writes_the_table_and_every_run, .timeout = 120)
+{
+    char args[1024];
+    snprintf(args, sizeof args,
+             "gmm --dims 2 --sigmas 0,0.05 --pairs 20 --steps 60 --seeds 2 --samples 40 --euler 10 --width 16 "
+             "--depth 1 --fourier 8 --device cpu --out %s/t1",
+             dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert(strstr(out_text, "MMD^2 biased") != NULL, "%s", out_text);
+    char path[512];
+    snprintf(path, sizeof path, "%s/t1/table1.tsv", dir);
+    size_t n1, n2;
+    char *t1 = (char *)th_slurp(path, &n1);
+    snprintf(path, sizeof path, "%s/t1/table1_runs.tsv", dir);
+    char *t2 = (char *)th_slurp(path, &n2);
+    cr_assert(t1 && t2 && n1 < (1 << 16) && n2 < (1 << 16));
+    t1[n1] = t2[n2] = '\0';
+    const char *h1 = "d\tsigma\tgen_mmd\tmem_mmd\n", *h2 = "d\tsigma\tseed\tgen_mmd\tmem_mmd\tmem_l2\tmem_hit\n";
+    cr_assert(strncmp(t1, h1, strlen(h1)) == 0, "%s", t1);
+    cr_assert(strncmp(t2, h2, strlen(h2)) == 0, "%s", t2);
+    double cell[2][4], runs[4][7];
+    const char *p = strchr(t1, '\n') + 1;
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(sscanf(p, "%lf %lf %lf %lf", &cell[i][0], &cell[i][1], &cell[i][2], &cell[i][3]), 4, "%s", t1);
+        p = strchr(p, '\n') + 1;
+    }
+    p = strchr(t2, '\n') + 1;
+    for (int i = 0; i < 4; i++) {
+        double *r = runs[i];
+        cr_assert_eq(sscanf(p, "%lf %lf %lf %lf %lf %lf %lf", r, r + 1, r + 2, r + 3, r + 4, r + 5, r + 6), 7, "%s", t2);
+        cr_assert(r[4] >= 0 && r[6] >= 0 && r[6] <= 1 && r[5] > 0, "run %d: biased MMD >= 0, hit a fraction", i);
+        p = strchr(p, '\n') + 1;
+    }
+    cr_assert(*p == '\0', "4 runs: 2 sigmas x 2 seeds");
+    for (int c = 0; c < 2; c++) {
+        cr_expect(runs[2 * c][1] == cell[c][1] && runs[2 * c][2] == 0 && runs[2 * c + 1][2] == 1, "seeds 0, 1");
+        for (int k = 2; k < 4; k++) {
+            double mean = 0.5 * (runs[2 * c][k + 1] + runs[2 * c + 1][k + 1]);
+            cr_expect(fabs(cell[c][k] - mean) <= 1e-5 * fabs(mean) + 1e-12, "cell %d column %d: %g, runs' mean %g", c,
+                      k, cell[c][k], mean);
+        }
+    }
+    free(t1);
+    free(t2);
+}
+
+Test(cli, gmm_refuses_bad_settings)
+{
+    expect_input_error("gmm --mmd median", "--mmd");
+    expect_input_error("gmm --hit 0", "--hit");
+    expect_input_error("gmm --fourier-scale -1", "--fourier-scale");
+    expect_input_error("gmm --dims 0", "--dims");
+    expect_input_error("gmm --seeds 0", "--seeds");
 }
 
 Test(cli, device_and_precision_are_checked)

@@ -43,6 +43,17 @@ Test(optim, warmup_schedule_torchcfm_convention)
     for (uint64_t k = 1; k <= 3; k++)
         cr_expect(fv_adam_lr(&c, k) == 2.0, "no warmup: constant lr");
 
+    /* CosineAnnealingLR(T_max = 4) stepped after each update: lr (1 + cos(pi min(k - 1, 4) / 4)) / 2. */
+    c.cosine = 4;
+    const double cosw[] = {2.0, 1.0 + sqrt(0.5), 1.0, 1.0 - sqrt(0.5), 0.0, 0.0};
+    for (uint64_t k = 1; k <= 6; k++)
+        cr_expect(fabs(fv_adam_lr(&c, k) - cosw[k - 1]) < 1e-15, "cosine update %llu: lr %.17g, want %.17g",
+                  (unsigned long long)k, fv_adam_lr(&c, k), cosw[k - 1]);
+    c.warmup = 2; /* the two factors multiply: update 2 has warmup 1/2 and cosine (1 + cos(pi / 4)) / 2 */
+    cr_expect(fabs(fv_adam_lr(&c, 2) - 0.5 * (1.0 + sqrt(0.5))) < 1e-15, "warmup x cosine: %.17g", fv_adam_lr(&c, 2));
+    c.warmup = 0;
+    c.cosine = 0;
+
     /* The first update of a warmup run changes nothing (lr 0) but does advance the moments. */
     c.warmup = 2;
     c.lr = 0.1f;
@@ -217,8 +228,13 @@ Test(optim, torch_adam_warmup_clip_ema)
     size_t np_, nm, nv, ne;
     double *P = fx_read("params", &np_), *M = fx_read("m", &nm), *V = fx_read("v", &nv), *E = fx_read("ema", &ne);
     cr_assert(nh == 7 && nl == K && ng == K * n && np_ == K * n && nm == K * n && nv == K * n && ne == K * n);
-    fv_adam_config c = {(float)hy[0], (float)hy[1], (float)hy[2], (float)hy[3], (size_t)hy[4], (float)hy[5],
-                        (float)hy[6]};
+    fv_adam_config c = {.lr = (float)hy[0],
+                        .beta1 = (float)hy[1],
+                        .beta2 = (float)hy[2],
+                        .eps = (float)hy[3],
+                        .warmup = (size_t)hy[4],
+                        .clip = (float)hy[5],
+                        .ema_decay = (float)hy[6]};
     float *p = malloc(n * sizeof(float)), *g = malloc(n * sizeof(float)), *prev = malloc(n * sizeof(float));
     float *delta = malloc(n * sizeof(float));
     double *tdelta = malloc(n * sizeof(double));

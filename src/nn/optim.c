@@ -13,7 +13,7 @@
 
 fv_adam_config fv_adam_defaults(void)
 {
-    fv_adam_config c = {1e-3f, 0.9f, 0.999f, 1e-8f, 0, 0.0f, 0.0f};
+    fv_adam_config c = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
     return c;
 }
 
@@ -65,13 +65,14 @@ void fv_adam_free(fv_adam *o)
 
 double fv_adam_lr(const fv_adam_config *c, uint64_t k)
 {
-    if (c->warmup == 0)
-        return (double)c->lr;
-    /* LambdaLR evaluated lambda(k - 1) before update k (lambda(0) at construction). */
+    /* Both schedulers are evaluated at k - 1 before update k (their value at construction is lambda(0)). */
     uint64_t s = k > 0 ? k - 1 : 0;
-    if (s > c->warmup)
-        s = c->warmup;
-    return (double)c->lr * ((double)s / (double)c->warmup);
+    double lr = (double)c->lr;
+    if (c->cosine)
+        lr *= 0.5 * (1.0 + cos(M_PI * (double)(s < c->cosine ? s : c->cosine) / (double)c->cosine));
+    if (c->warmup)
+        lr *= (double)(s < c->warmup ? s : c->warmup) / (double)c->warmup;
+    return lr;
 }
 
 float fv_grad_norm(size_t n, const float *g)

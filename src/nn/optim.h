@@ -13,7 +13,10 @@
  *          lr_k = lr * min(k - 1, warmup) / warmup:
  *      the FIRST update runs with lr 0 (the moments and the step count still advance, so it is not a
  *      no-op for later updates) and the full lr is reached at update warmup + 1. warmup = 0 means no
- *      warmup (lr_k = lr; torchcfm would divide by zero);
+ *      warmup (lr_k = lr; torchcfm would divide by zero); with cosine = T > 0 (after any warmup) the rate
+ *      then decays as torch's CosineAnnealingLR(T_max = T) stepped after each update:
+ *          lr_k = lr * (1 + cos(pi min(k - 1, T) / T)) / 2 (times the warmup factor),
+ *      so the first update uses lr and update T + 1 (and later) 0;
  *   4. EMA of the parameters after the update, as torchcfm's ema(): ema <- decay ema + (1 - decay) p,
  *      starting from a copy of the initial parameters; decay 0 disables it (ema is then NULL).
  *
@@ -28,11 +31,12 @@
 typedef struct {
     float lr, beta1, beta2, eps;
     size_t warmup;   /* updates of linear warmup from 0 (torchcfm convention, see above); 0: none */
+    size_t cosine;   /* cosine decay to 0 over this many updates (see above); 0: constant rate */
     float clip;      /* global gradient-norm clip; <= 0: none */
     float ema_decay; /* 0: no EMA */
 } fv_adam_config;
 
-fv_adam_config fv_adam_defaults(void); /* lr 1e-3, 0.9, 0.999, 1e-8, warmup 0, clip 0, ema 0 */
+fv_adam_config fv_adam_defaults(void); /* lr 1e-3, 0.9, 0.999, 1e-8, warmup 0, cosine 0, clip 0, ema 0 */
 
 typedef struct {
     fv_adam_config c;
@@ -48,7 +52,8 @@ typedef struct {
 int fv_adam_init(fv_adam *o, const fv_adam_config *c, size_t n, const float *params);
 void fv_adam_free(fv_adam *o); /* safe on a zeroed or already freed fv_adam */
 
-/* Learning rate of update k (k = 1 for the first update) under c's warmup, in double as torch keeps it. */
+/* Learning rate of update k (k = 1 for the first update) under c's warmup and cosine decay, in double as
+ * torch keeps it. */
 double fv_adam_lr(const fv_adam_config *c, uint64_t k);
 
 /* The global L2 norm of g (n floats), accumulated in double. */
