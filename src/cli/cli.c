@@ -147,6 +147,22 @@ int fv_cli_write_matrix(const char *path, size_t n, size_t d, const double *M, c
     return fv_cli_write_blocks(path, n, d, 1, &prefix, M);
 }
 
+int fv_cli_write_tsv(const char *path, size_t ncols, const char *const *names, size_t nrows, const double *rows)
+{
+    fv_atomic_file f;
+    int st = fv_atomic_open(&f, path);
+    if (st)
+        return st;
+    st = fv_tsv_header(f.fp, (int)ncols, names);
+    for (size_t i = 0; i < nrows && !st; i++)
+        st = fv_tsv_row(f.fp, (int)ncols, rows + ncols * i);
+    if (st) {
+        fv_atomic_abort(&f);
+        return st;
+    }
+    return fv_atomic_commit(&f);
+}
+
 int fv_cli_write_blocks(const char *path, size_t n, size_t d, size_t nb, const char *const *prefixes,
                         const double *M)
 {

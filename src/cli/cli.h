@@ -57,6 +57,8 @@ int fv_cli_write_matrix(const char *path, size_t n, size_t d, const double *M, c
 /* The same for rows made of `nb` blocks of d columns, named <prefixes[b]>1..<prefixes[b]>d. */
 int fv_cli_write_blocks(const char *path, size_t n, size_t d, size_t nb, const char *const *prefixes,
                         const double *M);
+/* path as a TSV (atomically): a header of ncols names, then nrows rows of ncols numbers. */
+int fv_cli_write_tsv(const char *path, size_t ncols, const char *const *names, size_t nrows, const double *rows);
 
 /* The folder of the gnuplot scripts: --plots, $FLOWVAR_PLOTS, ../plots or ../share/flowvar/plots
  * beside the binary. */

@@ -4,7 +4,6 @@
 #include "cli/run.h"
 
 #include "core/error.h"
-#include "core/io.h"
 #include "gmm/mixture.h"
 #include "gmm/mmd.h"
 #include "nn/cfm.h"
@@ -202,24 +201,13 @@ static int read_list(const fv_args *a, const char *name, const char *def, double
     return fv_parse_list(s ? s : def, what, v, n);
 }
 
-/* DIR/NAME as a TSV of nrows rows of ncol numbers, atomically. */
+/* DIR/NAME as a TSV (cli.h's fv_cli_write_tsv). */
 static int write_tsv(const char *dir, const char *name, size_t ncol, const char *const *names, size_t nrows,
                      const double *rows)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    fv_atomic_file f;
-    int st = fv_atomic_open(&f, path);
-    if (st)
-        return st;
-    st = fv_tsv_header(f.fp, ncol, names);
-    for (size_t i = 0; i < nrows && !st; i++)
-        st = fv_tsv_row(f.fp, ncol, rows + ncol * i);
-    if (st) {
-        fv_atomic_abort(&f);
-        return st;
-    }
-    return fv_atomic_commit(&f);
+    return fv_cli_write_tsv(path, ncol, names, nrows, rows);
 }
 
 #define RUN_COLS 7 /* d sigma seed gen_mmd mem_mmd mem_l2 mem_hit */

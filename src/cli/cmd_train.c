@@ -63,18 +63,7 @@ static int write_loss(const fv_loss_log *log, const char *dir)
     char path[4096];
     snprintf(path, sizeof path, "%s/loss.tsv", dir);
     static const char *const names[] = {"step", "loss", "grad_norm"};
-    fv_atomic_file f;
-    int st = fv_atomic_open(&f, path);
-    if (st)
-        return st;
-    st = fv_tsv_header(f.fp, 3, names);
-    for (size_t i = 0; i < log->n && !st; i++)
-        st = fv_tsv_row(f.fp, 3, log->rows + 3 * i);
-    if (st) {
-        fv_atomic_abort(&f);
-        return st;
-    }
-    return fv_atomic_commit(&f);
+    return fv_cli_write_tsv(path, 3, names, log->n, log->rows);
 }
 
 /* A fresh run: refuse to overwrite an existing one, create the folder, set everything up. */
