@@ -4,6 +4,7 @@
 #include "cli/run.h"
 
 #include "core/error.h"
+#include "core/io.h"
 #include "gmm/mixture.h"
 #include "gmm/mmd.h"
 #include "nn/cfm.h"
