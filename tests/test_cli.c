@@ -548,6 +548,16 @@ Test(cli, gmm_writes_the_table_and_every_run, .timeout = 120)
                       k, cell[c][k], mean);
         }
     }
+    /* the ordering lines count the seeds where sigma 0's memorization MMD^2 is lower, and where sigma 0.05's
+     * generalization MMD^2 is no higher */
+    size_t mem_lower = (runs[0][4] < runs[2][4]) + (runs[1][4] < runs[3][4]);
+    size_t gen_ok = (runs[2][3] <= runs[0][3]) + (runs[3][3] <= runs[1][3]);
+    const char *m = strstr(out_text, "# d = 2, sigma 0 vs 0.05: memorization MMD^2 ratio");
+    const char *g = strstr(out_text, "# d = 2, sigma 0 vs 0.05: generalization MMD^2");
+    cr_assert(m && g, "%s", out_text);
+    size_t n;
+    cr_assert(sscanf(strstr(m, "lower in"), "lower in %zu of 2 seeds", &n) == 1 && n == mem_lower, "%s", m);
+    cr_assert(sscanf(strstr(g, "as good in"), "as good in %zu of 2 seeds", &n) == 1 && n == gen_ok, "%s", g);
     free(t1);
     free(t2);
 }
