@@ -25,7 +25,7 @@ static const fv_opt gmm_opts[] = {
     {"full", NULL, "the paper-sized training of THEORY.md section 5 (20000 steps) and 3 seeds"},
     {"seeds", "K", "independent repetitions (seeds seed, seed+1, ...); the table shows their means; default 1"},
     {"batch", "B", "batch size; default 256"},
-    {"lr", "LR", "Adam learning rate; default 1e-3"},
+    {"lr", "LR", "Adam learning rate; default 3e-3"},
     {"lr-decay", "cosine|none", "learning-rate schedule: cosine decay to 0 over --steps (default) or constant"},
     {"width", "N", "MLP width; default 256"},
     {"depth", "N", "MLP hidden layers; default 3"},
@@ -181,7 +181,7 @@ static int read_cfg(const fv_args *a, table_cfg *c)
         (st = fv_args_choice(a, "mmd", estimators, 1, &c->biased)) ||
         (st = fv_args_choice(a, "lr-decay", schedules, 1, &c->cosine)) ||
         (st = fv_args_double(a, "hit", 0.1, &c->hit)) || (st = fv_args_size(a, "samples", 2000, 2, &c->samples)) ||
-        (st = fv_args_size(a, "euler", 100, 1, &c->euler)) || (st = fv_args_double(a, "lr", 1e-3, &c->lr)) ||
+        (st = fv_args_size(a, "euler", 100, 1, &c->euler)) || (st = fv_args_double(a, "lr", 3e-3, &c->lr)) ||
         (st = fv_args_u64(a, "seed", 0, &c->seed)))
         return st;
     if (!(c->lr > 0))
