@@ -48,7 +48,8 @@ static const char usage[] =
     "fresh sources vs fresh mixture samples; memorization = outputs from the training sources vs their paired\n"
     "targets; also the mean distance of those outputs to their own targets (mem_l2) and the fraction within\n"
     "--hit of it (mem_hit). The paper's numbers are printed beside for reference (its exact setup is unknown;\n"
-    "why these defaults: README, \"Table 1\").";
+    "why these defaults: README, \"Table 1\"). Under the table, for each d, the paper's two orderings between\n"
+    "the first sigma and each other one, with the number of seeds that show them.";
 
 typedef struct {
     size_t K, npairs, steps, batch, width, depth, samples, euler, seeds, fourier;
