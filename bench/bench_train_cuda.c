@@ -16,8 +16,10 @@
  * padded to a multiple of 4 (its d + 1 columns leave rows unaligned for 16-byte loads).
  *
  * Usage: bench_train_cuda --d D --width W --depth L --batch B [--steps N] [--warmup W] [--reps R] [--tf32]
- * Rows: "meta KEY VALUE", "steps flowvar REP SECONDS_PER_STEP", "phase NAME SECONDS_PER_STEP",
- * "gemms NAME SECONDS_PER_STEP", "sgemm SIZE TFLOPS". */
+ * Memory: the device memory the trainer took (cudaMemGetInfo before it was made and after the timed
+ * steps, cuBLAS's workspaces included).
+ * Rows: "meta KEY VALUE", "steps flowvar REP SECONDS_PER_STEP", "memory device_taken BYTES",
+ * "phase NAME SECONDS_PER_STEP", "gemms NAME SECONDS_PER_STEP", "sgemm SIZE TFLOPS". */
 #include "bench/bench_util.h"
 #include "core/error.h"
 #include "core/rng.h"
@@ -174,6 +176,7 @@ int main(int argc, char **argv)
     fv_mlp_config mc = {.d = d, .width = width, .depth = depth, .act = FV_ACT_SILU, .temb = 0};
     fv_adam_config ac = fv_adam_defaults();
     fv_trainer tr;
+    size_t used0 = bench_device_used_bytes(PROGRAM);
     bench_check(PROGRAM, fv_trainer_cuda_init(&tr, &mc, &ac, SEED, B, tf32), "fv_trainer_cuda_init");
     fv_cfm_data data;
     bench_check(PROGRAM, fv_cfm_data_init(&data, FV_DATA_PROBLEM, &p, NULL, 0, NULL, NULL, B), "fv_cfm_data_init");
@@ -226,6 +229,7 @@ int main(int argc, char **argv)
         double t3 = bench_now();
         ph[0] += t1 - t0, ph[1] += t2 - t1, ph[2] += t3 - t2;
     }
+    printf("memory\tdevice_taken\t%zu\n", bench_device_used_bytes(PROGRAM) - used0);
     printf("phase\tdraw\t%.9f\nphase\tloss_grad\t%.9f\nphase\tupdate\t%.9f\n", ph[0] / (double)steps,
            ph[1] / (double)steps, ph[2] / (double)steps);
     printf("gemms\tstep\t%.9f\n", step_gemms(&tr.net, B, tf32, 0));

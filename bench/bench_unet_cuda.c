@@ -29,17 +29,6 @@
 #define SEED 20251123ULL
 #define TFLOP_PER_STEP_AT_128 4.8
 
-/* Bytes of device memory in use (the whole card's, other processes included). */
-static size_t used_bytes(void)
-{
-    size_t free_b, total;
-    if (cudaMemGetInfo(&free_b, &total) != cudaSuccess) {
-        fprintf(stderr, "bench_unet_cuda: cudaMemGetInfo failed\n");
-        exit(1);
-    }
-    return total - free_b;
-}
-
 int main(int argc, char **argv)
 {
     size_t B = 128, steps = 20, warmup = 5, reps = 3;
@@ -69,7 +58,7 @@ int main(int argc, char **argv)
     ac.lr = 2e-4f;
     ac.clip = 1.0f;
     ac.ema_decay = 0.9999f;
-    size_t used0 = used_bytes();
+    size_t used0 = bench_device_used_bytes(PROGRAM);
     fv_trainer tr;
     bench_check(PROGRAM, fv_trainer_unet_cuda_init(&tr, &c, &ac, SEED, B, tf32), "trainer");
     size_t d = tr.d;
@@ -107,7 +96,7 @@ int main(int argc, char **argv)
     printf("meta\tbest_steps_per_s\t%.4f\n", 1.0 / best);
     printf("meta\tbest_tflops\t%.2f\n", TFLOP_PER_STEP_AT_128 * (double)B / 128.0 / best);
     printf("meta\tlast_loss\t%.6g\n", (double)loss);
-    printf("memory\tdevice_taken\t%zu\n", used_bytes() - used0);
+    printf("memory\tdevice_taken\t%zu\n", bench_device_used_bytes(PROGRAM) - used0);
     printf("memory\tflowvar_laid_out\t%zu\n", fv_cuda_unet_acts_bytes(&tr.unet, B) + 5 * tr.nparams * sizeof(float));
     fv_trainer_free(&tr);
     free(xt);

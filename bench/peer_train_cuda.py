@@ -9,7 +9,8 @@ default is the foreach implementation; --fused for fused=True). float32; TF32 ma
 After every step the loss is read (loss.item()) and must be finite, as flowvar checks its loss every
 step. Eager mode; --compile wraps the step's model in torch.compile.
 
-Prints TSV like bench_train_cuda: "meta KEY VALUE", "steps torch REP SECONDS_PER_STEP".
+Prints TSV like bench_train_cuda: "meta KEY VALUE", "steps torch REP SECONDS_PER_STEP",
+"memory torch_peak_allocated BYTES".
 """
 import argparse
 import math

@@ -92,10 +92,7 @@ def main():
     prec = "bf16 autocast" if a.bf16 else "tf32" if a.tf32 else "fp32"
     print(f"meta\ttorch_mode\teager, adam {'fused' if a.fused else 'default (foreach)'}, {prec}, batch {B}")
     sys.stdout.flush()
-    time_steps(step, a.warmup, 0, 0)
-    torch.cuda.reset_peak_memory_stats()
-    time_steps(step, 0, a.reps, a.steps)
-    print(f"memory\ttorch_peak_allocated\t{torch.cuda.max_memory_allocated()}")
+    time_steps(step, a.warmup, a.reps, a.steps)
 
 
 if __name__ == "__main__":

@@ -153,10 +153,16 @@ void th_need_gpu(void)
         cr_skip_test("no CUDA device here: CUDA parity skipped (run `make test-cuda` on a GPU machine)");
 }
 
+void th_parity_row(const char *what, const char *shape, double err, double bound)
+{
+    fprintf(stderr, "cuda-parity %-28s %-30s %.3e bound %.0e %s\n", what, shape, err, bound,
+            err <= bound ? "PASS" : "FAIL");
+}
+
 void th_parity(const char *what, const char *shape, size_t n, const float *gpu, const float *cpu, double tol)
 {
     double e = th_max_rel(n, gpu, cpu);
-    fprintf(stderr, "cuda-parity %-28s %-30s %.3e %s\n", what, shape, e, e <= tol ? "PASS" : "FAIL");
+    th_parity_row(what, shape, e, tol);
     cr_expect(e <= tol, "%s at %s: relative error %g > %g", what, shape, e, tol);
 }
 

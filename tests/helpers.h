@@ -54,8 +54,11 @@ double th_max_rel(size_t n, const float *a, const float *ref);
 /* Skips the calling test, with one line saying so, where no CUDA device can be used. */
 void th_need_gpu(void);
 
-/* One row of the GPU parity table on stderr, "cuda-parity WHAT SHAPE max-rel-err PASS|FAIL", and a
- * Criterion expectation that the error is within tol. */
+/* One row of the GPU parity table on stderr, "cuda-parity WHAT SHAPE max-rel-err bound BOUND PASS|FAIL"
+ * (scripts/gpu-check turns these rows into gpu_parity.tsv). */
+void th_parity_row(const char *what, const char *shape, double err, double bound);
+/* th_parity_row of max |gpu - cpu| / max |cpu| over n entries, and a Criterion expectation that it is
+ * within tol. */
 void th_parity(const char *what, const char *shape, size_t n, const float *gpu, const float *cpu, double tol);
 
 /* 1 when name is an entry of the comma list (NULL: none). */

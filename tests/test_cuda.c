@@ -1,6 +1,6 @@
 /* test_cuda.c: the CUDA trainer against the CPU reference (`make test-cuda` runs this suite alone),
  * ggml-style: every device operation on random inputs beside its CPU twin, one table row per check on
- * stderr ("cuda-parity WHAT SHAPE max-rel-err"). Errors are measured per tensor as
+ * stderr ("cuda-parity WHAT SHAPE max-rel-err bound BOUND PASS|FAIL"). Errors are measured per tensor as
  * max |gpu - cpu| / max |cpu|. Without a GPU each test prints one skip line and passes. */
 #include <criterion/criterion.h>
 

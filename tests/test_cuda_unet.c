@@ -1,5 +1,5 @@
 /* test_cuda_unet.c: the U-Net on the GPU (cuda/unet_cuda.h) against the CPU reference, ggml-style: one
- * table row per (layer, shape, tensor) on stderr ("cuda-parity WHAT SHAPE max-rel-err"), fp32 within
+ * table row per (layer, shape, tensor) on stderr ("cuda-parity WHAT SHAPE max-rel-err bound BOUND PASS|FAIL"), fp32 within
  * 1e-4 of each tensor's scale; the whole network against the torchcfm fixture; 100 training steps of a
  * tiny configuration on both devices from one seed. Without a GPU each GPU test prints one skip line
  * and passes. The CPU twin of the dropout formula and the paper-size memory budget run everywhere. */
@@ -434,8 +434,7 @@ Test(cuda_unet, hundred_training_steps_match_the_cpu)
     double worst = 0.0;
     for (size_t s = 0; s < STEPS; s++)
         worst = fmax(worst, fabs((double)lg[s] - lc[s]) / fabs((double)lc[s]));
-    fprintf(stderr, "cuda-parity %-28s %-30s %.3e %s\n", "loss, worst of 100 steps", "tiny unet dropout 0.1", worst,
-            worst <= TOL_TRAIN ? "PASS" : "FAIL");
+    th_parity_row("loss, worst of 100 steps", "tiny unet dropout 0.1", worst, TOL_TRAIN);
     cr_expect(worst <= TOL_TRAIN, "loss: worst relative difference %g over %d steps", worst, STEPS);
     fv_trainer_free(&cpu);
     fv_trainer_free(&gpu);
