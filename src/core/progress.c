@@ -12,6 +12,7 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The in-place bar, for a terminal only: '\r' and the erase-to-end escape would litter a log. */
 static void draw(const fv_progress *p, const char *status, int final)
 {
     enum { WIDTH = 30 };
@@ -22,9 +23,18 @@ static void draw(const fv_progress *p, const char *status, int final)
     for (size_t i = 0; i < WIDTH; i++)
         bar[i] = i < fill ? '#' : '.';
     bar[WIDTH] = '\0';
-    fprintf(stderr, "\r%s [%s] %zu/%zu %.3g/s %s %.0fs%s%s%s", p->label, bar, p->done, p->total, rate,
-            final ? "took" : "ETA", final ? el : left, status ? "  " : "",
-            status ? status : "", final ? (p->tty ? "\033[K\n" : "\n") : "\033[K");
+    fprintf(stderr, "\r%s [%s] %zu/%zu %.3g/s %s %.0fs%s%s\033[K%s", p->label, bar, p->done, p->total, rate,
+            final ? "took" : "ETA", final ? el : left, status ? "  " : "", status ? status : "",
+            final ? "\n" : "");
+    fflush(stderr);
+}
+
+/* The one line a log gets instead of the bar: what ran, how far, how long. */
+static void summarize(const fv_progress *p, const char *status)
+{
+    double el = now() - p->start;
+    fprintf(stderr, "%s: %zu/%zu in %.1f s (%.3g/s)%s%s\n", p->label, p->done, p->total, el,
+            el > 0 ? (double)p->done / el : 0.0, status ? ", " : "", status ? status : "");
     fflush(stderr);
 }
 
@@ -49,4 +59,11 @@ void fv_progress_step(fv_progress *p, size_t n, const char *status)
     }
 }
 
-void fv_progress_end(fv_progress *p) { draw(p, p->done < p->total ? "stopped" : NULL, 1); }
+void fv_progress_end(fv_progress *p)
+{
+    const char *status = p->done < p->total ? "stopped" : NULL;
+    if (p->tty)
+        draw(p, status, 1);
+    else
+        summarize(p, status);
+}

@@ -1,6 +1,7 @@
 /* progress.h: a progress bar on stderr for anything that runs longer than a few seconds: a label,
- * a bar, done/total, the rate and the time left. Redrawn in place when stderr is a terminal; when
- * it is not (logs, CI) only the final line is printed, so logs stay readable. */
+ * a bar, done/total, the rate and the time left. Drawn in place only when stderr is a terminal; when
+ * it is not (logs, CI, scripts/reproduce) the only output is one summary line at the end, "LABEL:
+ * DONE/TOTAL in S s (RATE/s)", with ", stopped" when the work ended early, so logs stay readable. */
 #ifndef FV_PROGRESS_H
 #define FV_PROGRESS_H
 
