@@ -577,6 +577,37 @@ Test(cli, killed_run_resumes_bit_identical, .timeout = 120)
     cr_assert(same_file(a, ck), "the killed and resumed run differs from the uninterrupted one");
 }
 
+Test(cli, resume_removes_the_temporary_of_a_killed_write)
+{
+    cr_assert_eq(train_run("r", "--steps 20"), 0, "first run: %s", err_text);
+    pid_t gone = fork(); /* a pid whose process has exited, as after a SIGKILL mid-write */
+    cr_assert_geq(gone, 0, "fork");
+    if (gone == 0)
+        _exit(0);
+    cr_assert_eq(waitpid(gone, NULL, 0), gone, "reap the child");
+    char orphan[256], args[512];
+    snprintf(orphan, sizeof orphan, "r/checkpoint.safetensors.tmp.%ld", (long)gone);
+    write_text(orphan, "half a checkpoint");
+    snprintf(args, sizeof args, "train --out %s/r --resume --steps 40", dir);
+    cr_assert_eq(run(args), 0, "resume: %s", err_text);
+    cr_assert(!exists(th_path_in(dir, orphan)), "the killed write's temporary is gone after the resume");
+}
+
+Test(cli, gap_out_path_never_reaches_a_shell)
+{
+    cr_assert_eq(train_run("r", "--steps 20"), 0, "train: %s", err_text);
+    char bin[PATH_MAX], plots[PATH_MAX], run_dir[512], f[1024];
+    absolute_bin(bin);
+    cr_assert_not_null(realpath("plots", plots), "the plots folder exists");
+    snprintf(run_dir, sizeof run_dir, "%s/r", dir);
+    static const char out[] = "gap $(touch X4) 'q' `touch X5`";
+    char *argv[] = {bin, "gap", "--run", run_dir, "--t-grid", "2", "--n", "50", "--out", (char *)out, "--plots", plots, NULL};
+    cr_assert_eq(run_argv_in_dir(argv), 0, "gap --out '%s' succeeds: %s", out, err_text);
+    snprintf(f, sizeof f, "%s/%s", dir, out);
+    cr_assert_eq(th_entries_in(f), 3, "gap.tsv, gap.png and gap.svg in '%s'", out);
+    cr_assert(!exists(th_path_in(dir, "X4")) && !exists(th_path_in(dir, "X5")), "no command from --out was run");
+}
+
 Test(cli, resume_refuses_changed_options)
 {
     cr_assert_eq(train_run("r", "--steps 20"), 0, "%s", err_text);
