@@ -209,8 +209,6 @@ int fv_cli_write_blocks(const char *path, size_t n, size_t d, size_t nb, const c
     return fv_atomic_commit(&f);
 }
 
-/* The folder of the gnuplot scripts: --plots, $FLOWVAR_PLOTS, ../plots or ../share/flowvar/plots
- * from the binary. */
 /* The folder `rel[0]` or `rel[1]` beside the running binary's own folder, into dir. */
 static int find_beside_binary(const char *const rel[2], char *dir, size_t size)
 {
@@ -336,11 +334,12 @@ static int run_gnuplot(const char *commands, const char *script)
         fputs(msg, stderr);
         return FV_OK;
     }
+    const char *why = last_line(msg);
+    if (!*why)
+        why = "no message";
     if (WIFSIGNALED(status))
-        return fv_error(FV_EIO, "gnuplot failed on %s (killed by signal %d): %s", script, WTERMSIG(status),
-                        last_line(msg));
-    return fv_error(FV_EIO, "gnuplot failed on %s (exit status %d): %s", script, WEXITSTATUS(status),
-                    last_line(msg));
+        return fv_error(FV_EIO, "gnuplot failed on %s (killed by signal %d): %s", script, WTERMSIG(status), why);
+    return fv_error(FV_EIO, "gnuplot failed on %s (exit status %d): %s", script, WEXITSTATUS(status), why);
 }
 
 /* gnuplot ignores failed writes (a full disk) and still exits 0, so check that each picture ends the
@@ -352,10 +351,9 @@ static int picture_is_whole(const char *path, int is_png)
     FILE *fp = fopen(path, "rb");
     if (!fp)
         return 0;
-    size_t n = 0;
     if (fseek(fp, -(long)sizeof tail, SEEK_END) != 0)
         rewind(fp); /* shorter than the tail */
-    n = fread(tail, 1, sizeof tail, fp);
+    size_t n = fread(tail, 1, sizeof tail, fp);
     fclose(fp);
     if (is_png)
         return n >= sizeof iend && memcmp(tail + n - sizeof iend, iend, sizeof iend) == 0;
