@@ -14,7 +14,7 @@ set xrange [0:180]
 set yrange [1e-3:*]
 do for [fmt in "png svg"] {
     if (fmt eq "png") { set terminal pngcairo size 1100,620 enhanced font "DejaVu Sans,11" } else { set terminal svg size 1100,620 enhanced font "DejaVu Sans,11" }
-    set output out.".".fmt
+    set output exists(fmt) ? value(fmt) : out.".".fmt  # png=, svg=: flowvar's temporaries, renamed when whole
     plot in using 1:2 skip 1 with lines lw 2 lc 1 title "OT, σ = 0", \
          in using 1:4 skip 1 with lines lw 2 lc 2 title "OT, σ = 0.05", \
          in using 1:5 skip 1 with lines lw 2 dt 2 lc 2 title "rotational, σ = 0.05", \

@@ -10,7 +10,7 @@ set xlabel "dimension d (log scale)"
 set ylabel "integrated per-sample gradient variance (log scale)"
 do for [fmt in "png svg"] {
     if (fmt eq "png") { set terminal pngcairo size 960,620 enhanced font "DejaVu Sans,11" } else { set terminal svg size 960,620 enhanced font "DejaVu Sans,11" }
-    set output out.".".fmt
+    set output exists(fmt) ? value(fmt) : out.".".fmt  # png=, svg=: flowvar's temporaries, renamed when whole
     plot in using 1:2 skip 1 with linespoints lw 2 pt 7 title "120° data, OT field", \
          in using 1:3 skip 1 with linespoints lw 2 pt 5 title "120° data, rotational field", \
          in using 1:4 skip 1 with linespoints lw 2 pt 9 title "independent data, OT field"

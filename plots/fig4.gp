@@ -9,7 +9,7 @@ set xlabel "interpolant noise σ (constant schedule)"
 set ylabel "integrated per-sample gradient variance tr Cov[g]"
 do for [fmt in "png svg"] {
     if (fmt eq "png") { set terminal pngcairo size 960,620 enhanced font "DejaVu Sans,11" } else { set terminal svg size 960,620 enhanced font "DejaVu Sans,11" }
-    set output out.".".fmt
+    set output exists(fmt) ? value(fmt) : out.".".fmt  # png=, svg=: flowvar's temporaries, renamed when whole
     plot in using 1:2 skip 1 with lines lw 2 lc rgb "#1f77b4" title "OT field (exact)", \
          in using 1:4:(2*$5) skip 1 with yerrorbars pt 7 ps 0.6 lc rgb "#1f77b4" title "OT field (MC ± 2 SE)", \
          in using 1:3 skip 1 with lines lw 2 lc rgb "#d62728" title "rotational field (exact)", \

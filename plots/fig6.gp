@@ -11,7 +11,7 @@ set xlabel "x_1"
 set ylabel "x_2"
 do for [fmt in "png svg"] {
     if (fmt eq "png") { set terminal pngcairo size 1000,700 enhanced font "DejaVu Sans,11" } else { set terminal svg size 1000,700 enhanced font "DejaVu Sans,11" }
-    set output out.".".fmt
+    set output exists(fmt) ? value(fmt) : out.".".fmt  # png=, svg=: flowvar's temporaries, renamed when whole
     plot in using 3:4 skip 1 with lines lw 4 lc rgb "#c0c0c0" title "training pair lines", \
          in using 5:6 skip 1 with lines lw 1.5 lc rgb "#d62728" title "memorizing field paths", \
          in using 7:8 skip 1 with lines lw 1.5 dt 2 lc rgb "#1f77b4" title "OT paths (x_0 + 5t)", \

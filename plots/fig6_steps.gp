@@ -13,7 +13,7 @@ set yrange [0:*]
 set xrange [0.9:130]
 do for [fmt in "png svg"] {
     if (fmt eq "png") { set terminal pngcairo size 900,600 enhanced font "DejaVu Sans,11" } else { set terminal svg size 900,600 enhanced font "DejaVu Sans,11" }
-    set output out.".".fmt
+    set output exists(fmt) ? value(fmt) : out.".".fmt  # png=, svg=: flowvar's temporaries, renamed when whole
     plot in using 1:2 skip 1 with linespoints lw 2 pt 7 lc rgb "#d62728" title "to the paired (training) targets", \
          in using 1:3 skip 1 with linespoints lw 2 pt 5 lc rgb "#1f77b4" title "to the OT targets T_{OT}(a_i)"
 }

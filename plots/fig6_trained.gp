@@ -13,7 +13,7 @@ set xrange [-3:8]
 set yrange [-3:8]
 do for [fmt in "png svg"] {
     if (fmt eq "png") { set terminal pngcairo size 1400,700 enhanced font "DejaVu Sans,11" } else { set terminal svg size 1400,700 enhanced font "DejaVu Sans,11" }
-    set output out.".".fmt
+    set output exists(fmt) ? value(fmt) : out.".".fmt  # png=, svg=: flowvar's temporaries, renamed when whole
     set multiplot layout 1,2 title "Fig. 6 with a trained MLP (σ = 0) on the 12 pairs of the 180° coupling of Counter Example 1"
     do for [k = 1:2] {
         file = (k == 1 ? fine : coarse)

@@ -13,7 +13,7 @@ set key top center box opaque font ",9"
 f(dir, s) = sprintf("%s/gradvar_%s_s%s.tsv", in, dir, s)
 do for [fmt in "png svg"] {
     if (fmt eq "png") { set terminal pngcairo size 1280,560 enhanced font "DejaVu Sans,11" } else { set terminal svg size 1280,560 enhanced font "DejaVu Sans,11" }
-    set output out.".".fmt
+    set output exists(fmt) ? value(fmt) : out.".".fmt  # png=, svg=: flowvar's temporaries, renamed when whole
     set multiplot layout 1,2 title "Per-sample gradient variance over t, each curve over its mean on the grid"
     do for [dir in "forward backward"] {
         stats f(dir, "0") using (valid(1) ? $2 : NaN) skip 1 nooutput name "n0"

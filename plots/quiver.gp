@@ -11,7 +11,7 @@ set key bottom right box opaque font ",9"
 times = "0 0.3 0.6 0.9"
 do for [fmt in "png svg"] {
     if (fmt eq "png") { set terminal pngcairo size 1100,1000 enhanced font "DejaVu Sans,10" } else { set terminal svg size 1100,1000 enhanced font "DejaVu Sans,10" }
-    set output out.".".fmt
+    set output exists(fmt) ? value(fmt) : out.".".fmt  # png=, svg=: flowvar's temporaries, renamed when whole
     set multiplot layout 2,2 title "OT field (blue) vs 120° rotational pair field (red); arrows = 0.07 v(x, t)"
     do for [k = 0:3] {
         set title sprintf("t = %s", word(times, k + 1))

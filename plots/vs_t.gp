@@ -10,7 +10,7 @@ set xlabel "time t"
 set ylabel "per-sample gradient variance tr Cov[g | t] (log scale)"
 do for [fmt in "png svg"] {
     if (fmt eq "png") { set terminal pngcairo size 1100,620 enhanced font "DejaVu Sans,11" } else { set terminal svg size 1100,620 enhanced font "DejaVu Sans,11" }
-    set output out.".".fmt
+    set output exists(fmt) ? value(fmt) : out.".".fmt  # png=, svg=: flowvar's temporaries, renamed when whole
     plot in using 1:2 skip 1 with lines lw 2 title "OT data, OT field", \
          in using 1:3 skip 1 with lines lw 2 title "120° data, OT field", \
          in using 1:4 skip 1 with lines lw 2 title "120° data, rotational field", \

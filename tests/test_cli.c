@@ -12,6 +12,8 @@
 
 #include "helpers.h"
 
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,19 +298,220 @@ Test(cli, check_passes_every_claim, .timeout = 120)
     cr_assert(strstr(out_text, "FAIL") == NULL, "%s", out_text);
 }
 
+static const char *const fig_names[] = {"fig4", "fig5", "phase", "angle", "vs_t", "dim", "fig6", "quiver"};
+
 Test(cli, figures_writes_tsv_png_and_svg, .timeout = 180)
 {
     char args[512], f[300];
     snprintf(args, sizeof args, "figures --out %s/figs --mc 2000 --plots plots", dir);
     cr_assert_eq(run(args), 0, "%s", err_text);
-    static const char *const names[] = {"fig4", "fig5", "phase", "angle", "vs_t", "dim", "fig6", "quiver"};
     static const char *const ext[] = {"tsv", "png", "svg"};
     for (int i = 0; i < 8; i++)
         for (int k = 0; k < 3; k++) {
-            snprintf(f, sizeof f, "%s/figs/%s.%s", dir, names[i], ext[k]);
+            snprintf(f, sizeof f, "%s/figs/%s.%s", dir, fig_names[i], ext[k]);
             struct stat sb;
             cr_assert(stat(f, &sb) == 0 && sb.st_size > 200, "%s missing or empty", f);
         }
+}
+
+/* ---- paths reach no shell, links survive, pictures appear whole, inputs are read once ---- */
+
+/* The absolute path of the flowvar binary, for commands run from another folder. */
+static void absolute_bin(char *bin)
+{
+    const char *b = getenv("FLOWVAR") ? getenv("FLOWVAR") : "build/flowvar";
+    cr_assert_not_null(realpath(b, bin), "the binary %s exists", b);
+}
+
+/* Run argv (argv[0] an absolute path) without a shell from the scratch folder; its exit status, with
+ * its stderr in err_text. */
+static int run_argv_in_dir(char *const *argv)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0, "fork");
+    if (pid == 0) {
+        int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644), nul = open("/dev/null", O_WRONLY);
+        if (err < 0 || nul < 0 || dup2(err, 2) < 0 || dup2(nul, 1) < 0 || chdir(dir) != 0)
+            _exit(126);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid, "wait for flowvar");
+    slurp(err_path, err_text, sizeof err_text);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(cli, figures_out_paths_never_reach_a_shell, .timeout = 120)
+{
+    static const char *const outs[] = {"figs $(touch X1) `touch X2`; touch X3", "figs 'q' \"d\" &"};
+    static const char *const ext[] = {"png", "svg"};
+    char bin[PATH_MAX], plots[PATH_MAX], f[1024];
+    absolute_bin(bin);
+    cr_assert_not_null(realpath("plots", plots), "the plots folder exists");
+    for (int i = 0; i < 2; i++) {
+        char *argv[] = {bin, "figures", "--out", (char *)outs[i], "--mc", "100", "--plots", plots, NULL};
+        cr_assert_eq(run_argv_in_dir(argv), 0, "figures --out '%s' succeeds: %s", outs[i], err_text);
+        for (int k = 0; k < 8; k++)
+            for (int e = 0; e < 2; e++) {
+                snprintf(f, sizeof f, "%s/%s/%s.%s", dir, outs[i], fig_names[k], ext[e]);
+                struct stat sb;
+                cr_assert(stat(f, &sb) == 0 && sb.st_size > 200, "picture %s is there", f);
+            }
+        snprintf(f, sizeof f, "%s/%s", dir, outs[i]);
+        cr_assert_eq(th_entries_in(f), 24, "only TSV, PNG and SVG of each figure in '%s' (no temporaries)", outs[i]);
+    }
+    for (int k = 1; k <= 3; k++) {
+        snprintf(f, sizeof f, "%s/X%d", dir, k);
+        cr_assert(!exists(f), "no command from --out was run: X%d does not exist", k);
+    }
+}
+
+Test(cli, figures_without_gnuplot_say_so)
+{
+    char bin[PATH_MAX], cmd[PATH_MAX + 1024], f[512];
+    absolute_bin(bin);
+    /* a PATH without gnuplot, for flowvar alone */
+    snprintf(cmd, sizeof cmd, "PATH=%s %s figures --out %s/figs --mc 100 --plots plots 2>%s", dir, bin, dir, err_path);
+    int st = system(cmd);
+    slurp(err_path, err_text, sizeof err_text);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit status 1 without gnuplot: %s", err_text);
+    cr_assert(strstr(err_text, "flowvar: error: gnuplot not found on PATH") != NULL, "the message: %s", err_text);
+    snprintf(f, sizeof f, "%s/figs/fig4.png", dir);
+    cr_assert(!exists(f), "no picture without gnuplot");
+}
+
+/* dir/NAME holding text. */
+static void write_text(const char *name, const char *text)
+{
+    FILE *fp = fopen(th_path_in(dir, name), "w");
+    cr_assert_not_null(fp, "create %s", name);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+Test(cli, failing_gnuplot_keeps_the_old_picture_and_says_why)
+{
+    /* the script writes the PNG, then stops on an error */
+    cr_assert_eq(mkdir(th_path_in(dir, "plots"), 0755), 0, "make plots/");
+    write_text("plots/fig4.gp", "set terminal pngcairo\n"
+                                "set output exists(\"png\") ? png : out.\".png\"\n"
+                                "plot in using 1:2 skip 1 with lines\n"
+                                "print no_such_variable_here\n");
+    cr_assert_eq(mkdir(th_path_in(dir, "figs"), 0755), 0, "make figs/");
+    write_text("figs/fig4.png", "old\n");
+    char args[512];
+    snprintf(args, sizeof args, "figures --out %s/figs --mc 100 --plots %s/plots", dir, dir);
+    cr_assert_eq(run(args), 1, "a gnuplot failure exits 1: %s", err_text);
+    cr_assert(strstr(err_text, "flowvar: error: gnuplot failed") && strstr(err_text, "exit status 1") &&
+                  strstr(err_text, "no_such_variable_here"),
+              "the message has gnuplot's status and its own message: %s", err_text);
+    size_t n;
+    unsigned char *b = th_slurp(th_path_in(dir, "figs/fig4.png"), &n);
+    cr_assert(n == 4 && memcmp(b, "old\n", 4) == 0, "the old fig4.png is kept");
+    free(b);
+    cr_assert_eq(th_entries_in(th_path_in(dir, "figs")), 2, "fig4.tsv and the old fig4.png, no temporaries");
+}
+
+Test(cli, full_disk_leaves_no_truncated_picture)
+{
+    /* a 16 KB file-size limit lets fig4.tsv through and cuts fig4.png short, like a full disk; gnuplot
+     * itself ignores the failed writes and exits 0 */
+    char bin[PATH_MAX], cmd[PATH_MAX + 1024];
+    absolute_bin(bin);
+    snprintf(cmd, sizeof cmd, "trap '' XFSZ; ulimit -f 16; %s figures --out %s/full --mc 100 --plots plots 2>%s",
+             bin, dir, err_path);
+    int st = system(cmd);
+    slurp(err_path, err_text, sizeof err_text);
+    cr_assert_neq(st, 0, "the figure cannot be written");
+    cr_assert(strstr(err_text, "flowvar: error: ") && strstr(err_text, "fig4.png"), "the message: %s", err_text);
+    cr_assert(!exists(th_path_in(dir, "full/fig4.png")), "no truncated fig4.png");
+    cr_assert_eq(th_entries_in(th_path_in(dir, "full")), 1, "only fig4.tsv, no temporaries");
+}
+
+Test(cli, output_through_a_symlink_keeps_the_link)
+{
+    /* the link's target is this command's stdout, redirected to x.tsv */
+    char bin[PATH_MAX], cmd[PATH_MAX + 1024];
+    absolute_bin(bin);
+    snprintf(cmd, sizeof cmd, "cd %s && ln -s /proc/self/fd/1 so && %s field " REF " --t 0.5 --points 1,1 --out so >x.tsv 2>%s",
+             dir, bin, err_path);
+    int st = system(cmd);
+    slurp(err_path, err_text, sizeof err_text);
+    cr_assert_eq(st, 0, "field --out so succeeds: %s", err_text);
+    slurp(th_path_in(dir, "x.tsv"), out_text, sizeof out_text);
+    cr_assert(strncmp(out_text, "v1\tv2\n", 6) == 0, "the table reached x.tsv: '%s'", out_text);
+    struct stat sb;
+    cr_assert(lstat(th_path_in(dir, "so"), &sb) == 0 && S_ISLNK(sb.st_mode), "so is still a symbolic link");
+}
+
+/* dir/NAME.npy holding n numbers, and its bytes (malloc'ed) in *bytes. */
+static size_t npy_bytes(const char *name, size_t n, const double *x, unsigned char **bytes)
+{
+    size_t size, shape[1] = {n};
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, name), x, 1, shape), FV_OK, "write %s", name);
+    *bytes = th_slurp(th_path_in(dir, name), &size);
+    return size;
+}
+
+/* A FIFO dir/NAME and a writer child that feeds it `bytes` once (it gives up after 20 s). */
+static pid_t feed_fifo(const char *name, const unsigned char *bytes, size_t n)
+{
+    cr_assert_eq(mkfifo(th_path_in(dir, name), 0600), 0, "mkfifo %s", name);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0, "fork");
+    if (pid == 0) {
+        alarm(20);
+        int fd = open(th_path_in(dir, name), O_WRONLY);
+        _exit(fd >= 0 && write(fd, bytes, n) == (ssize_t)n ? 0 : 1);
+    }
+    return pid;
+}
+
+Test(cli, fifo_inputs_are_read_once, .timeout = 90)
+{
+    static const double mean[2] = {1, -0.5}, cov[4] = {2, 0.6, 0.6, 1};
+    /* [i][0] with a FIFO, [i][1] the same numbers as lists; alone, the covariance also gives the dimension */
+    static const char *const flags[2][2] = {
+        {"--target-mean %s/in.npy --target-cov 2,0.6,0.6,1", "--target-mean 1,-0.5 --target-cov 2,0.6,0.6,1"},
+        {"--target-cov %s/in.npy", "--target-cov 2,0.6,0.6,1"}};
+    static const char query[] = "--field rotation --angle 120 --t 0.6 --points 0.3,0.2";
+    unsigned char *bytes[2];
+    size_t n[2] = {npy_bytes("m.npy", 2, mean, &bytes[0]), npy_bytes("c.npy", 4, cov, &bytes[1])};
+    char bin[PATH_MAX], flag[512], cmd[PATH_MAX + 2048], expected[sizeof out_text];
+    absolute_bin(bin);
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd, "field %s %s", flags[i][1], query);
+        cr_assert_eq(run(cmd), 0, "field with lists: %s", err_text);
+        snprintf(expected, sizeof expected, "%s", out_text);
+        unlink(th_path_in(dir, "in.npy"));
+        pid_t writer = feed_fifo("in.npy", bytes[i], n[i]);
+        snprintf(flag, sizeof flag, flags[i][0], dir);
+        snprintf(cmd, sizeof cmd, "timeout 20 %s field %s %s >%s 2>%s", bin, flag, query, out_path, err_path);
+        int st = system(cmd);
+        slurp(out_path, out_text, sizeof out_text);
+        slurp(err_path, err_text, sizeof err_text);
+        waitpid(writer, NULL, 0);
+        cr_assert_eq(st, 0, "field %s ends (the FIFO is opened once): %s", flag, err_text);
+        cr_assert_str_eq(out_text, expected, "field %s reads the numbers of the list", flag);
+        free(bytes[i]);
+    }
+}
+
+Test(cli, dash_reads_an_npy_input_from_stdin)
+{
+    static const double mean[2] = {1, -0.5};
+    unsigned char *bytes;
+    npy_bytes("m.npy", 2, mean, &bytes);
+    free(bytes);
+    static const char query[] = "--target-cov 2,0.6,0.6,1 --t 0.6 --points 0.3,0.2";
+    char args[1024], expected[sizeof out_text];
+    snprintf(args, sizeof args, "field --target-mean 1,-0.5 %s", query);
+    cr_assert_eq(run(args), 0, "field with a list: %s", err_text);
+    snprintf(expected, sizeof expected, "%s", out_text);
+    snprintf(args, sizeof args, "field --target-mean - %s <%s/m.npy", query, dir);
+    cr_assert_eq(run(args), 0, "field --target-mean - reads stdin: %s", err_text);
+    cr_assert_str_eq(out_text, expected, "the numbers from stdin");
 }
 
 #define TINY REF " --width 16 --depth 2 --batch 64"
@@ -372,6 +575,37 @@ Test(cli, killed_run_resumes_bit_identical, .timeout = 120)
     cr_assert_eq(run(args), 0, "%s", err_text);
     snprintf(a, sizeof a, "%s/ref/checkpoint.safetensors", dir);
     cr_assert(same_file(a, ck), "the killed and resumed run differs from the uninterrupted one");
+}
+
+Test(cli, resume_removes_the_temporary_of_a_killed_write)
+{
+    cr_assert_eq(train_run("r", "--steps 20"), 0, "first run: %s", err_text);
+    pid_t gone = fork(); /* a pid whose process has exited, as after a SIGKILL mid-write */
+    cr_assert_geq(gone, 0, "fork");
+    if (gone == 0)
+        _exit(0);
+    cr_assert_eq(waitpid(gone, NULL, 0), gone, "reap the child");
+    char orphan[256], args[512];
+    snprintf(orphan, sizeof orphan, "r/checkpoint.safetensors.tmp.%ld", (long)gone);
+    write_text(orphan, "half a checkpoint");
+    snprintf(args, sizeof args, "train --out %s/r --resume --steps 40", dir);
+    cr_assert_eq(run(args), 0, "resume: %s", err_text);
+    cr_assert(!exists(th_path_in(dir, orphan)), "the killed write's temporary is gone after the resume");
+}
+
+Test(cli, gap_out_path_never_reaches_a_shell)
+{
+    cr_assert_eq(train_run("r", "--steps 20"), 0, "train: %s", err_text);
+    char bin[PATH_MAX], plots[PATH_MAX], run_dir[512], f[1024];
+    absolute_bin(bin);
+    cr_assert_not_null(realpath("plots", plots), "the plots folder exists");
+    snprintf(run_dir, sizeof run_dir, "%s/r", dir);
+    static const char out[] = "gap $(touch X4) 'q' `touch X5`";
+    char *argv[] = {bin, "gap", "--run", run_dir, "--t-grid", "2", "--n", "50", "--out", (char *)out, "--plots", plots, NULL};
+    cr_assert_eq(run_argv_in_dir(argv), 0, "gap --out '%s' succeeds: %s", out, err_text);
+    snprintf(f, sizeof f, "%s/%s", dir, out);
+    cr_assert_eq(th_entries_in(f), 3, "gap.tsv, gap.png and gap.svg in '%s'", out);
+    cr_assert(!exists(th_path_in(dir, "X4")) && !exists(th_path_in(dir, "X5")), "no command from --out was run");
 }
 
 Test(cli, resume_refuses_changed_options)

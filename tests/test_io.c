@@ -12,12 +12,14 @@
 #include "src/core/io.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define FIXTURES "tests/fixtures/npy/"
@@ -462,6 +464,90 @@ Test(io, atomic_special_file_is_written_in_place)
     cr_assert_eq(fv_atomic_commit(&f), FV_OK, "%s", fv_last_error());
     struct stat st;
     cr_assert(lstat(link, &st) == 0 && S_ISLNK(st.st_mode) && th_entries_in(scratch) == 1);
+}
+
+/* A small file holding "old\n" at path. */
+static void write_old(const char *path)
+{
+    FILE *fp = fopen(path, "w");
+    cr_assert_not_null(fp, "cannot create %s", path);
+    fputs("old\n", fp);
+    fclose(fp);
+}
+
+static int is_link(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0 && S_ISLNK(st.st_mode);
+}
+
+Test(io, atomic_write_through_symlink_keeps_the_link)
+{
+    char target[512];
+    snprintf(target, sizeof target, "%s", in_scratch("real.npy"));
+    write_old(target);
+    const char *link = in_scratch("link.npy");
+    cr_assert_eq(symlink("real.npy", link), 0);
+    double x[2] = {1.5, -2};
+    size_t shape[1] = {2};
+    cr_assert_eq(fv_npy_write_f64(link, x, 1, shape), FV_OK, "write through the link: %s", fv_last_error());
+    cr_assert(is_link(link), "the link is still a symbolic link");
+    fv_npy a;
+    cr_assert_eq(fv_npy_read(target, &a), FV_OK, "the link's target holds the array: %s", fv_last_error());
+    cr_assert(a.count == 2 && ((double *)a.data)[1] == -2, "the target holds the new data");
+    fv_npy_free(&a);
+    cr_assert_eq(th_entries_in(scratch), 2, "no temporary left beside the link or the target");
+}
+
+Test(io, atomic_dangling_symlink_is_refused)
+{
+    const char *link = in_scratch("dangling.npy");
+    cr_assert_eq(symlink("missing/target.npy", link), 0);
+    double x = 1;
+    cr_assert_eq(fv_npy_write_f64(link, &x, 0, NULL), FV_EINPUT, "a dangling link is an input error");
+    cr_assert(strstr(fv_last_error(), "dangling.npy") && strstr(fv_last_error(), "symbolic link"),
+              "the message names the link: %s", fv_last_error());
+    cr_assert(is_link(link), "the link is left alone");
+    cr_assert_eq(th_entries_in(scratch), 1, "no file created");
+}
+
+/* The pid of a process that has exited (and been reaped). */
+static pid_t dead_pid(void)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0, "fork");
+    if (pid == 0)
+        _exit(0);
+    cr_assert_eq(waitpid(pid, NULL, 0), pid, "reap the child");
+    return pid;
+}
+
+Test(io, atomic_write_removes_orphan_temporaries_of_dead_processes)
+{
+    char dead[512], live[512], other[512];
+    pid_t gone = dead_pid();
+    snprintf(dead, sizeof dead, "%s/ck.safetensors.tmp.%ld", scratch, (long)gone);
+    snprintf(live, sizeof live, "%s/ck.safetensors.tmp.%ld", scratch, (long)getppid());
+    snprintf(other, sizeof other, "%s/other.npy.tmp.%ld", scratch, (long)gone);
+    write_old(dead);
+    write_old(live);
+    write_old(other);
+    double x = 1;
+    cr_assert_eq(fv_npy_write_f64(in_scratch("ck.safetensors"), &x, 0, NULL), FV_OK, "%s", fv_last_error());
+    cr_assert_eq(access(dead, F_OK), -1, "the temporary of a dead process is removed");
+    cr_assert_eq(access(live, F_OK), 0, "the temporary of a live process stays");
+    cr_assert_eq(access(other, F_OK), 0, "temporaries of other files are not touched");
+}
+
+Test(io, npy_read_dash_is_stdin)
+{
+    int fd = open(FIXTURES "f64_3x4.npy", O_RDONLY);
+    cr_assert(fd >= 0 && dup2(fd, 0) == 0, "stdin from the fixture");
+    close(fd);
+    fv_npy a;
+    cr_assert_eq(fv_npy_read("-", &a), FV_OK, "'-' reads standard input: %s", fv_last_error());
+    cr_assert(a.ndim == 2 && a.shape[0] == 3 && a.shape[1] == 4, "the fixture's shape");
+    fv_npy_free(&a);
 }
 
 /* ---- TSV ---- */

@@ -162,7 +162,7 @@ int fv_args_array(const fv_args *a, const char *name, double **data, size_t *cou
     const char *s = fv_args_get(a, name);
     char what[64];
     snprintf(what, sizeof what, "--%s", name);
-    if (!ends_with(s, ".npy"))
+    if (!ends_with(s, ".npy") && strcmp(s, "-") != 0) /* "-": an NPY on standard input */
         return fv_parse_list(s, what, data, count);
     int ndim;
     size_t shape[FV_NPY_MAX_DIMS];

@@ -4,12 +4,17 @@
 #include "core/error.h"
 #include "core/io.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <spawn.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 const fv_opt fv_problem_opts[] = {
@@ -27,94 +32,105 @@ const fv_opt fv_problem_opts[] = {
     {NULL, NULL, NULL},
 };
 
-/* Read an optional vector flag of exactly `want` numbers into dst (kept as is when absent). */
-static int read_fixed(const fv_args *a, const char *name, size_t want, double *dst)
-{
-    if (!fv_args_get(a, name))
-        return FV_OK;
+/* An array flag, read once: a FIFO or standard input cannot be read a second time. v is NULL when
+ * the flag is absent. */
+typedef struct {
     double *v;
     size_t n;
-    int st = fv_args_array(a, name, &v, &n);
-    if (st)
-        return st;
-    if (n != want) {
-        free(v);
-        return fv_error(FV_EINPUT, "--%s has %zu numbers, expected %zu (dimension %s)", name, n, want,
+} flag_array;
+
+static int read_flag(const fv_args *a, const char *name, flag_array *f)
+{
+    f->v = NULL;
+    f->n = 0;
+    return fv_args_get(a, name) ? fv_args_array(a, name, &f->v, &f->n) : FV_OK;
+}
+
+/* Copy an array flag of exactly `want` numbers into dst (kept as is when the flag is absent). */
+static int copy_fixed(const char *name, const flag_array *f, size_t want, double *dst)
+{
+    if (!f->v)
+        return FV_OK;
+    if (f->n != want)
+        return fv_error(FV_EINPUT, "--%s has %zu numbers, expected %zu (dimension %s)", name, f->n, want,
                         strstr(name, "cov") || strcmp(name, "rotation") == 0 ? "squared" : "d");
-    }
-    memcpy(dst, v, n * sizeof *v);
-    free(v);
+    memcpy(dst, f->v, f->n * sizeof *f->v);
     return FV_OK;
 }
 
 /* The dimension: from --target-mean if given, else from --target-cov (a perfect square). */
-static int infer_dim(const fv_args *a, size_t *d)
+static int infer_dim(const flag_array *mean, const flag_array *cov, size_t *d)
 {
-    double *v;
-    size_t n;
-    int st;
-    if (fv_args_get(a, "target-mean")) {
-        if ((st = fv_args_array(a, "target-mean", &v, &n)))
-            return st;
-        free(v);
-        if (n == 0)
+    if (mean->v) {
+        if (mean->n == 0)
             return fv_error(FV_EINPUT, "--target-mean is empty");
-        *d = n;
+        *d = mean->n;
         return FV_OK;
     }
-    if (!fv_args_get(a, "target-cov"))
+    if (!cov->v)
         return fv_error(FV_EINPUT, "describe the target with --target-mean and/or --target-cov");
-    if ((st = fv_args_array(a, "target-cov", &v, &n)))
-        return st;
-    free(v);
-    size_t r = (size_t)llround(sqrt((double)n));
-    if (n == 0 || r * r != n)
-        return fv_error(FV_EINPUT, "--target-cov has %zu numbers, which is not d*d for any d", n);
+    size_t r = (size_t)llround(sqrt((double)cov->n));
+    if (cov->n == 0 || r * r != cov->n)
+        return fv_error(FV_EINPUT, "--target-cov has %zu numbers, which is not d*d for any d", cov->n);
     *d = r;
     return FV_OK;
+}
+
+/* --angle or --rotation into p->R. */
+static int read_rotation(const fv_args *a, fv_problem *p)
+{
+    size_t d = p->d;
+    if (fv_args_get(a, "angle") && fv_args_get(a, "rotation"))
+        return fv_error(FV_EINPUT, "give --angle or --rotation, not both");
+    if (!fv_args_get(a, "angle") && !fv_args_get(a, "rotation"))
+        return FV_OK;
+    if (!(p->R = malloc(d * d * sizeof *p->R)))
+        return fv_error(FV_ENOMEM, "out of memory");
+    if (fv_args_get(a, "angle")) {
+        double deg;
+        int st = fv_args_double(a, "angle", 0.0, &deg);
+        if (!st)
+            fv_rotation_blocks(d, deg, p->R);
+        return st;
+    }
+    flag_array rot;
+    int st = read_flag(a, "rotation", &rot);
+    if (!st)
+        st = copy_fixed("rotation", &rot, d * d, p->R);
+    free(rot.v);
+    return st;
 }
 
 int fv_cli_problem(const fv_args *a, fv_problem *p)
 {
     static const char *const couplings[] = {"ot", "rotation", "independent", NULL};
+    static const char *const names[4] = {"target-mean", "target-cov", "source-mean", "source-cov"};
     static const char *const schedules[] = {"constant", "bridge", NULL};
+    flag_array arr[4] = {{0}};
     size_t d = 0;
-    int st, c, s;
+    int st = FV_OK, c, s;
     memset(p, 0, sizeof *p);
-    if ((st = infer_dim(a, &d)) || (st = fv_problem_alloc(p, d)))
-        return st;
-    if ((st = read_fixed(a, "target-mean", d, p->m1)) || (st = read_fixed(a, "target-cov", d * d, p->S1)) ||
-        (st = read_fixed(a, "source-mean", d, p->m0)) || (st = read_fixed(a, "source-cov", d * d, p->S0)) ||
-        (st = fv_args_choice(a, "coupling", couplings, FV_COUPLING_OT, &c)) ||
+    for (int i = 0; i < 4 && !st; i++)
+        st = read_flag(a, names[i], &arr[i]);
+    if (st || (st = infer_dim(&arr[0], &arr[1], &d)) || (st = fv_problem_alloc(p, d)))
+        goto done;
+    double *const dst[4] = {p->m1, p->S1, p->m0, p->S0};
+    for (int i = 0; i < 4 && !st; i++)
+        st = copy_fixed(names[i], &arr[i], i % 2 ? d * d : d, dst[i]);
+    if (st || (st = fv_args_choice(a, "coupling", couplings, FV_COUPLING_OT, &c)) ||
         (st = fv_args_choice(a, "schedule", schedules, FV_SCHEDULE_CONSTANT, &s)) ||
         (st = fv_args_double(a, "sigma", 0.0, &p->sigma)))
-        goto fail;
+        goto done;
     p->coupling = (fv_coupling)c;
     p->schedule = (fv_schedule)s;
     p->deriv_term = fv_args_flag(a, "deriv-term");
-    if (fv_args_get(a, "angle") && fv_args_get(a, "rotation")) {
-        st = fv_error(FV_EINPUT, "give --angle or --rotation, not both");
-        goto fail;
-    }
-    if (fv_args_get(a, "angle") || fv_args_get(a, "rotation")) {
-        if (!(p->R = malloc(d * d * sizeof *p->R))) {
-            st = fv_error(FV_ENOMEM, "out of memory");
-            goto fail;
-        }
-        double deg;
-        if (fv_args_get(a, "angle")) {
-            if ((st = fv_args_double(a, "angle", 0.0, &deg)))
-                goto fail;
-            fv_rotation_blocks(d, deg, p->R);
-        } else if ((st = read_fixed(a, "rotation", d * d, p->R))) {
-            goto fail;
-        }
-    }
-    if ((st = fv_problem_validate(p)))
-        goto fail;
-    return FV_OK;
-fail:
-    fv_problem_free(p);
+    if (!(st = read_rotation(a, p)))
+        st = fv_problem_validate(p);
+done:
+    for (int i = 0; i < 4; i++)
+        free(arr[i].v);
+    if (st)
+        fv_problem_free(p);
     return st;
 }
 
@@ -193,8 +209,6 @@ int fv_cli_write_blocks(const char *path, size_t n, size_t d, size_t nb, const c
     return fv_atomic_commit(&f);
 }
 
-/* The folder of the gnuplot scripts: --plots, $FLOWVAR_PLOTS, ../plots or ../share/flowvar/plots
- * from the binary. */
 /* The folder `rel[0]` or `rel[1]` beside the running binary's own folder, into dir. */
 static int find_beside_binary(const char *const rel[2], char *dir, size_t size)
 {
@@ -238,17 +252,159 @@ int fv_cli_find_scripts(char *dir, size_t size)
                             "../share/flowvar/scripts)");
 }
 
-/* Draw one figure: gnuplot reads DIR/NAME.tsv and writes DIR/NAME.png and DIR/NAME.svg. */
+/* `name='value'; ` appended to the gnuplot command being built in buf: gnuplot's single-quoted
+ * strings know one special character, ' itself, written ''. Unlike double quotes they also stop
+ * gnuplot's backquote command substitution and @macros, so no path can run anything. */
+static void gp_assign(char *buf, size_t *len, const char *name, const char *value)
+{
+    *len += (size_t)sprintf(buf + *len, "%s='", name);
+    for (const char *c = value; *c; c++) {
+        if (*c == '\'')
+            buf[(*len)++] = '\'';
+        buf[(*len)++] = *c;
+    }
+    *len += (size_t)sprintf(buf + *len, "'; ");
+}
+
+/* The last line of gnuplot's messages (its "file" line N: what went wrong), trailing blanks cut. */
+static const char *last_line(char *text)
+{
+    size_t n = strlen(text);
+    while (n > 0 && isspace((unsigned char)text[n - 1]))
+        text[--n] = '\0';
+    char *nl = strrchr(text, '\n');
+    return nl ? nl + 1 : text;
+}
+
+/* Read the child's messages to the end, keeping the last size - 1 bytes. */
+static void drain(int fd, char *buf, size_t size)
+{
+    size_t have = 0;
+    char chunk[512];
+    ssize_t got;
+    while ((got = read(fd, chunk, sizeof chunk)) != 0) {
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            break;
+        size_t k = (size_t)got < size - 1 ? (size_t)got : size - 1;
+        if (have + k > size - 1) {
+            memmove(buf, buf + (have + k - (size - 1)), size - 1 - k);
+            have = size - 1 - k;
+        }
+        memcpy(buf + have, chunk + (size_t)got - k, k);
+        have += k;
+    }
+    buf[have] = '\0';
+}
+
+/* gnuplot -e COMMANDS SCRIPT, started without a shell (no character of a path is ever interpreted),
+ * stdin from /dev/null and its stdout and stderr into a pipe: stdout may be the table a command is
+ * printing. Its messages are passed on after a success (warnings) and end the error after a failure. */
+static int run_gnuplot(const char *commands, const char *script)
+{
+    extern char **environ;
+    char *argv[] = {"gnuplot", "-e", (char *)commands, (char *)script, NULL};
+    char msg[1024];
+    int fds[2], rc, status;
+    pid_t pid;
+    if (pipe(fds) != 0)
+        return fv_error(FV_EIO, "cannot start gnuplot: %s", strerror(errno));
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    posix_spawn_file_actions_addclose(&fa, fds[1]);
+    rc = posix_spawnp(&pid, "gnuplot", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    if (rc != 0) {
+        close(fds[0]);
+        return rc == ENOENT ? fv_error(FV_EIO, "gnuplot not found on PATH (install it: make deps)")
+                            : fv_error(FV_EIO, "cannot start gnuplot: %s", strerror(rc));
+    }
+    drain(fds[0], msg, sizeof msg);
+    close(fds[0]);
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return fv_error(FV_EIO, "waiting for gnuplot: %s", strerror(errno));
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        fputs(msg, stderr);
+        return FV_OK;
+    }
+    const char *why = last_line(msg);
+    if (!*why)
+        why = "no message";
+    if (WIFSIGNALED(status))
+        return fv_error(FV_EIO, "gnuplot failed on %s (killed by signal %d): %s", script, WTERMSIG(status), why);
+    return fv_error(FV_EIO, "gnuplot failed on %s (exit status %d): %s", script, WEXITSTATUS(status), why);
+}
+
+/* gnuplot ignores failed writes (a full disk) and still exits 0, so check that each picture ends the
+ * way a whole one does: a PNG with its IEND chunk, an SVG with </svg>. */
+static int picture_is_whole(const char *path, int is_png)
+{
+    static const unsigned char iend[8] = {'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
+    unsigned char tail[64];
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return 0;
+    if (fseek(fp, -(long)sizeof tail, SEEK_END) != 0)
+        rewind(fp); /* shorter than the tail */
+    size_t n = fread(tail, 1, sizeof tail, fp);
+    fclose(fp);
+    if (is_png)
+        return n >= sizeof iend && memcmp(tail + n - sizeof iend, iend, sizeof iend) == 0;
+    while (n > 0 && isspace(tail[n - 1]))
+        n--;
+    return n >= 6 && memcmp(tail + n - 6, "</svg>", 6) == 0;
+}
+
+/* Draw one figure: gnuplot reads DIR/NAME.tsv and writes DIR/NAME.png and DIR/NAME.svg, through
+ * temporaries (the scripts' png and svg variables) that are renamed into place only when gnuplot
+ * succeeded and the pictures are whole. */
 int fv_cli_draw(const char *plots, const char *dir, const char *name)
 {
-    char cmd[3 * PATH_MAX];
-    snprintf(cmd, sizeof cmd, "gnuplot -e \"in='%s/%s.tsv'; out='%s/%s'\" '%s/%s.gp'", dir, name, dir, name, plots,
-             name);
-    int rc = system(cmd);
-    if (rc != 0)
-        return fv_error(FV_EIO, "gnuplot failed on %s/%s.gp (exit %d); is gnuplot installed (make deps)?", plots,
-                        name, rc);
-    return FV_OK;
+    static const char *const ext[2] = {"png", "svg"};
+    char script[PATH_MAX + 8], tsv[PATH_MAX], out[PATH_MAX], pic[2][PATH_MAX];
+    /* "./": a script path starting with '-' is not a gnuplot option */
+    if (snprintf(script, sizeof script, "%s%s/%s.gp", plots[0] == '-' ? "./" : "", plots, name) >= (int)sizeof script ||
+        snprintf(tsv, sizeof tsv, "%s/%s.tsv", dir, name) >= (int)sizeof tsv ||
+        snprintf(out, sizeof out, "%s/%s", dir, name) >= (int)sizeof out ||
+        snprintf(pic[0], PATH_MAX, "%s.png", out) >= PATH_MAX || snprintf(pic[1], PATH_MAX, "%s.svg", out) >= PATH_MAX)
+        return fv_error(FV_EINPUT, "%s: path too long for the figure %s", dir, name);
+    fv_atomic_file f[2];
+    int st = fv_atomic_open(&f[0], pic[0]);
+    if (st)
+        return st;
+    if ((st = fv_atomic_open(&f[1], pic[1]))) {
+        fv_atomic_abort(&f[0]);
+        return st;
+    }
+    const char *vals[4] = {tsv, out, fv_atomic_name(&f[0]), fv_atomic_name(&f[1])};
+    static const char *const vars[4] = {"in", "out", "png", "svg"};
+    size_t size = 64, len = 0;
+    for (int i = 0; i < 4; i++)
+        size += 2 * strlen(vals[i]) + 8;
+    char *commands = malloc(size);
+    if (!commands)
+        st = fv_error(FV_ENOMEM, "out of memory");
+    for (int i = 0; i < 4 && commands; i++)
+        gp_assign(commands, &len, vars[i], vals[i]);
+    if (!st)
+        st = run_gnuplot(commands, script);
+    free(commands);
+    for (int k = 0; k < 2 && !st; k++)
+        if (f[k].tmp && !picture_is_whole(f[k].tmp, k == 0))
+            st = fv_error(FV_EIO, "%s: gnuplot wrote an incomplete %s picture (is the disk full?)", pic[k], ext[k]);
+    for (int k = 0; k < 2; k++)
+        if (st)
+            fv_atomic_abort(&f[k]);
+        else
+            st = fv_atomic_commit(&f[k]);
+    return st;
 }
 
 void fv_cli_l2_stats(size_t n, size_t d, const double *x, const double *y, double *mean, double *sd)

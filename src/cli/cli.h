@@ -42,7 +42,7 @@ int fv_args_u64(const fv_args *a, const char *name, uint64_t def, uint64_t *out)
 /* A choice among NULL-terminated names; *out is its index. */
 int fv_args_choice(const fv_args *a, const char *name, const char *const *choices, int def, int *out);
 
-/* A vector or matrix flag: an .npy file or a comma list. */
+/* A vector or matrix flag: an .npy file, "-" (an NPY on standard input) or a comma list. */
 int fv_args_array(const fv_args *a, const char *name, double **data, size_t *count);
 
 /* Build and validate the problem described by the problem flags. */

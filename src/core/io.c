@@ -14,8 +14,12 @@
 #include "error.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -400,15 +404,18 @@ static int npy_read_fp(FILE *fp, fv_npy *out)
 }
 
 /* A missing input file is FV_EINPUT rather than FV_EIO: it is the user's argument that is wrong,
- * and the CLI should exit 2 as for any other bad input. On failure *out is empty (data NULL). */
+ * and the CLI should exit 2 as for any other bad input. On failure *out is empty (data NULL). The
+ * file is opened once and read front to back, so a FIFO or standard input works like a file. */
 int fv_npy_read(const char *path, fv_npy *out)
 {
     memset(out, 0, sizeof *out);
-    FILE *fp = fopen(path, "rb");
+    int is_stdin = strcmp(path, "-") == 0;
+    FILE *fp = is_stdin ? stdin : fopen(path, "rb");
     if (!fp)
         return fv_error(FV_EINPUT, "%s: cannot open: %s", path, strerror(errno));
     int rc = npy_read_fp(fp, out);
-    fclose(fp);
+    if (!is_stdin)
+        fclose(fp);
     if (rc != FV_OK) {
         fv_npy_free(out);
         return fv_error_context(rc, "%s: ", path);
@@ -546,21 +553,19 @@ int fv_npy_write_f32(const char *path, const float *data, int ndim, const size_t
 /* ------------------------------------------------------------------------------------------ */
 /* Atomic output files. */
 
-/* A device or FIFO (/dev/null, /dev/stdout, a pipe made with mkfifo) cannot be replaced by a
- * rename, and trying would, run as root, swap /dev/null for a regular file; write those in place. */
-static int is_special_file(const char *path)
+static int is_special_mode(mode_t mode)
 {
-    struct stat st;
-    return stat(path, &st) == 0 && (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) ||
-                                    S_ISSOCK(st.st_mode));
+    return S_ISCHR(mode) || S_ISFIFO(mode) || S_ISSOCK(mode);
 }
 
 static void forget(fv_atomic_file *f)
 {
     free(f->path);
+    free(f->real);
     free(f->tmp);
     f->fp = NULL;
     f->path = NULL;
+    f->real = NULL;
     f->tmp = NULL;
 }
 
@@ -579,29 +584,122 @@ static int open_direct(fv_atomic_file *f)
     return rc;
 }
 
+/* The file the rename will replace, into f->real; it stays NULL when the output must be written in
+ * place: a device or FIFO (/dev/null, a pipe, /proc/self/fd/1 onto a terminal) cannot be replaced by
+ * a rename, and trying would, run as root, swap /dev/null for a regular file. A symbolic link is
+ * followed so that the link survives and its target gets the data; a dangling one is refused rather
+ * than written through, since it usually points where nobody means to write any more. */
+static int resolve_output(fv_atomic_file *f)
+{
+    struct stat lst, st;
+    int is_link = lstat(f->path, &lst) == 0 && S_ISLNK(lst.st_mode);
+    if (stat(f->path, &st) != 0) {
+        if (is_link && errno == ENOENT)
+            return fv_error(FV_EINPUT, "%s: is a symbolic link to a missing file; create its target or "
+                                       "remove the link", f->path);
+        if (is_link)
+            return fv_error(FV_EINPUT, "%s: cannot follow the symbolic link: %s", f->path, strerror(errno));
+        f->real = strdup(f->path); /* a new file; fopen reports what else may be wrong */
+    } else if (is_special_mode(st.st_mode)) {
+        return FV_OK;
+    } else {
+        f->real = is_link ? realpath(f->path, NULL) : strdup(f->path);
+        if (!f->real && is_link)
+            return fv_error(FV_EIO, "%s: cannot resolve the symbolic link: %s", f->path, strerror(errno));
+    }
+    return f->real ? FV_OK : fv_error(FV_ENOMEM, "%s: out of memory", f->path);
+}
+
+/* "NAME.tmp.PID" with PID a positive decimal number: the pid, else 0. */
+static long temporary_pid(const char *entry, const char *name)
+{
+    size_t n = strlen(name);
+    if (strncmp(entry, name, n) != 0 || strncmp(entry + n, ".tmp.", 5) != 0 ||
+        !isdigit((unsigned char)entry[n + 5]))
+        return 0;
+    char *end;
+    errno = 0;
+    long pid = strtol(entry + n + 5, &end, 10);
+    return *end || errno || pid > INT_MAX ? 0 : pid;
+}
+
+/* A process killed in the middle of a write (SIGKILL, a power cut) leaves its "NAME.tmp.PID" behind
+ * for good. Before writing NAME again, remove those whose process is gone. Only temporaries of NAME
+ * itself are touched: another "X.tmp.N" may belong to a program that merely names files alike, while
+ * NAME's are flowvar's and about to be superseded anyway. A pid that now belongs to another process
+ * keeps its file, which is the safe side. */
+static void remove_orphans(const char *real)
+{
+    const char *slash = strrchr(real, '/');
+    const char *name = slash ? slash + 1 : real;
+    int dirlen = slash ? (int)(slash - real) + 1 : 0; /* with its slash, so that "/x" lists "/" */
+    char *dirname = slash ? strndup(real, (size_t)dirlen) : strdup(".");
+    DIR *d = dirname ? opendir(dirname) : NULL;
+    free(dirname);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        long pid = temporary_pid(e->d_name, name);
+        if (pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char *path = malloc((size_t)dirlen + strlen(e->d_name) + 1);
+        if (path) {
+            sprintf(path, "%.*s%s", dirlen, real, e->d_name);
+            unlink(path);
+        }
+        free(path);
+    }
+    if (d)
+        closedir(d);
+}
+
+/* O_EXCL: a planted symbolic link at the temporary's name is not followed. O_CLOEXEC: programs we
+ * start (gnuplot) do not inherit the descriptor. A leftover of an earlier process that had our pid
+ * is removed first. */
+static FILE *create_temporary(const char *tmp)
+{
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return NULL;
+    FILE *fp = fdopen(fd, "wb");
+    if (!fp)
+        close(fd);
+    return fp;
+}
+
 int fv_atomic_open(fv_atomic_file *f, const char *path)
 {
     f->fp = NULL;
     f->path = NULL;
+    f->real = NULL;
     f->tmp = NULL;
     if (!path || !*path)
         return fv_error(FV_EINPUT, "empty output path");
     if (!(f->path = strdup(path)))
         return fv_error(FV_ENOMEM, "%s: out of memory", path);
-    if (strcmp(path, "-") == 0 || is_special_file(path))
+    int rc = strcmp(path, "-") == 0 ? FV_OK : resolve_output(f);
+    if (rc != FV_OK) {
+        forget(f);
+        return rc;
+    }
+    if (!f->real)
         return open_direct(f);
-    size_t size = strlen(path) + 32;
+    size_t size = strlen(f->real) + 32;
     if (!(f->tmp = malloc(size))) {
         forget(f);
         return fv_error(FV_ENOMEM, "%s: out of memory", path);
     }
-    snprintf(f->tmp, size, "%s.tmp.%ld", path, (long)getpid());
-    if ((f->fp = fopen(f->tmp, "wb")))
+    snprintf(f->tmp, size, "%s.tmp.%ld", f->real, (long)getpid());
+    remove_orphans(f->real);
+    if ((f->fp = create_temporary(f->tmp)))
         return FV_OK;
-    int rc = fv_error(FV_EIO, "%s: cannot create output file (temporary %s): %s", path, f->tmp,
-                      strerror(errno));
-    forget(f); /* fopen failed, so there is no temporary to remove */
+    rc = fv_error(FV_EIO, "%s: cannot create output file (temporary %s): %s", path, f->tmp, strerror(errno));
+    forget(f); /* the open failed, so there is no temporary to remove */
     return rc;
+}
+
+const char *fv_atomic_name(const fv_atomic_file *f)
+{
+    return f->tmp ? f->tmp : f->path;
 }
 
 /* Flush, fsync and close. The fsync is what makes the later rename crash-safe: without it a power
@@ -647,7 +745,7 @@ int fv_atomic_commit(fv_atomic_file *f)
     if (!f->tmp)
         return commit_direct(f);
     int rc = close_durably(f);
-    if (rc == FV_OK && rename(f->tmp, f->path) != 0)
+    if (rc == FV_OK && rename(f->tmp, f->real) != 0)
         rc = fv_error(FV_EIO, "%s: cannot move %s into place: %s", f->path, f->tmp,
                       strerror(errno));
     if (rc != FV_OK)

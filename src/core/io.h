@@ -21,7 +21,7 @@ typedef struct {
 
 /* Read an NPY file. Accepts format versions 1.0, 2.0 (and 3.0), dtypes '<f4' and '<f8', C order.
  * Anything else (Fortran order, other dtypes, big-endian, truncated data, a bad header) is
- * rejected with FV_EINPUT and a message naming the file and the problem. */
+ * rejected with FV_EINPUT and a message naming the file and the problem. "-" is standard input. */
 int fv_npy_read(const char *path, fv_npy *out);
 
 /* Read an NPY file of either float dtype into a newly malloc'ed array of doubles. */
@@ -35,16 +35,23 @@ int fv_npy_write_f32(const char *path, const float *data, int ndim, const size_t
 
 /* Atomic output: write to "<path>.tmp.<pid>" and rename onto `path` on commit. The special path
  * "-" means standard output (commit just flushes; abort cannot take back what was printed, so
- * commands that write to stdout compute everything first). */
+ * commands that write to stdout compute everything first). A symbolic link is followed: the
+ * temporary goes beside its target, which the rename replaces, so the link stays a link; a dangling
+ * link is refused (FV_EINPUT). A device, FIFO or socket (also behind a link) is written in place.
+ * Opening removes the "<path>.tmp.<pid>" files of processes that no longer exist (killed writes). */
 typedef struct {
     FILE *fp;
-    char *path;
+    char *path; /* as given, for messages */
+    char *real; /* the file the rename replaces: path, or its link's target; NULL when in place */
     char *tmp;
 } fv_atomic_file;
 
 int fv_atomic_open(fv_atomic_file *f, const char *path);
 int fv_atomic_commit(fv_atomic_file *f); /* close + rename; on failure removes the temporary */
 void fv_atomic_abort(fv_atomic_file *f); /* close + remove the temporary; safe to call twice */
+/* Where the data goes until the commit (the temporary, or path itself when written in place), for
+ * another program to write (gnuplot); the commit then renames it into place. */
+const char *fv_atomic_name(const fv_atomic_file *f);
 
 /* TSV: a header line of column names, then rows of numbers printed with %.10g, tab-separated. */
 int fv_tsv_header(FILE *fp, int ncols, const char *const *names);
