@@ -82,6 +82,29 @@ const char *fv_args_get(const fv_args *a, const char *name)
 
 int fv_args_flag(const fv_args *a, const char *name) { return fv_args_get(a, name) != NULL; }
 
+/* "> 0", ">= 1", "in [0, 1)": the domain as the error messages say it. */
+static void describe_domain(fv_domain dom, char *buf, size_t size)
+{
+    if (isinf(dom.hi))
+        snprintf(buf, size, "%s %g", dom.lo_open ? ">" : ">=", dom.lo);
+    else
+        snprintf(buf, size, "in %c%g, %g%c", dom.lo_open ? '(' : '[', dom.lo, dom.hi, dom.hi_open ? ')' : ']');
+}
+
+int fv_args_double_in(const fv_args *a, const char *name, double def, fv_domain dom, double *out)
+{
+    int st = fv_args_double(a, name, def, out);
+    if (st)
+        return st;
+    double v = *out;
+    if (v < dom.lo || (dom.lo_open && v == dom.lo) || v > dom.hi || (dom.hi_open && v == dom.hi)) {
+        char what[64];
+        describe_domain(dom, what, sizeof what);
+        return fv_error(FV_EINPUT, "--%s must be %s, got %s", name, what, fv_args_get(a, name));
+    }
+    return FV_OK;
+}
+
 int fv_args_double(const fv_args *a, const char *name, double def, double *out)
 {
     const char *s = fv_args_get(a, name);
@@ -159,18 +182,26 @@ static int ends_with(const char *s, const char *suffix)
 
 int fv_args_array(const fv_args *a, const char *name, double **data, size_t *count)
 {
+    int ndim;
+    size_t shape[FV_NPY_MAX_DIMS];
+    return fv_args_array_shaped(a, name, data, count, &ndim, shape);
+}
+
+int fv_args_array_shaped(const fv_args *a, const char *name, double **data, size_t *count, int *ndim,
+                         size_t shape[FV_NPY_MAX_DIMS])
+{
     const char *s = fv_args_get(a, name);
     char what[64];
     snprintf(what, sizeof what, "--%s", name);
-    if (!ends_with(s, ".npy"))
+    if (!ends_with(s, ".npy")) {
+        *ndim = 0;
         return fv_parse_list(s, what, data, count);
-    int ndim;
-    size_t shape[FV_NPY_MAX_DIMS];
-    int st = fv_npy_read_f64(s, data, &ndim, shape);
+    }
+    int st = fv_npy_read_f64(s, data, ndim, shape);
     if (st)
         return fv_error_context(st, "%s: ", what);
     *count = 1;
-    for (int i = 0; i < ndim; i++)
+    for (int i = 0; i < *ndim; i++)
         *count *= shape[i];
     for (size_t i = 0; i < *count; i++)
         if (!isfinite((*data)[i])) {
@@ -179,4 +210,13 @@ int fv_args_array(const fv_args *a, const char *name, double **data, size_t *cou
             return fv_error(FV_EINPUT, "%s: %s has a non-finite entry at position %zu", what, s, i);
         }
     return FV_OK;
+}
+
+void fv_shape_text(int ndim, const size_t *shape, char *buf, size_t size)
+{
+    size_t k = (size_t)snprintf(buf, size, "(");
+    for (int i = 0; i < ndim && k < size; i++)
+        k += (size_t)snprintf(buf + k, size - k, "%s%zu", i ? ", " : "", shape[i]);
+    if (k < size)
+        snprintf(buf + k, size - k, ndim == 1 ? ",)" : ")");
 }

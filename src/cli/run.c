@@ -54,7 +54,7 @@ const fv_opt fv_train_opts_table[] = {
     {"warmup", "N", "linear learning-rate warmup steps; default 0"},
     {"clip", "C", "global gradient-norm clip (0: none); default 0"},
     {"ema", "DECAY", "EMA decay of the weights (0: none); default 0"},
-    {"checkpoint-every", "K", "write the checkpoint every K steps; default 500"},
+    {"checkpoint-every", "K", "write the checkpoint every K steps (0: only at the end); default 500"},
     {"log-every", "K", "loss log resolution in steps; default 10"},
     {NULL, NULL, NULL},
 };
@@ -222,7 +222,7 @@ static int read_images(fv_run *r)
     size_t limit;
     if (fv_args_get(a, "gmm"))
         return fv_error(FV_EINPUT, "give --gmm or --data, not both");
-    if ((st = fv_args_choice(a, "data", sets, 0, &set)) || (st = fv_args_size(a, "images", 0, 0, &limit)))
+    if ((st = fv_args_choice(a, "data", sets, 0, &set)) || (st = fv_args_size(a, "images", 0, fv_args_get(a, "images") ? 1 : 0, &limit)))
         return st;
     if (set == FV_DATASET_CIFAR10 && !fv_args_get(a, "data-dir"))
         return fv_error(FV_EINPUT, "--data cifar10 needs --data-dir DIR (data_batch_1.bin ... as distributed)");
@@ -455,7 +455,7 @@ int fv_run_open(fv_run *r, const char *dir, const char *steps_override, const fv
         argv[argc++] = steps_flag;
         argv[argc++] = (char *)steps_override;
     }
-    st = fv_args_parse(&r->args, "train", "", argc, argv, fv_problem_opts, fv_train_opts_table, NULL);
+    st = fv_args_parse(&r->args, "train", "", argc, argv, FV_PROBLEM_GROUPS, fv_train_opts_table, NULL);
     if (st)
         return fv_error_context(st == -1 ? FV_EINPUT : st, "run %s: its recorded options: ", dir);
     fv_mlp_config saved;
