@@ -229,11 +229,19 @@ int fv_cli_points(const fv_args *a, size_t d, double **X, size_t *n)
     return FV_OK;
 }
 
+size_t fv_cli_first_nonfinite(size_t n, const double *v)
+{
+    size_t i = 0;
+    while (i < n && isfinite(v[i]))
+        i++;
+    return i;
+}
+
 int fv_cli_finite(const char *what, size_t nrows, size_t ncols, const double *rows)
 {
-    for (size_t i = 0; i < nrows * ncols; i++)
-        if (!isfinite(rows[i]))
-            return fv_error(FV_ENUMERIC, "%s: row %zu, column %zu is %g; nothing written (flowvar writes only finite "
+    size_t i = fv_cli_first_nonfinite(nrows * ncols, rows);
+    if (i < nrows * ncols)
+        return fv_error(FV_ENUMERIC, "%s: row %zu, column %zu is %g; nothing written (flowvar writes only finite "
                             "numbers)", what, i / ncols + 1, i % ncols + 1, rows[i]);
     return FV_OK;
 }

@@ -85,6 +85,8 @@ extern const char *const fv_noise_flags[];    /* sigma, schedule, deriv-term */
 /* FV_ENUMERIC naming `what`, the row and the column (from 1) of the first non-finite entry of an
  * nrows x ncols table; FV_OK when every entry is finite. Every writer below checks with it first. */
 int fv_cli_finite(const char *what, size_t nrows, size_t ncols, const double *rows);
+/* The index of the first non-finite of n numbers; n when all are finite. */
+size_t fv_cli_first_nonfinite(size_t n, const double *v);
 
 /* Points for a command: --points FILE.npy|LIST: an .npy of shape (n, d) or (d,), or a comma list of
  * rows of d numbers. */
