@@ -156,6 +156,28 @@ int fv_args_size(const fv_args *a, const char *name, size_t def, size_t min, siz
     return FV_OK;
 }
 
+int fv_args_sizes(const fv_args *a, const char *name, const char *def, size_t max, size_t *out, size_t *n)
+{
+    const char *text = fv_args_get(a, name) ? fv_args_get(a, name) : def;
+    double *v;
+    size_t k;
+    *n = 0;
+    if (!*text)
+        return FV_OK;
+    int st = fv_parse_list(text, name, &v, &k);
+    if (st)
+        return fv_error_context(st, "--%s: ", name);
+    for (size_t i = 0; i < k && !st; i++)
+        if (!(v[i] >= 1 && v[i] == floor(v[i])) || k > max)
+            st = fv_error(FV_EINPUT, "--%s: '%s' must be at most %zu whole numbers >= 1", name, text, max);
+        else
+            out[i] = (size_t)v[i];
+    free(v);
+    if (!st)
+        *n = k;
+    return st;
+}
+
 int fv_args_choice(const fv_args *a, const char *name, const char *const *choices, int def, int *out)
 {
     const char *s = fv_args_get(a, name);

@@ -62,6 +62,8 @@ typedef struct {
 int fv_args_double_in(const fv_args *a, const char *name, double def, fv_domain dom, double *out);
 int fv_args_size(const fv_args *a, const char *name, size_t def, size_t min, size_t *out);
 int fv_args_u64(const fv_args *a, const char *name, uint64_t def, uint64_t *out);
+/* A comma list of at most max whole numbers >= 1 into out (the list `def` when absent; "" is empty). */
+int fv_args_sizes(const fv_args *a, const char *name, const char *def, size_t max, size_t *out, size_t *n);
 /* A choice among NULL-terminated names; *out is its index. */
 int fv_args_choice(const fv_args *a, const char *name, const char *const *choices, int def, int *out);
 

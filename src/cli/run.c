@@ -81,29 +81,6 @@ void fv_run_checkpoint_path(const char *dir, char *buf, size_t size)
     snprintf(buf, size, "%s/checkpoint.safetensors", dir);
 }
 
-/* A comma list of whole numbers (at most max) into out. */
-static int read_sizes(const fv_args *a, const char *name, const char *def, size_t max, size_t *out, size_t *n)
-{
-    const char *text = fv_args_get(a, name) ? fv_args_get(a, name) : def;
-    double *v;
-    size_t k;
-    *n = 0;
-    if (!*text)
-        return FV_OK;
-    int st = fv_parse_list(text, name, &v, &k);
-    if (st)
-        return fv_error_context(st, "--%s: ", name);
-    for (size_t i = 0; i < k && !st; i++)
-        if (!(v[i] >= 1 && v[i] == floor(v[i])) || k > max)
-            st = fv_error(FV_EINPUT, "--%s: '%s' must be at most %zu whole numbers >= 1", name, text, max);
-        else
-            out[i] = (size_t)v[i];
-    free(v);
-    if (!st)
-        *n = k;
-    return st;
-}
-
 /* --model unet: the U-Net's configuration, for the image set's shape. */
 static int read_unet(fv_run *r)
 {
@@ -120,8 +97,8 @@ static int read_unet(fv_run *r)
         (st = fv_args_size(a, "heads", 1, 1, &c->num_heads)) ||
         (st = fv_args_size(a, "head-channels", 0, 0, &c->num_head_channels)) ||
         (st = fv_args_double(a, "dropout", 0.0, &dropout)) ||
-        (st = read_sizes(a, "channel-mult", "1,2", FV_UNET_MAX_LEVELS, c->channel_mult, &c->nlevels)) ||
-        (st = read_sizes(a, "attention", "", FV_UNET_MAX_LEVELS, c->attention_resolutions, &c->nattn)))
+        (st = fv_args_sizes(a, "channel-mult", "1,2", FV_UNET_MAX_LEVELS, c->channel_mult, &c->nlevels)) ||
+        (st = fv_args_sizes(a, "attention", "", FV_UNET_MAX_LEVELS, c->attention_resolutions, &c->nattn)))
         return st;
     c->dropout = (float)dropout;
     if (c->nlevels == 0)
