@@ -141,6 +141,9 @@ int fv_cmd_gap(int argc, char **argv)
         st = fv_error(FV_EINPUT, "--run DIR is required");
     if (st || (st = fv_args_size(&a, "t-grid", 20, 1, &nt)) || (st = fv_args_size(&a, "n", 4096, 2, &n)) ||
         (st = fv_args_u64(&a, "seed", 1, &seed)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)) ||
+        (!r.has_ds && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))) ||
+        (!fv_args_get(&a, "samples-png") &&
+         (st = fv_cli_unused(&a, (const char *const[]){"ode-steps", NULL}, "without --samples-png"))) ||
         (st = closed_field(&a, &r, &f, &fitp)))
         goto done;
     if (fv_args_get(&a, "samples-png") && (st = samples_png(&a, &r, &fitp)))
@@ -267,7 +270,10 @@ int fv_cmd_gradvar(int argc, char **argv)
         st = fv_error(FV_EINPUT, "--run DIR is required");
     if (st || (st = fv_args_size(&a, "t-grid", 20, 1, &nt)) || (st = fv_args_size(&a, "groups", 8, 2, &G)) ||
         (st = fv_args_size(&a, "n", 4096, 2 * G, &n)) || (st = fv_args_u64(&a, "seed", 1, &seed)) ||
-        (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)))
+        (!fv_args_flag(&a, "exact") &&
+         (st = fv_cli_unused(&a, (const char *const[]){"exact-field", "fit-floor", NULL}, "without --exact"))) ||
+        (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)) ||
+        (!r.has_ds && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))))
         goto done;
     if (!(rows = malloc((nt + 1) * 4 * sizeof *rows))) {
         st = fv_error(FV_ENOMEM, "out of memory");
