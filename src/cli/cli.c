@@ -118,9 +118,10 @@ static int infer_dim(const fv_args *a, size_t *d)
     return check_flag_shape(a, "target-cov", r, ndim, shape);
 }
 
-/* Every result is a polynomial of degree at most 2 in s = 1 + |m1 - m0|^2 + tr S0 + tr S1 + d sigma^2
- * (the variance's natural scale): a problem whose s^2 overflows can have no finite result, so it is
- * refused here, naming the term that makes it overflow. */
+/* The gradient variance is measured against s^2, s = 1 + |m1 - m0|^2 + tr S0 + tr S1 + d sigma^2 (its
+ * natural scale, gaussian/variance.c), and W2^2 and the fields' terms are of the size of s: a problem
+ * whose s^2 overflows can have no finite result, so it is refused here, naming the term that makes it
+ * overflow. */
 static int check_scale(const fv_problem *p)
 {
     size_t d = p->d;

@@ -43,8 +43,17 @@ int fv_cmd_crossover(int argc, char **argv)
         st = fv_error(FV_EINPUT, "--angles is required");
         goto done;
     }
-    if ((st = fv_args_array(&a, "angles", &angles, &na)) ||
-        (st = fv_args_double_in(&a, "sigma-max", 2.0, FV_DOM_POSITIVE, &smax)) ||
+    size_t shape[FV_NPY_MAX_DIMS];
+    int ndim;
+    if ((st = fv_args_array_shaped(&a, "angles", &angles, &na, &ndim, shape)))
+        goto done;
+    if (ndim > 1) {
+        char found[96];
+        fv_shape_text(ndim, shape, found, sizeof found);
+        st = fv_error(FV_EINPUT, "--angles: %s has shape %s, expected a list (k,)", fv_args_get(&a, "angles"), found);
+        goto done;
+    }
+    if ((st = fv_args_double_in(&a, "sigma-max", 2.0, FV_DOM_POSITIVE, &smax)) ||
         (st = fv_args_size(&a, "scan", 40, 1, &nscan)) ||
         (st = fv_args_double_in(&a, "xtol", 1e-8, FV_DOM_POSITIVE, &xtol)) || (st = fv_cli_problem(&a, &p)))
         goto done;
