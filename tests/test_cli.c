@@ -884,3 +884,45 @@ Test(cli, analytic_overflow_is_refused_or_named)
     cr_assert_eq(run("transport " REF " --points 1e308,-1e308 --solver rk45"), 1, "%s", err_text);
     cr_assert(strstr(out_text, "nan") == NULL && strstr(out_text, "inf") == NULL, "stdout: %s", out_text);
 }
+
+/* The options of the run commands that the run or the rest of the line leaves without effect. */
+Test(cli, run_commands_refuse_options_without_effect)
+{
+    cr_assert_eq(train_run("r", "--steps 5"), 0, "%s", err_text);
+    char args[512];
+    snprintf(args, sizeof args, "gap --run %s/r --t-grid 1 --n 8 --fit-floor 1e-3", dir);
+    expect_refusal(args, "--fit-floor is not used for a run without --data");
+    snprintf(args, sizeof args, "gap --run %s/r --t-grid 1 --n 8 --ode-steps 3", dir);
+    expect_refusal(args, "--ode-steps is not used without --samples-png");
+    snprintf(args, sizeof args, "gradvar --run %s/r --t-grid 1 --n 8 --groups 2 --exact-field markov", dir);
+    expect_refusal(args, "--exact-field is not used without --exact");
+    snprintf(args, sizeof args, "sample --run %s/r --points 1,1 --seed 3", dir);
+    expect_refusal(args, "--seed is not used with --points");
+    snprintf(args, sizeof args, "memorize --data fashion-mnist --coupling shuffled --first-sigma 0.1 --out %s/m", dir);
+    expect_refusal(args, "--first-sigma is not used with --coupling shuffled");
+    snprintf(args, sizeof args, "%s/m", dir);
+    cr_assert(!exists(args), "no folder");
+    expect_input_error("crossover " REF " --angles tests/fixtures/npy/f64_3x4.npy", "expected a list (k,)");
+}
+
+/* Tables that had no value to show printed nan: the paths without targets, the paper's missing cells. */
+Test(cli, tables_print_no_nan)
+{
+    cr_assert_eq(train_run("r", "--steps 5"), 0, "%s", err_text);
+    char args[512], paths[300];
+    snprintf(paths, sizeof paths, "%s/paths.tsv", dir);
+    snprintf(args, sizeof args, "sample --run %s/r --n 2 --steps 3 --paths-out %s", dir, paths);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    size_t n;
+    char *text = (char *)th_slurp(paths, &n);
+    cr_assert(text != NULL);
+    text[n] = '\0';
+    cr_assert(strncmp(text, "point\tt\tx1\tx2\tsource1\tsource2\n", 30) == 0, "no target columns without "
+              "--train-sources: %s", text);
+    cr_assert(strstr(text, "nan") == NULL, "%s", text);
+    free(text);
+    cr_assert_eq(run("gmm --dims 2 --sigmas 0 --pairs 4 --steps 2 --samples 4 --euler 2 --width 4 --depth 1 --fourier 0 "
+                     "--device cpu"),
+                 0, "%s", err_text);
+    cr_assert(strstr(out_text, "nan") == NULL && strstr(out_text, "inf") == NULL, "%s", out_text);
+}
