@@ -9,7 +9,7 @@
 static const fv_opt field_opts[] = {
     {"field", "ot|rotation|markov", "which closed-form field; default ot"},
     {"t", "T", "time in [0, 1] (required)"},
-    {"points", "P.npy|LIST", "points, rows of d numbers (required)"},
+    {"points", "P.npy|LIST", "points (required): an .npy of shape (n, d) or (d,), or a list of rows of d numbers"},
     {"out", "FILE|-", "output FILE: .npy when it ends so, else TSV; - for TSV on stdout (default)"},
     {"cond-max", "C", "fail where cond(A(t)) exceeds C (>= 1); default 1e12"},
     {NULL, NULL, NULL},

@@ -10,7 +10,7 @@
 
 static const fv_opt transport_opts[] = {
     {"field", "ot|rotation|markov", "which closed-form field; default ot"},
-    {"points", "P.npy|LIST", "starting points (rows of d numbers); or use --n"},
+    {"points", "P.npy|LIST", "starting points: an .npy of shape (n, d) or (d,), or a list of rows of d numbers; or --n"},
     {"n", "N", "instead of --points: N samples of the source drawn with --seed"},
     {"seed", "N", "with --n: seed of the source samples; default 0"},
     {"solver", "euler|rk4|rk45", "ODE solver; default rk4"},
