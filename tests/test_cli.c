@@ -883,6 +883,9 @@ Test(cli, analytic_overflow_is_refused_or_named)
     cr_assert(!exists(file_path), "no output file");
     cr_assert_eq(run("transport " REF " --points 1e308,-1e308 --solver rk45"), 1, "%s", err_text);
     cr_assert(strstr(out_text, "nan") == NULL && strstr(out_text, "inf") == NULL, "stdout: %s", out_text);
+    cr_assert_eq(run("field " REF " --t 0.9 --points 1.7e308,1.7e308"), 1, "%s%s", out_text, err_text);
+    cr_assert(strstr(err_text, "field: v(x, t = 0.9) at point 1 overflows") != NULL, "%s", err_text);
+    cr_assert_eq(out_text[0], '\0', "nothing printed: %s", out_text);
 }
 
 /* The options of the run commands that the run or the rest of the line leaves without effect. */

@@ -69,6 +69,12 @@ int fv_cmd_field(int argc, char **argv)
     }
     if ((st = fv_field_eval(&f, t, n, X, V, &w)))
         goto done;
+    size_t bad = fv_cli_first_nonfinite(n * p.d, V);
+    if (bad < n * p.d) {
+        st = fv_error(FV_ENUMERIC, "field: v(x, t = %g) at point %zu overflows (%g); nothing written", t, bad / p.d + 1,
+                      V[bad]);
+        goto done;
+    }
     st = fv_cli_write_matrix(fv_args_get(&a, "out"), n, p.d, V, "v");
 done:
     free(X);
