@@ -145,28 +145,33 @@ static int check_scale(const fv_problem *p)
                     names[k], s);
 }
 
+int fv_cli_noise(const fv_args *a, fv_problem *p)
+{
+    static const char *const schedules[] = {"constant", "bridge", NULL};
+    int s, st;
+    if ((st = fv_args_choice(a, "schedule", schedules, FV_SCHEDULE_CONSTANT, &s)) ||
+        (st = fv_args_double_in(a, "sigma", 0.0, FV_DOM_NONNEG, &p->sigma)))
+        return st;
+    p->schedule = (fv_schedule)s;
+    p->deriv_term = fv_args_flag(a, "deriv-term");
+    if (p->deriv_term && p->schedule != FV_SCHEDULE_BRIDGE)
+        return fv_error(FV_EINPUT, "--deriv-term goes with --schedule bridge (the constant schedule has f' = 0)");
+    return FV_OK;
+}
+
 int fv_cli_problem(const fv_args *a, fv_problem *p)
 {
     static const char *const couplings[] = {"ot", "rotation", "independent", NULL};
-    static const char *const schedules[] = {"constant", "bridge", NULL};
     size_t d = 0;
-    int st, c, s;
+    int st, c;
     memset(p, 0, sizeof *p);
     if ((st = infer_dim(a, &d)) || (st = fv_problem_alloc(p, d)))
         return st;
     if ((st = read_fixed(a, "target-mean", d, p->m1)) || (st = read_fixed(a, "target-cov", d, p->S1)) ||
         (st = read_fixed(a, "source-mean", d, p->m0)) || (st = read_fixed(a, "source-cov", d, p->S0)) ||
-        (st = fv_args_choice(a, "coupling", couplings, FV_COUPLING_OT, &c)) ||
-        (st = fv_args_choice(a, "schedule", schedules, FV_SCHEDULE_CONSTANT, &s)) ||
-        (st = fv_args_double_in(a, "sigma", 0.0, FV_DOM_NONNEG, &p->sigma)))
+        (st = fv_args_choice(a, "coupling", couplings, FV_COUPLING_OT, &c)) || (st = fv_cli_noise(a, p)))
         goto fail;
     p->coupling = (fv_coupling)c;
-    p->schedule = (fv_schedule)s;
-    p->deriv_term = fv_args_flag(a, "deriv-term");
-    if (p->deriv_term && p->schedule != FV_SCHEDULE_BRIDGE) {
-        st = fv_error(FV_EINPUT, "--deriv-term goes with --schedule bridge (the constant schedule has f' = 0)");
-        goto fail;
-    }
     if (fv_args_get(a, "angle") && fv_args_get(a, "rotation")) {
         st = fv_error(FV_EINPUT, "give --angle or --rotation, not both");
         goto fail;

@@ -75,6 +75,9 @@ int fv_args_array_shaped(const fv_args *a, const char *name, double **data, size
 /* "(2, 3)" or "(4,)" into buf. */
 void fv_shape_text(int ndim, const size_t *shape, char *buf, size_t size);
 
+/* --sigma, --schedule, --deriv-term into p (the derivative term only with the bridge schedule). */
+int fv_cli_noise(const fv_args *a, fv_problem *p);
+
 /* Build and validate the problem described by the problem flags. */
 int fv_cli_problem(const fv_args *a, fv_problem *p);
 

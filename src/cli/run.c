@@ -158,13 +158,9 @@ static int sampled_target_problem(fv_run *r, size_t d, const char *what)
         if (fv_args_get(a, target_flags[i]))
             return fv_error(FV_EINPUT, "--%s does not go with --%s (its target comes from N(0, I) sources)",
                             target_flags[i], what);
-    static const char *const schedules[] = {"constant", "bridge", NULL};
-    int s, st;
-    if ((st = fv_problem_alloc(&r->p, d)) || (st = fv_args_double(a, "sigma", 0.0, &r->p.sigma)) ||
-        (st = fv_args_choice(a, "schedule", schedules, 0, &s)))
+    int st;
+    if ((st = fv_problem_alloc(&r->p, d)) || (st = fv_cli_noise(a, &r->p)))
         return st;
-    r->p.schedule = (fv_schedule)s;
-    r->p.deriv_term = fv_args_flag(a, "deriv-term");
     r->p.coupling = FV_COUPLING_INDEPENDENT;
     return fv_problem_validate(&r->p);
 }
