@@ -202,14 +202,7 @@ static int ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-int fv_args_array(const fv_args *a, const char *name, double **data, size_t *count)
-{
-    int ndim;
-    size_t shape[FV_NPY_MAX_DIMS];
-    return fv_args_array_shaped(a, name, data, count, &ndim, shape);
-}
-
-int fv_args_array_shaped(const fv_args *a, const char *name, double **data, size_t *count, int *ndim,
+int fv_args_array(const fv_args *a, const char *name, double **data, size_t *count, int *ndim,
                          size_t shape[FV_NPY_MAX_DIMS])
 {
     const char *s = fv_args_get(a, name);

@@ -68,7 +68,7 @@ static int read_fixed(const fv_args *a, const char *name, size_t d, double *dst)
         return FV_OK;
     double *v;
     size_t n, want = is_matrix_flag(name) ? d * d : d, shape[FV_NPY_MAX_DIMS];
-    int ndim, st = fv_args_array_shaped(a, name, &v, &n, &ndim, shape);
+    int ndim, st = fv_args_array(a, name, &v, &n, &ndim, shape);
     if (st)
         return st;
     if ((st = check_flag_shape(a, name, d, ndim, shape))) {
@@ -92,7 +92,7 @@ static int infer_dim(const fv_args *a, size_t *d)
     size_t n, shape[FV_NPY_MAX_DIMS];
     int st, ndim;
     if (fv_args_get(a, "target-mean")) {
-        if ((st = fv_args_array_shaped(a, "target-mean", &v, &n, &ndim, shape)))
+        if ((st = fv_args_array(a, "target-mean", &v, &n, &ndim, shape)))
             return st;
         free(v);
         if (n == 0)
@@ -108,9 +108,14 @@ static int infer_dim(const fv_args *a, size_t *d)
     }
     if (!fv_args_get(a, "target-cov"))
         return fv_error(FV_EINPUT, "describe the target with --target-mean and/or --target-cov");
-    if ((st = fv_args_array_shaped(a, "target-cov", &v, &n, &ndim, shape)))
+    if ((st = fv_args_array(a, "target-cov", &v, &n, &ndim, shape)))
         return st;
     free(v);
+    if (ndim > 2 || (ndim == 2 && shape[0] != shape[1])) {
+        char found[96];
+        fv_shape_text(ndim, shape, found, sizeof found);
+        return fv_error(FV_EINPUT, "--target-cov: %s has shape %s, expected (d, d)", fv_args_get(a, "target-cov"), found);
+    }
     size_t r = ndim == 2 ? shape[0] : (size_t)llround(sqrt((double)n));
     if (n == 0 || r * r != n)
         return fv_error(FV_EINPUT, "--target-cov has %zu numbers, which is not d*d for any d", n);
@@ -214,7 +219,7 @@ int fv_cli_points(const fv_args *a, size_t d, double **X, size_t *n)
     if (!fv_args_get(a, "points"))
         return fv_error(FV_EINPUT, "--points is required (an .npy file of shape (n, %zu) or a comma list)", d);
     size_t count, shape[FV_NPY_MAX_DIMS];
-    int ndim, st = fv_args_array_shaped(a, "points", X, &count, &ndim, shape);
+    int ndim, st = fv_args_array(a, "points", X, &count, &ndim, shape);
     if (st)
         return st;
     if (ndim && !(ndim == 2 && shape[1] == d && shape[0] > 0) && !(ndim == 1 && shape[0] == d)) {

@@ -67,10 +67,9 @@ int fv_args_sizes(const fv_args *a, const char *name, const char *def, size_t ma
 /* A choice among NULL-terminated names; *out is its index. */
 int fv_args_choice(const fv_args *a, const char *name, const char *const *choices, int def, int *out);
 
-/* A vector or matrix flag: an .npy file or a comma list. */
-int fv_args_array(const fv_args *a, const char *name, double **data, size_t *count);
-/* The same with the NPY file's shape; *ndim is 0 for a comma list (a flat list of count numbers). */
-int fv_args_array_shaped(const fv_args *a, const char *name, double **data, size_t *count, int *ndim,
+/* A vector or matrix flag: an .npy file (its shape in ndim, shape) or a comma list (*ndim = 0: a flat
+ * list of count numbers). Every entry must be finite. */
+int fv_args_array(const fv_args *a, const char *name, double **data, size_t *count, int *ndim,
                          size_t shape[FV_NPY_MAX_DIMS]);
 /* "(2, 3)" or "(4,)" into buf. */
 void fv_shape_text(int ndim, const size_t *shape, char *buf, size_t size);

@@ -45,7 +45,7 @@ int fv_cmd_crossover(int argc, char **argv)
     }
     size_t shape[FV_NPY_MAX_DIMS];
     int ndim;
-    if ((st = fv_args_array_shaped(&a, "angles", &angles, &na, &ndim, shape)))
+    if ((st = fv_args_array(&a, "angles", &angles, &na, &ndim, shape)))
         goto done;
     if (ndim > 1) {
         char found[96];

@@ -54,12 +54,12 @@ static int read_vfield(const fv_args *a, size_t d, fv_vfield *f, double **theta,
         return fv_error(FV_EINPUT, "--field custom needs --theta and --Theta");
     size_t shape[FV_NPY_MAX_DIMS];
     int ndim;
-    if ((st = fv_args_array_shaped(a, "theta", theta, &n1, &ndim, shape)))
+    if ((st = fv_args_array(a, "theta", theta, &n1, &ndim, shape)))
         return st;
     if (ndim > 1)
         return fv_error(FV_EINPUT, "--theta: %s has %d dimensions, expected shape (%zu,)", fv_args_get(a, "theta"), ndim,
                         d);
-    if ((st = fv_args_array_shaped(a, "Theta", Theta, &n2, &ndim, shape)))
+    if ((st = fv_args_array(a, "Theta", Theta, &n2, &ndim, shape)))
         return st;
     if (ndim == 2 && (shape[0] != d || shape[1] != d)) {
         char found[96];
