@@ -203,7 +203,7 @@ static int ends_with(const char *s, const char *suffix)
 }
 
 int fv_args_array(const fv_args *a, const char *name, double **data, size_t *count, int *ndim,
-                         size_t shape[FV_NPY_MAX_DIMS])
+                  size_t shape[FV_NPY_MAX_DIMS])
 {
     const char *s = fv_args_get(a, name);
     char what[64];
@@ -227,7 +227,7 @@ int fv_args_array(const fv_args *a, const char *name, double **data, size_t *cou
     return FV_OK;
 }
 
-void fv_shape_text(int ndim, const size_t *shape, char *buf, size_t size)
+void fv_args_shape_text(int ndim, const size_t *shape, char *buf, size_t size)
 {
     size_t k = (size_t)snprintf(buf, size, "(");
     for (int i = 0; i < ndim && k < size; i++)

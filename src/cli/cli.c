@@ -54,7 +54,7 @@ static int check_flag_shape(const fv_args *a, const char *name, size_t d, int nd
     if ((ndim == 1 && shape[0] == (matrix ? d * d : d)) || (matrix && ndim == 2 && shape[0] == d && shape[1] == d))
         return FV_OK;
     char found[96];
-    fv_shape_text(ndim, shape, found, sizeof found);
+    fv_args_shape_text(ndim, shape, found, sizeof found);
     if (matrix)
         return fv_error(FV_EINPUT, "--%s: %s has shape %s, expected (%zu, %zu) (or %zu numbers)", name,
                         fv_args_get(a, name), found, d, d, d * d);
@@ -99,7 +99,7 @@ static int infer_dim(const fv_args *a, size_t *d)
             return fv_error(FV_EINPUT, "--target-mean is empty");
         if (ndim > 1) {
             char found[96];
-            fv_shape_text(ndim, shape, found, sizeof found);
+            fv_args_shape_text(ndim, shape, found, sizeof found);
             return fv_error(FV_EINPUT, "--target-mean: %s has shape %s, expected (d,)", fv_args_get(a, "target-mean"),
                             found);
         }
@@ -113,7 +113,7 @@ static int infer_dim(const fv_args *a, size_t *d)
     free(v);
     if (ndim > 2 || (ndim == 2 && shape[0] != shape[1])) {
         char found[96];
-        fv_shape_text(ndim, shape, found, sizeof found);
+        fv_args_shape_text(ndim, shape, found, sizeof found);
         return fv_error(FV_EINPUT, "--target-cov: %s has shape %s, expected (d, d)", fv_args_get(a, "target-cov"), found);
     }
     size_t r = ndim == 2 ? shape[0] : (size_t)llround(sqrt((double)n));
@@ -224,7 +224,7 @@ int fv_cli_points(const fv_args *a, size_t d, double **X, size_t *n)
         return st;
     if (ndim && !(ndim == 2 && shape[1] == d && shape[0] > 0) && !(ndim == 1 && shape[0] == d)) {
         char found[96];
-        fv_shape_text(ndim, shape, found, sizeof found);
+        fv_args_shape_text(ndim, shape, found, sizeof found);
         free(*X);
         *X = NULL;
         return fv_error(FV_EINPUT, "--points: %s has shape %s, expected (n, %zu) or (%zu,)", fv_args_get(a, "points"),
@@ -271,7 +271,7 @@ int fv_cli_write_matrix(const char *path, size_t n, size_t d, const double *M, c
 int fv_cli_write_tsv(const char *path, size_t ncols, const char *const *names, size_t nrows, const double *rows)
 {
     fv_atomic_file f;
-    int st = fv_cli_finite(path, nrows, ncols, rows);
+    int st = fv_cli_finite(strcmp(path, "-") ? path : "standard output", nrows, ncols, rows);
     if (st || (st = fv_atomic_open(&f, path)))
         return st;
     st = fv_tsv_header(f.fp, (int)ncols, names);

@@ -70,9 +70,9 @@ int fv_args_choice(const fv_args *a, const char *name, const char *const *choice
 /* A vector or matrix flag: an .npy file (its shape in ndim, shape) or a comma list (*ndim = 0: a flat
  * list of count numbers). Every entry must be finite. */
 int fv_args_array(const fv_args *a, const char *name, double **data, size_t *count, int *ndim,
-                         size_t shape[FV_NPY_MAX_DIMS]);
+                  size_t shape[FV_NPY_MAX_DIMS]);
 /* "(2, 3)" or "(4,)" into buf. */
-void fv_shape_text(int ndim, const size_t *shape, char *buf, size_t size);
+void fv_args_shape_text(int ndim, const size_t *shape, char *buf, size_t size);
 
 /* --sigma, --schedule, --deriv-term into p (the derivative term only with the bridge schedule). */
 int fv_cli_noise(const fv_args *a, fv_problem *p);

@@ -49,7 +49,7 @@ int fv_cmd_crossover(int argc, char **argv)
         goto done;
     if (ndim > 1) {
         char found[96];
-        fv_shape_text(ndim, shape, found, sizeof found);
+        fv_args_shape_text(ndim, shape, found, sizeof found);
         st = fv_error(FV_EINPUT, "--angles: %s has shape %s, expected a list (k,)", fv_args_get(&a, "angles"), found);
         goto done;
     }

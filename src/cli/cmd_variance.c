@@ -63,7 +63,7 @@ static int read_vfield(const fv_args *a, size_t d, fv_vfield *f, double **theta,
         return st;
     if (ndim == 2 && (shape[0] != d || shape[1] != d)) {
         char found[96];
-        fv_shape_text(ndim, shape, found, sizeof found);
+        fv_args_shape_text(ndim, shape, found, sizeof found);
         return fv_error(FV_EINPUT, "--Theta: %s has shape %s, expected (%zu, %zu)", fv_args_get(a, "Theta"), found, d, d);
     }
     if (ndim > 2)
