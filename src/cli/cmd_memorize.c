@@ -233,7 +233,7 @@ static int generate_pairs(const fv_args *a, const char *first, const char *path,
             memcpy(P + 2 * i * d, r.a + i * d, d * sizeof *P);
             memcpy(P + (2 * i + 1) * d, X + i * d, d * sizeof *P);
         }
-        if (!st)
+        if (!st && !(st = fv_cli_finite("memorize: the first model's end points", n, d, X)))
             st = fv_npy_write_f64(path, P, 3, shape);
     }
     free(P);
