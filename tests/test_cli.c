@@ -169,7 +169,7 @@ Test(cli, rejects_wrong_dtype_npy)
 Test(cli, rejects_missing_npy) { expect_input_error("field " REF " --t 0.5 --points nothere.npy", "nothere.npy"); }
 Test(cli, rejects_non_orthogonal_rotation_file)
 {
-    expect_input_error("field --target-mean 0,0,0,0 --coupling rotation --rotation tests/fixtures/npy/f64_3x4.npy "
+    expect_input_error("field --target-mean 0,0,0,0 --field rotation --rotation tests/fixtures/npy/f64_3x4.npy "
                        "--t 0.5 --points 1,1,1,1",
                        "--rotation");
 }
@@ -941,4 +941,225 @@ Test(cli, image_runs_gap_samples_and_gradient_variance)
     snprintf(args, sizeof args, "train %s --direction backward --map sharpen --out %s/bad", net, dir);
     cr_assert_eq(run(args), 2);
     cr_assert(strstr(err_text, "--direction backward") != NULL, "%s", err_text);
+}
+
+/* A refused command line (no --out added): exit 2, the error line naming `needle`, nothing on stdout. */
+static void expect_refusal(const char *args, const char *needle)
+{
+    cr_assert_eq(run(args), 2, "exit status for: %s\nstderr: %s", args, err_text);
+    cr_assert(strncmp(err_text, "flowvar: error: ", 16) == 0, "stderr: %s", err_text);
+    cr_assert(strstr(err_text, needle) != NULL, "stderr should name '%s': %s", needle, err_text);
+    cr_assert_eq(out_text[0], '\0', "nothing on stdout after an error");
+}
+
+/* Issue 22: every command takes only the problem-flag groups it reads; the others are unknown options. */
+Test(cli, problem_flags_a_command_does_not_read_are_unknown)
+{
+    expect_refusal("w2 " REF " --sigma 5", "w2: unknown option '--sigma'");
+    expect_refusal("w2 " REF " --coupling rotation --angle 77", "w2: unknown option '--coupling'");
+    expect_refusal("crossover " REF " --angles 90 --sigma 0.9", "crossover: unknown option '--sigma'");
+    expect_refusal("crossover " REF " --angles 90 --seed 3", "crossover: unknown option '--seed'");
+    expect_refusal("field " REF " --field markov --coupling rotation --t 0.5 --points 1,1",
+                   "field: unknown option '--coupling'");
+    expect_refusal("transport " REF " --points 1,1 --coupling independent", "transport: unknown option '--coupling'");
+    expect_refusal("reflow " REF " --sigma 0.1", "reflow: unknown option '--sigma'");
+    expect_refusal("check --seed 1", "check: unknown option '--seed'");
+    expect_refusal("gmm --target-mean 1,2", "gmm: unknown option '--target-mean'");
+}
+
+/* Flags a command takes but that the rest of its command line leaves without effect. */
+Test(cli, flags_without_effect_or_in_contradiction_are_refused)
+{
+    expect_input_error("field " REF " --field ot --angle 30 --t 0.5 --points 1,1", "--angle is not used without --field rotation");
+    expect_input_error("field " REF " --field rotation --angle 30 --sigma 0.5 --t 0.5 --points 1,1",
+                       "--sigma is not used without --field markov");
+    expect_input_error("transport " REF " --points 1,1 --seed 4", "--seed is not used with --points");
+    expect_input_error("transport " REF " --points 1,1 --atol 1e-3", "--atol is not used by the fixed-step solvers");
+    expect_input_error("variance " REF " --t 0.5 --seed 4", "--seed is not used without --mc");
+    expect_input_error("variance " REF " --t 0.5 --epsrel 1e-6", "--epsrel is not used without --integrated");
+    expect_input_error("variance " REF " --coupling independent --angle 120 --t 0.5",
+                       "--angle is not used without --coupling rotation or --field rotation");
+    expect_input_error("variance " REF " --schedule constant --deriv-term --sigma 0.1 --t 0.5",
+                       "--deriv-term goes with --schedule bridge");
+    char args[512];
+    snprintf(args, sizeof args, "train " TINY " --angle 30 --steps 5 --out %s/r", dir);
+    cr_assert_eq(run(args), 2, "train without --coupling rotation: %s", err_text);
+    cr_assert(strstr(err_text, "--angle is not used without --coupling rotation") != NULL, "%s", err_text);
+    /* the same flags where they do take effect */
+    cr_assert_eq(run("variance " REF " --field rotation --angle 120 --t 0.3"), 0, "%s", err_text);
+    cr_assert_eq(run("variance " REF " --schedule bridge --deriv-term --sigma 0.1 --t 0.5"), 0, "%s", err_text);
+    cr_assert_eq(run("transport " REF " --n 2 --seed 4"), 0, "%s", err_text);
+}
+
+Test(cli, every_out_option_says_file_or_folder)
+{
+    static const char *const commands[] = {"field", "transport", "variance", "crossover", "figures", "train", "sample",
+                                           "gap", "gradvar", "gmm", "memorize", "reflow", "fit", "reproduce"};
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+        char args[64];
+        snprintf(args, sizeof args, "%s --help", commands[i]);
+        cr_assert_eq(run(args), 0, "%s", err_text);
+        const char *line = strstr(out_text, "\n  --out ");
+        cr_assert(line != NULL, "%s --help lists --out", commands[i]);
+        cr_assert(strncmp(line, "\n  --out FILE", 13) == 0 || strncmp(line, "\n  --out DIR", 12) == 0,
+                  "%s --help: --out's metavariable is FILE or DIR: %.60s", commands[i], line + 1);
+    }
+}
+
+Test(cli, numeric_options_are_refused_outside_their_domain)
+{
+    expect_input_error("field " REF " --t 0.5 --points 1,1 --cond-max 0", "--cond-max must be >= 1, got 0");
+    expect_input_error("field " REF " --t 0.5 --points 1,1 --cond-max -1", "--cond-max must be >= 1, got -1");
+    expect_input_error("transport " REF " --points 1,1 --solver rk45 --atol -1", "--atol must be >= 0, got -1");
+    expect_input_error("transport " REF " --points 1,1 --solver rk45 --rtol 0", "--rtol must be > 0, got 0");
+    expect_input_error("variance " REF " --t 0.5 --mc 0", "--mc must be at least 4, got 0");
+    expect_input_error("variance " REF " --t 0.5 --sigma -1", "--sigma must be >= 0, got -1");
+    expect_input_error("variance " REF " --integrated --epsrel 2", "--epsrel must be in (0, 1), got 2");
+    expect_input_error("crossover " REF " --angles 90 --xtol 0", "--xtol must be > 0, got 0");
+    expect_input_error("reflow " REF " --lr 0", "--lr must be > 0, got 0");
+    expect_input_error("reflow " REF " --width 0", "--width must be at least 1");
+}
+
+Test(cli, npy_shapes_are_checked)
+{
+    double v[6] = {1, 2, 3, 4, 5, 6};
+    char p23[300], p14[300], p2[300], args[1024];
+    snprintf(p23, sizeof p23, "%s/p23.npy", dir);
+    snprintf(p14, sizeof p14, "%s/p14.npy", dir);
+    snprintf(p2, sizeof p2, "%s/p2.npy", dir);
+    cr_assert_eq(fv_npy_write_f64(p23, v, 2, (size_t[]){2, 3}), FV_OK);
+    cr_assert_eq(fv_npy_write_f64(p14, (double[]){2, 0.6, 0.6, 1}, 2, (size_t[]){1, 4}), FV_OK);
+    cr_assert_eq(fv_npy_write_f64(p2, v, 1, (size_t[]){2}), FV_OK);
+    snprintf(args, sizeof args, "field --target-mean 0,0 --t 0.5 --points %s", p23);
+    expect_input_error(args, "has shape (2, 3), expected (n, 2) or (2,)");
+    snprintf(args, sizeof args, "field --target-mean 0,0 --target-cov %s --t 0.5 --points 1,1", p14);
+    expect_input_error(args, "--target-cov: ");
+    cr_assert(strstr(err_text, "has shape (1, 4), expected (2, 2)") != NULL, "%s", err_text);
+    snprintf(args, sizeof args, "w2 --target-mean %s", p23);
+    expect_refusal(args, "--target-mean: ");
+    cr_assert(strstr(err_text, "expected (d,)") != NULL, "%s", err_text);
+    snprintf(args, sizeof args, "field --target-mean 1,1 --t 0.5 --points %s", p2);
+    cr_assert_eq(run(args), 0, "one point of shape (d,): %s", err_text);
+    cr_assert_str_eq(out_text, "v1\tv2\n1\t1\n", "the OT field between N(0, I) and N((1, 1), I) is (1, 1)");
+}
+
+Test(cli, refused_runs_leave_no_folder)
+{
+    static const char *const bad[] = {"--lr 0", "--steps 0", "--log-every 0", "--width 0", "--gmm 2"};
+    char args[1024], run_dir[300];
+    snprintf(run_dir, sizeof run_dir, "%s/r", dir);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_assert_eq(train_run("r", bad[i]), 2, "train %s: %s", bad[i], err_text);
+        cr_assert(!exists(run_dir), "train %s left the folder %s", bad[i], run_dir);
+    }
+    snprintf(args, sizeof args, "memorize --data fashion-mnist --coupling shuffled --lr 0 --out %s/m", dir);
+    cr_assert_eq(run(args), 2, "%s", err_text);
+    cr_assert(strstr(err_text, "--lr") != NULL, "%s", err_text);
+    snprintf(args, sizeof args, "memorize --data cifar10 --coupling shuffled --out %s/m", dir);
+    cr_assert_eq(run(args), 2, "%s", err_text);
+    snprintf(args, sizeof args, "memorize --data fashion-mnist --coupling shuffled --pairs 70000 --out %s/m", dir);
+    cr_assert_eq(run(args), 2, "%s", err_text);
+    snprintf(args, sizeof args, "%s/m", dir);
+    cr_assert(!exists(args), "memorize refused: no folder");
+}
+
+/* A trained run whose weights are finite but overflow (3e38 in the hidden layers): every command that
+ * evaluates it fails with exit 1, naming where the first non-finite value arose, and writes nothing. */
+Test(cli, overflowing_weights_fail_naming_where)
+{
+    cr_assert_eq(train_run("r", "--steps 20"), 0, "%s", err_text);
+    char ck[300], args[1024], f[300];
+    snprintf(ck, sizeof ck, "%s/r/checkpoint.safetensors", dir);
+    fv_st_file st;
+    cr_assert_eq(fv_st_read(ck, &st), FV_OK, "%s", fv_last_error());
+    struct stat sb;
+    cr_assert_eq(stat(ck, &sb), 0);
+    FILE *fp = fopen(ck, "r+b");
+    cr_assert(fp != NULL);
+    static const char *const layers[] = {"net.0.weight", "net.2.weight"};
+    for (int l = 0; l < 2; l++) {
+        const fv_st_tensor *t = fv_st_find(&st, layers[l]);
+        cr_assert(t && t->dtype == FV_ST_F32, "%s in the checkpoint", layers[l]);
+        float big = 3e38f;
+        cr_assert_eq(fseek(fp, (long)((size_t)sb.st_size - st.data_size + t->offset), SEEK_SET), 0);
+        for (size_t k = 0; k < t->count; k++)
+            cr_assert_eq(fwrite(&big, sizeof big, 1, fp), 1u);
+    }
+    fclose(fp);
+    fv_st_free(&st);
+    snprintf(f, sizeof f, "%s/x.npy", dir);
+    snprintf(args, sizeof args, "sample --run %s/r --n 5 --steps 10 --out %s", dir, f);
+    cr_assert_eq(run(args), 1, "sample: %s%s", out_text, err_text);
+    cr_assert(strstr(err_text, "non-finite at Euler step ") && strstr(err_text, " of 10 (t = "), "%s", err_text);
+    cr_assert(!exists(f), "sample wrote nothing");
+    snprintf(args, sizeof args, "gap --run %s/r --t-grid 2 --n 16", dir);
+    cr_assert_eq(run(args), 1, "gap: %s%s", out_text, err_text);
+    cr_assert(strstr(err_text, "gap: at t = 0.25") != NULL, "%s", err_text);
+    cr_assert_eq(out_text[0], '\0', "gap printed nothing: %s", out_text);
+    snprintf(args, sizeof args, "gradvar --run %s/r --t-grid 2 --n 16 --groups 2", dir);
+    cr_assert_eq(run(args), 1, "gradvar: %s%s", out_text, err_text);
+    cr_assert(strstr(err_text, "gradvar: at t = 0.25") != NULL, "%s", err_text);
+    cr_assert_eq(out_text[0], '\0', "gradvar printed nothing: %s", out_text);
+}
+
+/* Analytic commands: input whose result cannot be finite is refused (exit 2); an overflow that only the
+ * computation reveals fails (exit 1) naming where; nothing non-finite is printed. */
+Test(cli, analytic_overflow_is_refused_or_named)
+{
+    expect_refusal("w2 --target-mean 1e200,1e200", "--target-mean / --source-mean too large");
+    expect_input_error("variance " REF " --t 0.5 --sigma 1e100", "--sigma too large");
+    expect_input_error("variance " REF " --t 0.5 --sigma 1e200", "--sigma too large");
+    expect_input_error("field --target-mean 0,0 --target-cov 1e200,0,0,1 --t 0.5 --points 1,1", "--target-cov too large");
+    char args[512];
+    snprintf(args, sizeof args, "transport " REF " --points 1e308,-1e308 --solver rk45 --out %s", file_path);
+    cr_assert_eq(run(args), 1, "%s%s", out_text, err_text);
+    cr_assert(strstr(err_text, "transport: point 1's path overflowed") != NULL, "%s", err_text);
+    cr_assert(!exists(file_path), "no output file");
+    cr_assert_eq(run("transport " REF " --points 1e308,-1e308 --solver rk45"), 1, "%s", err_text);
+    cr_assert(strstr(out_text, "nan") == NULL && strstr(out_text, "inf") == NULL, "stdout: %s", out_text);
+    cr_assert_eq(run("field " REF " --t 0.9 --points 1.7e308,1.7e308"), 1, "%s%s", out_text, err_text);
+    cr_assert(strstr(err_text, "field: v(x, t = 0.9) at point 1 overflows") != NULL, "%s", err_text);
+    cr_assert_eq(out_text[0], '\0', "nothing printed: %s", out_text);
+}
+
+/* The options of the run commands that the run or the rest of the line leaves without effect. */
+Test(cli, run_commands_refuse_options_without_effect)
+{
+    cr_assert_eq(train_run("r", "--steps 5"), 0, "%s", err_text);
+    char args[512];
+    snprintf(args, sizeof args, "gap --run %s/r --t-grid 1 --n 8 --fit-floor 1e-3", dir);
+    expect_refusal(args, "--fit-floor is not used for a run without --data");
+    snprintf(args, sizeof args, "gap --run %s/r --t-grid 1 --n 8 --ode-steps 3", dir);
+    expect_refusal(args, "--ode-steps is not used without --samples-png");
+    snprintf(args, sizeof args, "gradvar --run %s/r --t-grid 1 --n 8 --groups 2 --exact-field markov", dir);
+    expect_refusal(args, "--exact-field is not used without --exact");
+    snprintf(args, sizeof args, "sample --run %s/r --points 1,1 --seed 3", dir);
+    expect_refusal(args, "--seed is not used with --points");
+    snprintf(args, sizeof args, "memorize --data fashion-mnist --coupling shuffled --first-sigma 0.1 --out %s/m", dir);
+    expect_refusal(args, "--first-sigma is not used with --coupling shuffled");
+    snprintf(args, sizeof args, "%s/m", dir);
+    cr_assert(!exists(args), "no folder");
+    expect_input_error("crossover " REF " --angles tests/fixtures/npy/f64_3x4.npy", "expected a list (k,)");
+}
+
+/* Tables that had no value to show printed nan: the paths without targets, the paper's missing cells. */
+Test(cli, tables_print_no_nan)
+{
+    cr_assert_eq(train_run("r", "--steps 5"), 0, "%s", err_text);
+    char args[512], paths[300];
+    snprintf(paths, sizeof paths, "%s/paths.tsv", dir);
+    snprintf(args, sizeof args, "sample --run %s/r --n 2 --steps 3 --paths-out %s", dir, paths);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    size_t n;
+    char *text = (char *)th_slurp(paths, &n);
+    cr_assert(text != NULL);
+    text[n] = '\0';
+    cr_assert(strncmp(text, "point\tt\tx1\tx2\tsource1\tsource2\n", 30) == 0, "no target columns without "
+              "--train-sources: %s", text);
+    cr_assert(strstr(text, "nan") == NULL, "%s", text);
+    free(text);
+    cr_assert_eq(run("gmm --dims 2 --sigmas 0 --pairs 4 --steps 2 --samples 4 --euler 2 --width 4 --depth 1 --fourier 0 "
+                     "--device cpu"),
+                 0, "%s", err_text);
+    cr_assert(strstr(out_text, "nan") == NULL && strstr(out_text, "inf") == NULL, "%s", out_text);
 }

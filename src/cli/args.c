@@ -82,6 +82,29 @@ const char *fv_args_get(const fv_args *a, const char *name)
 
 int fv_args_flag(const fv_args *a, const char *name) { return fv_args_get(a, name) != NULL; }
 
+/* "> 0", ">= 1", "in [0, 1)": the domain as the error messages say it. */
+static void describe_domain(fv_domain dom, char *buf, size_t size)
+{
+    if (isinf(dom.hi))
+        snprintf(buf, size, "%s %g", dom.lo_open ? ">" : ">=", dom.lo);
+    else
+        snprintf(buf, size, "in %c%g, %g%c", dom.lo_open ? '(' : '[', dom.lo, dom.hi, dom.hi_open ? ')' : ']');
+}
+
+int fv_args_double_in(const fv_args *a, const char *name, double def, fv_domain dom, double *out)
+{
+    int st = fv_args_double(a, name, def, out);
+    if (st)
+        return st;
+    double v = *out;
+    if (v < dom.lo || (dom.lo_open && v == dom.lo) || v > dom.hi || (dom.hi_open && v == dom.hi)) {
+        char what[64];
+        describe_domain(dom, what, sizeof what);
+        return fv_error(FV_EINPUT, "--%s must be %s, got %s", name, what, fv_args_get(a, name));
+    }
+    return FV_OK;
+}
+
 int fv_args_double(const fv_args *a, const char *name, double def, double *out)
 {
     const char *s = fv_args_get(a, name);
@@ -133,6 +156,28 @@ int fv_args_size(const fv_args *a, const char *name, size_t def, size_t min, siz
     return FV_OK;
 }
 
+int fv_args_sizes(const fv_args *a, const char *name, const char *def, size_t max, size_t *out, size_t *n)
+{
+    const char *text = fv_args_get(a, name) ? fv_args_get(a, name) : def;
+    double *v;
+    size_t k;
+    *n = 0;
+    if (!*text)
+        return FV_OK;
+    int st = fv_parse_list(text, name, &v, &k);
+    if (st)
+        return fv_error_context(st, "--%s: ", name);
+    for (size_t i = 0; i < k && !st; i++)
+        if (!(v[i] >= 1 && v[i] == floor(v[i])) || k > max)
+            st = fv_error(FV_EINPUT, "--%s: '%s' must be at most %zu whole numbers >= 1", name, text, max);
+        else
+            out[i] = (size_t)v[i];
+    free(v);
+    if (!st)
+        *n = k;
+    return st;
+}
+
 int fv_args_choice(const fv_args *a, const char *name, const char *const *choices, int def, int *out)
 {
     const char *s = fv_args_get(a, name);
@@ -157,20 +202,21 @@ static int ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-int fv_args_array(const fv_args *a, const char *name, double **data, size_t *count)
+int fv_args_array(const fv_args *a, const char *name, double **data, size_t *count, int *ndim,
+                  size_t shape[FV_NPY_MAX_DIMS])
 {
     const char *s = fv_args_get(a, name);
     char what[64];
     snprintf(what, sizeof what, "--%s", name);
-    if (!ends_with(s, ".npy") && strcmp(s, "-") != 0) /* "-": an NPY on standard input */
+    if (!ends_with(s, ".npy") && strcmp(s, "-") != 0) { /* "-": an NPY on standard input */
+        *ndim = 0;
         return fv_parse_list(s, what, data, count);
-    int ndim;
-    size_t shape[FV_NPY_MAX_DIMS];
-    int st = fv_npy_read_f64(s, data, &ndim, shape);
+    }
+    int st = fv_npy_read_f64(s, data, ndim, shape);
     if (st)
         return fv_error_context(st, "%s: ", what);
     *count = 1;
-    for (int i = 0; i < ndim; i++)
+    for (int i = 0; i < *ndim; i++)
         *count *= shape[i];
     for (size_t i = 0; i < *count; i++)
         if (!isfinite((*data)[i])) {
@@ -179,4 +225,13 @@ int fv_args_array(const fv_args *a, const char *name, double **data, size_t *cou
             return fv_error(FV_EINPUT, "%s: %s has a non-finite entry at position %zu", what, s, i);
         }
     return FV_OK;
+}
+
+void fv_args_shape_text(int ndim, const size_t *shape, char *buf, size_t size)
+{
+    size_t k = (size_t)snprintf(buf, size, "(");
+    for (int i = 0; i < ndim && k < size; i++)
+        k += (size_t)snprintf(buf + k, size - k, "%s%zu", i ? ", " : "", shape[i]);
+    if (k < size)
+        snprintf(buf + k, size - k, ndim == 1 ? ",)" : ")");
 }

@@ -1,4 +1,5 @@
-/* cli.c: the problem flags shared by every command, point input, and error reporting. */
+/* cli.c: the problem flags (in the groups the commands choose from), point input, the writers that put
+ * only finite numbers out, and error reporting. */
 #include "cli/cli.h"
 
 #include "core/error.h"
@@ -17,62 +18,151 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-const fv_opt fv_problem_opts[] = {
+const fv_opt fv_dist_opts[] = {
     {"target-mean", "LIST|F.npy", "target mean (d numbers); default 0"},
-    {"target-cov", "LIST|F.npy", "target covariance (d*d numbers, row-major); default I"},
+    {"target-cov", "LIST|F.npy", "target covariance (d*d numbers row-major, or a (d, d) .npy); default I"},
     {"source-mean", "LIST|F.npy", "source mean; default 0"},
     {"source-cov", "LIST|F.npy", "source covariance; default I"},
+    {NULL, NULL, NULL},
+};
+const fv_opt fv_coupling_opts[] = {
     {"coupling", "ot|rotation|independent", "how targets are paired with sources; default ot"},
+    {NULL, NULL, NULL},
+};
+const fv_opt fv_rotation_opts[] = {
     {"angle", "DEG", "rotation angle of the rotational coupling (2x2 blocks in d > 2)"},
     {"rotation", "R.npy", "any d x d orthogonal matrix for the rotational coupling"},
-    {"sigma", "S", "interpolant noise level; default 0"},
+    {NULL, NULL, NULL},
+};
+const fv_opt fv_sigma_opts[] = {
+    {"sigma", "S", "interpolant noise level (>= 0); default 0"},
+    {NULL, NULL, NULL},
+};
+const fv_opt fv_schedule_opts[] = {
     {"schedule", "constant|bridge", "noise f(t) = sigma, or sigma*sqrt(t(1-t)); default constant"},
-    {"deriv-term", NULL, "add f'(t) Z to the regression target (bridge schedule)"},
+    {"deriv-term", NULL, "add f'(t) Z to the regression target (needs --schedule bridge)"},
+    {NULL, NULL, NULL},
+};
+const fv_opt fv_seed_opts[] = {
     {"seed", "N", "random seed; default 0"},
     {NULL, NULL, NULL},
 };
 
 /* An array flag, read once: a FIFO or standard input cannot be read a second time. v is NULL when
- * the flag is absent. */
+ * the flag is absent; ndim and shape are the NPY's (ndim 0 for a comma list). */
 typedef struct {
     double *v;
     size_t n;
+    int ndim;
+    size_t shape[FV_NPY_MAX_DIMS];
 } flag_array;
 
 static int read_flag(const fv_args *a, const char *name, flag_array *f)
 {
-    f->v = NULL;
-    f->n = 0;
-    return fv_args_get(a, name) ? fv_args_array(a, name, &f->v, &f->n) : FV_OK;
+    memset(f, 0, sizeof *f);
+    return fv_args_get(a, name) ? fv_args_array(a, name, &f->v, &f->n, &f->ndim, f->shape) : FV_OK;
 }
 
-/* Copy an array flag of exactly `want` numbers into dst (kept as is when the flag is absent). */
-static int copy_fixed(const char *name, const flag_array *f, size_t want, double *dst)
+static int is_matrix_flag(const char *name) { return strstr(name, "cov") || strcmp(name, "rotation") == 0; }
+
+/* An .npy given for a vector flag must have shape (d,), for a matrix flag (d, d) or (d*d,). */
+static int check_flag_shape(const fv_args *a, const char *name, size_t d, int ndim, const size_t *shape)
+{
+    if (ndim == 0)
+        return FV_OK;
+    int matrix = is_matrix_flag(name);
+    if ((ndim == 1 && shape[0] == (matrix ? d * d : d)) || (matrix && ndim == 2 && shape[0] == d && shape[1] == d))
+        return FV_OK;
+    char found[96];
+    fv_args_shape_text(ndim, shape, found, sizeof found);
+    if (matrix)
+        return fv_error(FV_EINPUT, "--%s: %s has shape %s, expected (%zu, %zu) (or %zu numbers)", name,
+                        fv_args_get(a, name), found, d, d, d * d);
+    return fv_error(FV_EINPUT, "--%s: %s has shape %s, expected (%zu,)", name, fv_args_get(a, name), found, d);
+}
+
+/* Copy an array flag of a d-dimensional problem into dst (kept as is when the flag is absent). */
+static int copy_fixed(const fv_args *a, const char *name, const flag_array *f, size_t d, double *dst)
 {
     if (!f->v)
         return FV_OK;
+    size_t want = is_matrix_flag(name) ? d * d : d;
+    int st = check_flag_shape(a, name, d, f->ndim, f->shape);
+    if (st)
+        return st;
     if (f->n != want)
         return fv_error(FV_EINPUT, "--%s has %zu numbers, expected %zu (dimension %s)", name, f->n, want,
-                        strstr(name, "cov") || strcmp(name, "rotation") == 0 ? "squared" : "d");
+                        is_matrix_flag(name) ? "squared" : "d");
     memcpy(dst, f->v, f->n * sizeof *f->v);
     return FV_OK;
 }
 
 /* The dimension: from --target-mean if given, else from --target-cov (a perfect square). */
-static int infer_dim(const flag_array *mean, const flag_array *cov, size_t *d)
+static int infer_dim(const fv_args *a, const flag_array *mean, const flag_array *cov, size_t *d)
 {
+    char found[96];
     if (mean->v) {
         if (mean->n == 0)
             return fv_error(FV_EINPUT, "--target-mean is empty");
+        if (mean->ndim > 1) {
+            fv_args_shape_text(mean->ndim, mean->shape, found, sizeof found);
+            return fv_error(FV_EINPUT, "--target-mean: %s has shape %s, expected (d,)", fv_args_get(a, "target-mean"),
+                            found);
+        }
         *d = mean->n;
         return FV_OK;
     }
     if (!cov->v)
         return fv_error(FV_EINPUT, "describe the target with --target-mean and/or --target-cov");
-    size_t r = (size_t)llround(sqrt((double)cov->n));
+    if (cov->ndim > 2 || (cov->ndim == 2 && cov->shape[0] != cov->shape[1])) {
+        fv_args_shape_text(cov->ndim, cov->shape, found, sizeof found);
+        return fv_error(FV_EINPUT, "--target-cov: %s has shape %s, expected (d, d)", fv_args_get(a, "target-cov"), found);
+    }
+    size_t r = cov->ndim == 2 ? cov->shape[0] : (size_t)llround(sqrt((double)cov->n));
     if (cov->n == 0 || r * r != cov->n)
         return fv_error(FV_EINPUT, "--target-cov has %zu numbers, which is not d*d for any d", cov->n);
     *d = r;
+    return check_flag_shape(a, "target-cov", r, cov->ndim, cov->shape);
+}
+
+/* The gradient variance is measured against s^2, s = 1 + |m1 - m0|^2 + tr S0 + tr S1 + d sigma^2 (its
+ * natural scale, gaussian/variance.c), and W2^2 and the fields' terms are of the size of s: a problem
+ * whose s^2 overflows can have no finite result, so it is refused here, naming the term that makes it
+ * overflow. */
+static int check_scale(const fv_problem *p)
+{
+    size_t d = p->d;
+    double term[4] = {0, 0, 0, (double)d * p->sigma * p->sigma};
+    static const char *const names[4] = {"--target-mean / --source-mean", "--target-cov", "--source-cov", "--sigma"};
+    for (size_t i = 0; i < d; i++) {
+        term[0] += (p->m1[i] - p->m0[i]) * (p->m1[i] - p->m0[i]);
+        term[1] += p->S1[i * d + i];
+        term[2] += p->S0[i * d + i];
+    }
+    double s = 1.0 + term[0] + term[1] + term[2] + term[3];
+    if (isfinite(s * s))
+        return FV_OK;
+    int k = 0;
+    for (int i = 1; i < 4; i++)
+        if (!(term[i] <= term[k]))
+            k = i;
+    return fv_error(FV_EINPUT,
+                    "%s too large: the problem's scale 1 + |m1 - m0|^2 + tr S0 + tr S1 + d sigma^2 = %g overflows "
+                    "when squared, so no result could be finite",
+                    names[k], s);
+}
+
+int fv_cli_noise(const fv_args *a, fv_problem *p)
+{
+    static const char *const schedules[] = {"constant", "bridge", NULL};
+    int s, st;
+    if ((st = fv_args_choice(a, "schedule", schedules, FV_SCHEDULE_CONSTANT, &s)) ||
+        (st = fv_args_double_in(a, "sigma", 0.0, FV_DOM_NONNEG, &p->sigma)))
+        return st;
+    p->schedule = (fv_schedule)s;
+    p->deriv_term = fv_args_flag(a, "deriv-term");
+    if (p->deriv_term && p->schedule != FV_SCHEDULE_BRIDGE)
+        return fv_error(FV_EINPUT, "--deriv-term goes with --schedule bridge (the constant schedule has f' = 0)");
     return FV_OK;
 }
 
@@ -96,7 +186,7 @@ static int read_rotation(const fv_args *a, fv_problem *p)
     flag_array rot;
     int st = read_flag(a, "rotation", &rot);
     if (!st)
-        st = copy_fixed("rotation", &rot, d * d, p->R);
+        st = copy_fixed(a, "rotation", &rot, d, p->R);
     free(rot.v);
     return st;
 }
@@ -105,27 +195,22 @@ int fv_cli_problem(const fv_args *a, fv_problem *p)
 {
     static const char *const couplings[] = {"ot", "rotation", "independent", NULL};
     static const char *const names[4] = {"target-mean", "target-cov", "source-mean", "source-cov"};
-    static const char *const schedules[] = {"constant", "bridge", NULL};
     flag_array arr[4] = {{0}};
     size_t d = 0;
-    int st = FV_OK, c, s;
+    int st = FV_OK, c;
     memset(p, 0, sizeof *p);
     for (int i = 0; i < 4 && !st; i++)
         st = read_flag(a, names[i], &arr[i]);
-    if (st || (st = infer_dim(&arr[0], &arr[1], &d)) || (st = fv_problem_alloc(p, d)))
+    if (st || (st = infer_dim(a, &arr[0], &arr[1], &d)) || (st = fv_problem_alloc(p, d)))
         goto done;
     double *const dst[4] = {p->m1, p->S1, p->m0, p->S0};
     for (int i = 0; i < 4 && !st; i++)
-        st = copy_fixed(names[i], &arr[i], i % 2 ? d * d : d, dst[i]);
-    if (st || (st = fv_args_choice(a, "coupling", couplings, FV_COUPLING_OT, &c)) ||
-        (st = fv_args_choice(a, "schedule", schedules, FV_SCHEDULE_CONSTANT, &s)) ||
-        (st = fv_args_double(a, "sigma", 0.0, &p->sigma)))
+        st = copy_fixed(a, names[i], &arr[i], d, dst[i]);
+    if (st || (st = fv_args_choice(a, "coupling", couplings, FV_COUPLING_OT, &c)) || (st = fv_cli_noise(a, p)))
         goto done;
     p->coupling = (fv_coupling)c;
-    p->schedule = (fv_schedule)s;
-    p->deriv_term = fv_args_flag(a, "deriv-term");
-    if (!(st = read_rotation(a, p)))
-        st = fv_problem_validate(p);
+    if (!(st = read_rotation(a, p)) && !(st = fv_problem_validate(p)))
+        st = check_scale(p);
 done:
     for (int i = 0; i < 4; i++)
         free(arr[i].v);
@@ -134,14 +219,33 @@ done:
     return st;
 }
 
+const char *const fv_rotation_flags[] = {"angle", "rotation", NULL};
+const char *const fv_noise_flags[] = {"sigma", "schedule", "deriv-term", NULL};
+
+int fv_cli_unused(const fv_args *a, const char *const *names, const char *why)
+{
+    for (size_t i = 0; names[i]; i++)
+        if (fv_args_get(a, names[i]))
+            return fv_error(FV_EINPUT, "%s: --%s is not used %s", a->command, names[i], why);
+    return FV_OK;
+}
+
 int fv_cli_points(const fv_args *a, size_t d, double **X, size_t *n)
 {
     if (!fv_args_get(a, "points"))
         return fv_error(FV_EINPUT, "--points is required (an .npy file of shape (n, %zu) or a comma list)", d);
-    size_t count;
-    int st = fv_args_array(a, "points", X, &count);
+    size_t count, shape[FV_NPY_MAX_DIMS];
+    int ndim, st = fv_args_array(a, "points", X, &count, &ndim, shape);
     if (st)
         return st;
+    if (ndim && !(ndim == 2 && shape[1] == d && shape[0] > 0) && !(ndim == 1 && shape[0] == d)) {
+        char found[96];
+        fv_args_shape_text(ndim, shape, found, sizeof found);
+        free(*X);
+        *X = NULL;
+        return fv_error(FV_EINPUT, "--points: %s has shape %s, expected (n, %zu) or (%zu,)", fv_args_get(a, "points"),
+                        found, d, d);
+    }
     if (count == 0 || count % d != 0) {
         free(*X);
         *X = NULL;
@@ -149,6 +253,23 @@ int fv_cli_points(const fv_args *a, size_t d, double **X, size_t *n)
                         d);
     }
     *n = count / d;
+    return FV_OK;
+}
+
+size_t fv_cli_first_nonfinite(size_t n, const double *v)
+{
+    size_t i = 0;
+    while (i < n && isfinite(v[i]))
+        i++;
+    return i;
+}
+
+int fv_cli_finite(const char *what, size_t nrows, size_t ncols, const double *rows)
+{
+    size_t i = fv_cli_first_nonfinite(nrows * ncols, rows);
+    if (i < nrows * ncols)
+        return fv_error(FV_ENUMERIC, "%s: row %zu, column %zu is %g; nothing written (flowvar writes only finite "
+                            "numbers)", what, i / ncols + 1, i % ncols + 1, rows[i]);
     return FV_OK;
 }
 
@@ -166,8 +287,8 @@ int fv_cli_write_matrix(const char *path, size_t n, size_t d, const double *M, c
 int fv_cli_write_tsv(const char *path, size_t ncols, const char *const *names, size_t nrows, const double *rows)
 {
     fv_atomic_file f;
-    int st = fv_atomic_open(&f, path);
-    if (st)
+    int st = fv_cli_finite(strcmp(path, "-") ? path : "standard output", nrows, ncols, rows);
+    if (st || (st = fv_atomic_open(&f, path)))
         return st;
     st = fv_tsv_header(f.fp, (int)ncols, names);
     for (size_t i = 0; i < nrows && !st; i++)
@@ -183,13 +304,15 @@ int fv_cli_write_blocks(const char *path, size_t n, size_t d, size_t nb, const c
                         const double *M)
 {
     size_t len = path ? strlen(path) : 0, cols = nb * d;
+    int st = fv_cli_finite(path && strcmp(path, "-") ? path : "standard output", n, cols, M);
+    if (st)
+        return st;
     if (len > 4 && strcmp(path + len - 4, ".npy") == 0) {
         size_t shape[2] = {n, cols};
         return fv_npy_write_f64(path, M, 2, shape);
     }
     fv_atomic_file f;
-    int st = fv_atomic_open(&f, path ? path : "-");
-    if (st)
+    if ((st = fv_atomic_open(&f, path ? path : "-")))
         return st;
     char **names = calloc(cols, sizeof *names);
     for (size_t c = 0; names && c < cols; c++)

@@ -5,7 +5,9 @@
 
 #include "gaussian/field.h"
 #include "gaussian/problem.h"
+#include "core/io.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,8 +26,16 @@ typedef struct {
     size_t nopts;
 } fv_args;
 
-/* The problem flags of DESIGN.md (--target-mean ... --seed), NULL-terminated. */
-extern const fv_opt fv_problem_opts[];
+/* The problem flags of DESIGN.md in groups, each NULL-terminated; a command passes to fv_args_parse
+ * only the groups it reads, so any other problem flag is an unknown option for it (README, "Commands"). */
+extern const fv_opt fv_dist_opts[];     /* --target-mean --target-cov --source-mean --source-cov */
+extern const fv_opt fv_coupling_opts[]; /* --coupling */
+extern const fv_opt fv_rotation_opts[]; /* --angle --rotation: the rotation of the coupling or field */
+extern const fv_opt fv_sigma_opts[];    /* --sigma */
+extern const fv_opt fv_schedule_opts[]; /* --schedule --deriv-term */
+extern const fv_opt fv_seed_opts[];     /* --seed */
+/* All of them, for fv_args_parse's list: the options of a run (train). */
+#define FV_PROBLEM_GROUPS fv_dist_opts, fv_coupling_opts, fv_rotation_opts, fv_sigma_opts, fv_schedule_opts, fv_seed_opts
 
 /* Parse argv[1..] of a command against the NULL-terminated option tables (any number, then NULL).
  * Returns FV_OK, FV_EINPUT (unknown or repeated flag, missing value), or -1 when --help was given
@@ -37,18 +47,53 @@ int fv_args_flag(const fv_args *a, const char *name);
 
 /* Typed getters: the default when absent; FV_EINPUT naming the flag when malformed or out of range. */
 int fv_args_double(const fv_args *a, const char *name, double def, double *out);
+/* The domain of a numeric option: [lo, hi], an end excluded when its _open is set (hi may be INFINITY). */
+typedef struct {
+    double lo, hi;
+    int lo_open, hi_open;
+} fv_domain;
+#define FV_DOM_POSITIVE ((fv_domain){0.0, INFINITY, 1, 0})
+#define FV_DOM_NONNEG ((fv_domain){0.0, INFINITY, 0, 0})
+#define FV_DOM_UNIT ((fv_domain){0.0, 1.0, 0, 0})      /* [0, 1]: a time */
+#define FV_DOM_UNIT_OPEN ((fv_domain){0.0, 1.0, 1, 1}) /* (0, 1): a relative tolerance or floor */
+#define FV_DOM_DECAY ((fv_domain){0.0, 1.0, 0, 1})     /* [0, 1): a decay or a dropout rate */
+#define FV_DOM_COND ((fv_domain){1.0, INFINITY, 0, 0}) /* a condition-number bound */
+/* A number in `dom` (the message names the flag and the domain). */
+int fv_args_double_in(const fv_args *a, const char *name, double def, fv_domain dom, double *out);
 int fv_args_size(const fv_args *a, const char *name, size_t def, size_t min, size_t *out);
 int fv_args_u64(const fv_args *a, const char *name, uint64_t def, uint64_t *out);
+/* A comma list of at most max whole numbers >= 1 into out (the list `def` when absent; "" is empty). */
+int fv_args_sizes(const fv_args *a, const char *name, const char *def, size_t max, size_t *out, size_t *n);
 /* A choice among NULL-terminated names; *out is its index. */
 int fv_args_choice(const fv_args *a, const char *name, const char *const *choices, int def, int *out);
 
-/* A vector or matrix flag: an .npy file, "-" (an NPY on standard input) or a comma list. */
-int fv_args_array(const fv_args *a, const char *name, double **data, size_t *count);
+/* A vector or matrix flag: an .npy file or "-" (an NPY on standard input; its shape in ndim, shape), or a
+ * comma list (*ndim = 0: a flat list of count numbers). Every entry must be finite. */
+int fv_args_array(const fv_args *a, const char *name, double **data, size_t *count, int *ndim,
+                  size_t shape[FV_NPY_MAX_DIMS]);
+/* "(2, 3)" or "(4,)" into buf. */
+void fv_args_shape_text(int ndim, const size_t *shape, char *buf, size_t size);
+
+/* --sigma, --schedule, --deriv-term into p (the derivative term only with the bridge schedule). */
+int fv_cli_noise(const fv_args *a, fv_problem *p);
 
 /* Build and validate the problem described by the problem flags. */
 int fv_cli_problem(const fv_args *a, fv_problem *p);
 
-/* Points for a command: --points FILE.npy|LIST (rows of d numbers). */
+/* FV_EINPUT "COMMAND: --NAME is not used WHY" for the first of the NULL-terminated flags given: a flag
+ * this command takes but that the rest of its command line makes meaningless. */
+int fv_cli_unused(const fv_args *a, const char *const *names, const char *why);
+extern const char *const fv_rotation_flags[]; /* angle, rotation */
+extern const char *const fv_noise_flags[];    /* sigma, schedule, deriv-term */
+
+/* FV_ENUMERIC naming `what`, the row and the column (from 1) of the first non-finite entry of an
+ * nrows x ncols table; FV_OK when every entry is finite. Every writer below checks with it first. */
+int fv_cli_finite(const char *what, size_t nrows, size_t ncols, const double *rows);
+/* The index of the first non-finite of n numbers; n when all are finite. */
+size_t fv_cli_first_nonfinite(size_t n, const double *v);
+
+/* Points for a command: --points FILE.npy|LIST: an .npy of shape (n, d) or (d,), or a comma list of
+ * rows of d numbers. */
 int fv_cli_points(const fv_args *a, size_t d, double **X, size_t *n);
 
 /* Write an n x d matrix: NPY when `path` ends in .npy, else TSV with columns <prefix>1..<prefix>d,
@@ -73,6 +118,9 @@ int fv_cli_draw(const char *plots, const char *dir, const char *name);
 
 /* --field ot|rotation|markov (default ot). */
 int fv_cli_field_kind(const fv_args *a, fv_field_kind *kind);
+/* Refuse the flags a closed-form field of that kind never reads: --angle/--rotation but for the
+ * rotation field, the noise flags but for the Markov field. */
+int fv_cli_field_flags(const fv_args *a, fv_field_kind kind);
 
 /* Print "flowvar: error: <message>" and return the exit status for a failed status code: 2 for
  * what the user asked (bad input, a singular time, a divergent integral), 1 for runtime failures. */

@@ -5,15 +5,16 @@
 #include "core/io.h"
 #include "gaussian/crossover.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 static const fv_opt crossover_opts[] = {
     {"angles", "LIST", "rotation angles in degrees (required), e.g. 60,90,120,150"},
-    {"sigma-max", "S", "upper end of the searched noise range; default 2"},
-    {"scan", "N", "scan steps before Brent refinement; default 40"},
-    {"xtol", "X", "absolute tolerance on sigma*; default 1e-8"},
-    {"out", "F.tsv|-", "output TSV file, or - for stdout (default)"},
+    {"sigma-max", "S", "upper end of the searched noise range (> 0); default 2"},
+    {"scan", "N", "scan steps before Brent refinement (>= 1); default 40"},
+    {"xtol", "X", "absolute tolerance on sigma* (> 0); default 1e-8"},
+    {"out", "FILE|-", "output TSV FILE, or - for stdout (default)"},
     {NULL, NULL, NULL},
 };
 
@@ -32,7 +33,8 @@ int fv_cmd_crossover(int argc, char **argv)
     double *angles = NULL, smax, xtol, *sig = NULL;
     int *state = NULL; /* per angle: 0 none, 1 found, 2 diverges */
     size_t na = 0, nscan;
-    int st = fv_args_parse(&a, "crossover", usage, argc, argv, fv_problem_opts, crossover_opts, NULL);
+    int st = fv_args_parse(&a, "crossover", usage, argc, argv, fv_dist_opts, fv_schedule_opts, crossover_opts,
+                           NULL);
     if (st < 0)
         return 0;
     if (st)
@@ -41,14 +43,20 @@ int fv_cmd_crossover(int argc, char **argv)
         st = fv_error(FV_EINPUT, "--angles is required");
         goto done;
     }
-    if ((st = fv_args_array(&a, "angles", &angles, &na)) || (st = fv_args_double(&a, "sigma-max", 2.0, &smax)) ||
-        (st = fv_args_size(&a, "scan", 40, 1, &nscan)) || (st = fv_args_double(&a, "xtol", 1e-8, &xtol)) ||
-        (st = fv_cli_problem(&a, &p)))
+    size_t shape[FV_NPY_MAX_DIMS];
+    int ndim;
+    if ((st = fv_args_array(&a, "angles", &angles, &na, &ndim, shape)))
         goto done;
-    if (!(smax > 0) || !(xtol > 0)) {
-        st = fv_error(FV_EINPUT, "--sigma-max and --xtol must be > 0");
+    if (ndim > 1) {
+        char found[96];
+        fv_args_shape_text(ndim, shape, found, sizeof found);
+        st = fv_error(FV_EINPUT, "--angles: %s has shape %s, expected a list (k,)", fv_args_get(&a, "angles"), found);
         goto done;
     }
+    if ((st = fv_args_double_in(&a, "sigma-max", 2.0, FV_DOM_POSITIVE, &smax)) ||
+        (st = fv_args_size(&a, "scan", 40, 1, &nscan)) ||
+        (st = fv_args_double_in(&a, "xtol", 1e-8, FV_DOM_POSITIVE, &xtol)) || (st = fv_cli_problem(&a, &p)))
+        goto done;
     free(p.R);
     p.R = malloc(p.d * p.d * sizeof *p.R);
     sig = malloc(na * sizeof *sig);
@@ -67,6 +75,9 @@ int fv_cmd_crossover(int argc, char **argv)
             st = FV_OK;
         }
     }
+    for (size_t i = 0; i < na && !st; i++)
+        if (state[i] == 1 && !isfinite(sig[i]))
+            st = fv_error(FV_ENUMERIC, "crossover: angle %g: sigma* is not finite; nothing written", angles[i]);
     if (st)
         goto done;
     fv_atomic_file f;

@@ -9,9 +9,9 @@
 static const fv_opt field_opts[] = {
     {"field", "ot|rotation|markov", "which closed-form field; default ot"},
     {"t", "T", "time in [0, 1] (required)"},
-    {"points", "P.npy|LIST", "points, rows of d numbers (required)"},
-    {"out", "V.npy|-", "output: .npy file, TSV file, or - for TSV on stdout (default)"},
-    {"cond-max", "C", "fail where cond(A(t)) exceeds C; default 1e12"},
+    {"points", "P.npy|LIST", "points (required): an .npy of shape (n, d) or (d,), or a list of rows of d numbers"},
+    {"out", "FILE|-", "output FILE: .npy when it ends so, else TSV; - for TSV on stdout (default)"},
+    {"cond-max", "C", "fail where cond(A(t)) exceeds C (>= 1); default 1e12"},
     {NULL, NULL, NULL},
 };
 
@@ -29,6 +29,15 @@ int fv_cli_field_kind(const fv_args *a, fv_field_kind *kind)
     return st;
 }
 
+int fv_cli_field_flags(const fv_args *a, fv_field_kind kind)
+{
+    int st = kind == FV_FIELD_ROTATION ? FV_OK : fv_cli_unused(a, fv_rotation_flags, "without --field rotation");
+    return st ? st : kind == FV_FIELD_MARKOV ? FV_OK
+                                            : fv_cli_unused(a, fv_noise_flags,
+                                                            "without --field markov (the OT and rotation fields do not "
+                                                            "depend on the noise)");
+}
+
 int fv_cmd_field(int argc, char **argv)
 {
     fv_args a;
@@ -38,23 +47,20 @@ int fv_cmd_field(int argc, char **argv)
     fv_field_kind kind;
     double t, *X = NULL, *V = NULL;
     size_t n;
-    int st = fv_args_parse(&a, "field", usage, argc, argv, fv_problem_opts, field_opts, NULL);
+    int st = fv_args_parse(&a, "field", usage, argc, argv, fv_dist_opts, fv_rotation_opts, fv_sigma_opts,
+                           fv_schedule_opts, field_opts, NULL);
     if (st < 0)
         return 0;
-    if (st || (st = fv_cli_field_kind(&a, &kind)))
+    if (st || (st = fv_cli_field_kind(&a, &kind)) || (st = fv_cli_field_flags(&a, kind)))
         goto done;
     if (!fv_args_get(&a, "t")) {
         st = fv_error(FV_EINPUT, "--t is required");
         goto done;
     }
-    if ((st = fv_args_double(&a, "t", 0.0, &t)))
+    if ((st = fv_args_double_in(&a, "t", 0.0, FV_DOM_UNIT, &t)))
         goto done;
-    if (!(t >= 0 && t <= 1)) {
-        st = fv_error(FV_EINPUT, "--t must be in [0, 1], got %g", t);
-        goto done;
-    }
     if ((st = fv_cli_problem(&a, &p)) || (st = fv_cli_points(&a, p.d, &X, &n)) ||
-        (st = fv_field_build(&f, &p, kind)) || (st = fv_args_double(&a, "cond-max", f.cond_max, &f.cond_max)) ||
+        (st = fv_field_build(&f, &p, kind)) || (st = fv_args_double_in(&a, "cond-max", f.cond_max, FV_DOM_COND, &f.cond_max)) ||
         (st = fv_field_work_alloc(&w, p.d, n)))
         goto done;
     if (!(V = malloc(n * p.d * sizeof *V))) {
@@ -63,6 +69,12 @@ int fv_cmd_field(int argc, char **argv)
     }
     if ((st = fv_field_eval(&f, t, n, X, V, &w)))
         goto done;
+    size_t bad = fv_cli_first_nonfinite(n * p.d, V);
+    if (bad < n * p.d) {
+        st = fv_error(FV_ENUMERIC, "field: v(x, t = %g) at point %zu overflows (%g); nothing written", t, bad / p.d + 1,
+                      V[bad]);
+        goto done;
+    }
     st = fv_cli_write_matrix(fv_args_get(&a, "out"), n, p.d, V, "v");
 done:
     free(X);

@@ -26,7 +26,7 @@ static const fv_opt fit_opts[] = {
     {"split", "train|test", "which split; default train"},
     {"n", "N", "use the first N images (at least 2); default all"},
     {"pad32", NULL, "pad 28 x 28 images to 32 x 32 with black, 2 pixels on each side"},
-    {"floor", "F", "raise eigenvalues below F times the largest to it; default 1e-6"},
+    {"floor", "F", "raise eigenvalues below F times the largest to it, F in (0, 1); default 1e-6"},
     {"seed", "S", "random seed of the samples in samples.png; default 0"},
     {"out", "DIR", "output folder (required; created if missing)"},
     {NULL, NULL, NULL},
@@ -63,11 +63,9 @@ static int read_options(const fv_args *a, int *kind, int *split, size_t *n, doub
     *n = 0;
     if ((st = fv_args_choice(a, "data", kinds, 0, kind)) || (st = fv_args_choice(a, "split", splits, 0, split)) ||
         (fv_args_get(a, "n") && (st = fv_args_size(a, "n", 0, 2, n))) ||
-        (st = fv_args_double(a, "floor", FV_FIT_DEFAULT_FLOOR, rel_floor)) || (st = fv_args_u64(a, "seed", 0, seed)))
+        (st = fv_args_double_in(a, "floor", FV_FIT_DEFAULT_FLOOR, FV_DOM_UNIT_OPEN, rel_floor)))
         return st;
-    if (!(*rel_floor > 0 && *rel_floor < 1))
-        return fv_error(FV_EINPUT, "--floor must be in (0, 1), got %g", *rel_floor);
-    return FV_OK;
+    return fv_args_u64(a, "seed", 0, seed);
 }
 
 /* The pictures' pixels: the mean, the leading eigenvectors (columns of V) and NSHOW samples. */
@@ -108,8 +106,8 @@ static int write_summary(const fit_run *r, const char *path)
     const double values[] = {(double)f->n, (double)r->ds.c, (double)r->ds.h, (double)r->ds.w, (double)f->d, trace,
                              f->eigval[0], f->eigval[f->d - 1], r->rel_floor, f->floor, (double)f->nfloored};
     fv_atomic_file out;
-    int st = fv_atomic_open(&out, path);
-    if (st)
+    int st = fv_cli_finite("fit: the summary", sizeof values / sizeof *values, 1, values);
+    if (st || (st = fv_atomic_open(&out, path)))
         return st;
     fprintf(out.fp, "quantity\tvalue\n");
     for (size_t i = 0; i < sizeof values / sizeof *values; i++)

@@ -19,13 +19,15 @@
 static const fv_opt gap_opts[] = {
     {"run", "DIR", "the training run (required; a Gaussian problem, or an image set)"},
     {"field", "ot|rotation|markov", "closed form to compare with; default: the run's coupling's field (images: ot)"},
-    {"t-grid", "N", "N times (k + 0.5)/N; default 20"},
-    {"n", "N", "rows of the interpolant per time; default 4096"},
+    {"t-grid", "N", "N times (k + 0.5)/N (N >= 1); default 20"},
+    {"n", "N", "rows of the interpolant per time (>= 2); default 4096"},
     {"no-ema", NULL, "use the live weights even when the run keeps an EMA"},
     {"seed", "N", "seed of the evaluation draws; default 1"},
-    {"fit-floor", "F", "image runs: eigenvalue floor of the Gaussian fit, relative to the largest; default 1e-6"},
-    {"samples-png", "F.png", "image runs: 16 sources integrated by the network and by the closed form, side by side"},
-    {"ode-steps", "N", "with --samples-png: Euler steps of the network's integration; default 100"},
+    {"fit-floor", "F", "image runs: eigenvalue floor of the Gaussian fit, relative to the largest, in (0, 1); default\n"
+                       "      1e-6"},
+    {"samples-png", "FILE", "image runs: a PNG FILE of 16 sources integrated by the network and by the closed form,\n"
+                            "      side by side"},
+    {"ode-steps", "N", "with --samples-png: Euler steps of the network's integration (>= 1); default 100"},
     {"out", "DIR", "also write DIR/gap.tsv and the figure DIR/gap.png, DIR/gap.svg (the TSV always goes to stdout)"},
     {"plots", "DIR", "folder of the gnuplot scripts (see flowvar figures --help)"},
     {NULL, NULL, NULL},
@@ -54,7 +56,7 @@ static int closed_field(const fv_args *a, const fv_run *r, fv_field *f, fv_probl
     if (kind == FV_FIELD_ROTATION)
         return fv_error(FV_EINPUT, "--field rotation: an image run has no rotational coupling (use ot or markov)");
     double floor;
-    if ((st = fv_args_double(a, "fit-floor", FV_FIT_DEFAULT_FLOOR, &floor)) ||
+    if ((st = fv_args_double_in(a, "fit-floor", FV_FIT_DEFAULT_FLOOR, FV_DOM_UNIT_OPEN, &floor)) ||
         (st = fv_run_fit_problem(r, floor, kind == FV_FIELD_OT ? FV_COUPLING_OT : FV_COUPLING_INDEPENDENT, fitp, NULL)))
         return st;
     return fv_field_build(f, fitp, kind);
@@ -84,8 +86,9 @@ static int samples_png(const fv_args *a, fv_run *r, const fv_problem *fitp)
         o.solver = FV_ODE_EULER;
         o.steps = steps;
         if (!(st = fv_cfm_integrate(&r->tr, !fv_args_flag(a, "no-ema"), N, net, &o)) &&
-            !(st = fv_field_build(&ot, fitp, FV_FIELD_OT)) && !(st = fv_field_work_alloc(&w, d, N)))
-            st = fv_field_map(&ot, N, X, exact, &w);
+            !(st = fv_field_build(&ot, fitp, FV_FIELD_OT)) && !(st = fv_field_work_alloc(&w, d, N)) &&
+            !(st = fv_field_map(&ot, N, X, exact, &w)))
+            st = fv_cli_finite("gap --samples-png: the network's end points", N, d, net);
     }
     if (!st) {
         for (size_t i = 0; i < N; i++) { /* rows: net 0-7, exact 0-7, net 8-15, exact 8-15 */
@@ -104,35 +107,19 @@ static int samples_png(const fv_args *a, fv_run *r, const fv_problem *fitp)
     return st;
 }
 
-static int write_rows(const char *path, size_t ncols, const char *const *names, size_t nrows, const double *rows)
-{
-    fv_atomic_file f;
-    int st = fv_atomic_open(&f, path ? path : "-");
-    if (st)
-        return st;
-    st = fv_tsv_header(f.fp, (int)ncols, names);
-    for (size_t i = 0; i < nrows && !st; i++)
-        st = fv_tsv_row(f.fp, (int)ncols, rows + i * ncols);
-    if (st) {
-        fv_atomic_abort(&f);
-        return st;
-    }
-    return fv_atomic_commit(&f);
-}
-
 /* Print the TSV; with --out also write DIR/NAME.tsv and draw it with plots/NAME.gp. */
 static int emit(const fv_args *a, const char *name, size_t ncols, const char *const *names, size_t nrows,
                 const double *rows)
 {
     const char *dir = fv_args_get(a, "out");
-    int st = write_rows(NULL, ncols, names, nrows, rows);
+    int st = fv_cli_write_tsv("-", ncols, names, nrows, rows);
     if (st || !dir)
         return st;
     char path[4096], plots[4096];
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return fv_error(FV_EIO, "%s: cannot create folder: %s", dir, strerror(errno));
     snprintf(path, sizeof path, "%s/%s.tsv", dir, name);
-    st = write_rows(path, ncols, names, nrows, rows);
+    st = fv_cli_write_tsv(path, ncols, names, nrows, rows);
     if (!st && !(st = fv_cli_find_plots(a, plots, sizeof plots)))
         st = fv_cli_draw(plots, dir, name);
     return st;
@@ -154,6 +141,9 @@ int fv_cmd_gap(int argc, char **argv)
         st = fv_error(FV_EINPUT, "--run DIR is required");
     if (st || (st = fv_args_size(&a, "t-grid", 20, 1, &nt)) || (st = fv_args_size(&a, "n", 4096, 2, &n)) ||
         (st = fv_args_u64(&a, "seed", 1, &seed)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)) ||
+        (!r.has_ds && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))) ||
+        (!fv_args_get(&a, "samples-png") &&
+         (st = fv_cli_unused(&a, (const char *const[]){"ode-steps", NULL}, "without --samples-png"))) ||
         (st = closed_field(&a, &r, &f, &fitp)))
         goto done;
     if (fv_args_get(&a, "samples-png") && (st = samples_png(&a, &r, &fitp)))
@@ -165,7 +155,11 @@ int fv_cmd_gap(int argc, char **argv)
     for (size_t k = 0; k < nt && !st; k++) {
         fv_estimate e;
         double t = ((double)k + 0.5) / (double)nt;
-        if (!(st = fv_cfm_gap(&r.tr, !fv_args_flag(&a, "no-ema"), &r.data, &f, t, n, seed, k, &e))) {
+        if (!(st = fv_cfm_gap(&r.tr, !fv_args_flag(&a, "no-ema"), &r.data, &f, t, n, seed, k, &e)) &&
+            !(isfinite(e.mean) && isfinite(e.se)))
+            st = fv_error(FV_ENUMERIC, "gap: at t = %g the gap is %g +- %g: the network's output (or the closed form) "
+                          "overflows on the interpolant's rows there; nothing written", t, e.mean, e.se);
+        if (!st) {
             rows[3 * k] = t;
             rows[3 * k + 1] = e.mean;
             rows[3 * k + 2] = e.se;
@@ -184,8 +178,8 @@ done:
 
 static const fv_opt gradvar_opts[] = {
     {"run", "DIR", "the training run (required)"},
-    {"t-grid", "N", "N times (k + 0.5)/N; default 20"},
-    {"n", "N", "rows per time, drawn as --groups independent batches; default 4096"},
+    {"t-grid", "N", "N times (k + 0.5)/N (N >= 1); default 20"},
+    {"n", "N", "rows per time, drawn as --groups independent batches (at least 2 per group); default 4096"},
     {"groups", "G", "independent batches per time (>= 2): var is their mean, var_se its standard error; default 8"},
     {"exact", NULL, "add exact_var: the exact variance of the Lemma 1 family's OT member on the run's problem (image\n"
                     "      runs: the problem to the images' Gaussian fit, independent coupling, the run's noise)"},
@@ -193,7 +187,7 @@ static const fv_opt gradvar_opts[] = {
                                  "      training converges to; slower with a general source: O(d^3) per time)"},
     {"fit-floor", "F", "image runs: eigenvalue floor of the Gaussian fit, relative to the largest; default 1e-6"},
     {"seed", "N", "seed of the evaluation draws; default 1"},
-    {"out", "F.tsv|-", "output TSV (default stdout)"},
+    {"out", "FILE|-", "output TSV FILE, or - for stdout (default)"},
     {NULL, NULL, NULL},
 };
 
@@ -214,7 +208,7 @@ static int exact_variance(const fv_args *a, const fv_run *r, size_t nt, double *
     int st = FV_OK;
     if (r->has_gmm)
         return fv_error(FV_EINPUT, "--exact: the run's target is a mixture (no closed form)");
-    if (r->has_ds && !(st = fv_args_double(a, "fit-floor", FV_FIT_DEFAULT_FLOOR, &floor)) &&
+    if (r->has_ds && !(st = fv_args_double_in(a, "fit-floor", FV_FIT_DEFAULT_FLOOR, FV_DOM_UNIT_OPEN, &floor)) &&
         !(st = fv_run_fit_problem(r, floor, FV_COUPLING_INDEPENDENT, &fitp, NULL)))
         p = &fitp;
     static const char *const members[] = {"ot", "markov", NULL};
@@ -247,6 +241,13 @@ static int variance_at(fv_run *r, double t, size_t k, size_t G, size_t m, uint64
         int st = fv_cfm_grad_variance(&r->tr, &r->data, t, m, seed, k * G + g, &v);
         if (st)
             return st;
+        if (!isfinite(v)) {
+            char when[48] = "over t ~ U(0,1)";
+            if (t >= 0)
+                snprintf(when, sizeof when, "at t = %g", t);
+            return fv_error(FV_ENUMERIC, "gradvar: %s, batch %zu of %zu: the gradient variance is %g: the network's "
+                            "per-row gradients overflow there; nothing written", when, g + 1, G, v);
+        }
         s += v;
         s2 += v * v;
     }
@@ -269,7 +270,10 @@ int fv_cmd_gradvar(int argc, char **argv)
         st = fv_error(FV_EINPUT, "--run DIR is required");
     if (st || (st = fv_args_size(&a, "t-grid", 20, 1, &nt)) || (st = fv_args_size(&a, "groups", 8, 2, &G)) ||
         (st = fv_args_size(&a, "n", 4096, 2 * G, &n)) || (st = fv_args_u64(&a, "seed", 1, &seed)) ||
-        (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)))
+        (!fv_args_flag(&a, "exact") &&
+         (st = fv_cli_unused(&a, (const char *const[]){"exact-field", "fit-floor", NULL}, "without --exact"))) ||
+        (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)) ||
+        (!r.has_ds && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))))
         goto done;
     if (!(rows = malloc((nt + 1) * 4 * sizeof *rows))) {
         st = fv_error(FV_ENOMEM, "out of memory");
@@ -288,7 +292,8 @@ int fv_cmd_gradvar(int argc, char **argv)
         fv_progress_step(&bar, 1, NULL);
     }
     fv_progress_end(&bar);
-    if (st)
+    if (st || (st = fv_cli_finite("gradvar", nt + 1, 3, rows)) ||
+        (with_exact && (st = fv_cli_finite("gradvar: exact_var", nt + 1, 1, exact))))
         goto done;
     fv_atomic_file f;
     if ((st = fv_atomic_open(&f, fv_args_get(&a, "out") ? fv_args_get(&a, "out") : "-")))

@@ -226,6 +226,15 @@ static void cell_stats(const double *runs, size_t seeds, size_t col, double *mea
     *sd = seeds > 1 ? sqrt(s2 / (double)(seeds - 1)) : 0.0;
 }
 
+/* A paper value, or "-" where the paper has none (the table holds no NaN). */
+static void print_paper(double v)
+{
+    if (isnan(v))
+        printf("\t-");
+    else
+        printf("\t%.4g", v);
+}
+
 static void print_table(const table_cfg *c, size_t ncell, const double *runs)
 {
     printf("# Table 1 analogue: %zu pairs, %zu steps (lr %g, %s), MLP %zu x %zu SiLU, %zu Fourier features (scale %g),\n"
@@ -243,7 +252,9 @@ static void print_table(const table_cfg *c, size_t ncell, const double *runs)
         printf("%g\t%g", first[0], first[1]);
         for (size_t j = 0; j < 4; j++)
             printf(c->seeds > 1 ? "\t%.4g +- %.2g" : "\t%.4g", mean[j], sd[j]);
-        printf("\t%.4g\t%.4g\n", pg, pm);
+        print_paper(pg);
+        print_paper(pm);
+        printf("\n");
     }
 }
 
@@ -273,8 +284,11 @@ static void print_orderings(const table_cfg *c, const double *dims, size_t nd, c
                 snprintf(pmem, sizeof pmem, " (paper %.3g)", pm1 / pm0);
             if (!isnan(pg0 + pg1))
                 snprintf(pgen, sizeof pgen, " (paper %.4g vs %.4g)", pg0, pg1);
-            printf("# d = %g, sigma %g vs %g: memorization MMD^2 ratio %.3g%s, sigma %g lower in %zu of %zu seed%s: %s\n",
-                   dims[i], sigmas[0], sigmas[j], m1 / m0, pmem, sigmas[0], mem_lower, c->seeds, c->seeds > 1 ? "s" : "",
+            char ratio[32] = "undefined (sigma_0's is 0)";
+            if (m0 > 0)
+                snprintf(ratio, sizeof ratio, "%.3g", m1 / m0);
+            printf("# d = %g, sigma %g vs %g: memorization MMD^2 ratio %s%s, sigma %g lower in %zu of %zu seed%s: %s\n",
+                   dims[i], sigmas[0], sigmas[j], ratio, pmem, sigmas[0], mem_lower, c->seeds, c->seeds > 1 ? "s" : "",
                    mem_lower == c->seeds ? "memorization ordering reproduced" : "NOT reproduced");
             printf("# d = %g, sigma %g vs %g: generalization MMD^2 %.4g vs %.4g%s, sigma %g at least as good in %zu of "
                    "%zu seed%s: %s\n",
@@ -341,7 +355,7 @@ int fv_cmd_gmm(int argc, char **argv)
                 double vals[RUN_COLS] = {dims[i], sigmas[j], (double)seed, res.gen, res.mem, res.mem_l2, res.mem_hit};
                 memcpy(row, vals, sizeof vals);
             }
-    if (st)
+    if (st || (st = fv_cli_finite("gmm: the runs' table", nd * ns * c.seeds, RUN_COLS, runs)))
         goto done;
     print_table(&c, nd * ns, runs);
     print_orderings(&c, dims, nd, sigmas, ns, runs);

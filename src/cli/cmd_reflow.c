@@ -16,16 +16,16 @@
 #include <string.h>
 
 static const fv_opt reflow_opts[] = {
-    {"rounds", "K", "ReFlow rounds; default 3"},
+    {"rounds", "K", "ReFlow rounds (>= 1); default 3"},
     {"pairs", "N", "training pairs per round (round 0: the problem's --coupling); default 2000"},
-    {"sigmas", "LIST", "interpolant noise levels to compare; default 0,0.05"},
+    {"sigmas", "LIST", "interpolant noise levels to compare (each >= 0; --sigma is not taken); default 0,0.05"},
     {"steps", "N", "training steps per round; default 2000"},
     {"batch", "B", "batch size; default 256"},
-    {"lr", "LR", "Adam learning rate; default 1e-3"},
+    {"lr", "LR", "Adam learning rate (> 0); default 1e-3"},
     {"width", "N", "MLP width; default 128"},
     {"depth", "N", "MLP hidden layers; default 3"},
     {"euler", "N", "Euler steps when re-pairing; default 100"},
-    {"out", "F.tsv|-", "output TSV (default stdout)"},
+    {"out", "FILE|-", "output TSV FILE, or - for stdout (default)"},
     {NULL, NULL, NULL},
 };
 
@@ -115,10 +115,12 @@ static int read_cfg(const fv_args *a, reflow_cfg *c)
     if ((st = fv_run_device(a, &c->device, &c->tf32)) || (st = fv_args_size(a, "rounds", 3, 1, &c->rounds)) || (st = fv_args_size(a, "pairs", 2000, 2, &c->npairs)) ||
         (st = fv_args_size(a, "steps", 2000, 1, &c->steps)) || (st = fv_args_size(a, "batch", 256, 1, &c->batch)) ||
         (st = fv_args_size(a, "width", 128, 1, &c->width)) || (st = fv_args_size(a, "depth", 3, 1, &c->depth)) ||
-        (st = fv_args_size(a, "euler", 100, 1, &c->euler)) || (st = fv_args_double(a, "lr", 1e-3, &c->lr)) ||
-        (st = fv_args_u64(a, "seed", 0, &c->seed)))
+        (st = fv_args_size(a, "euler", 100, 1, &c->euler)) ||
+        (st = fv_args_double_in(a, "lr", 1e-3, FV_DOM_POSITIVE, &c->lr)) || (st = fv_args_u64(a, "seed", 0, &c->seed)))
         return st;
-    return c->lr > 0 ? FV_OK : fv_error(FV_EINPUT, "--lr must be > 0");
+    const char *coupling = fv_args_get(a, "coupling");
+    return coupling && !strcmp(coupling, "rotation") ? FV_OK
+                                                     : fv_cli_unused(a, fv_rotation_flags, "without --coupling rotation");
 }
 
 int fv_cmd_reflow(int argc, char **argv)
@@ -130,7 +132,8 @@ int fv_cmd_reflow(int argc, char **argv)
     reflow_cfg c;
     double *sig = NULL, *a0 = NULL, *b0 = NULL, *b = NULL, *rows = NULL, w2sq;
     size_t ns = 0;
-    int st = fv_args_parse(&a, "reflow", usage, argc, argv, fv_problem_opts, reflow_opts, fv_device_opts, NULL);
+    int st = fv_args_parse(&a, "reflow", usage, argc, argv, fv_dist_opts, fv_coupling_opts, fv_rotation_opts,
+                           fv_schedule_opts, fv_seed_opts, reflow_opts, fv_device_opts, NULL);
     if (st < 0)
         return 0;
     if (st || (st = read_cfg(&a, &c)) || (st = fv_parse_list(fv_args_get(&a, "sigmas") ? fv_args_get(&a, "sigmas")
@@ -167,7 +170,9 @@ int fv_cmd_reflow(int argc, char **argv)
             row[0] = (double)r;
             row[1] = sig[k];
             row[4] = w2sq;
-            st = measure(&ot, n, d, a0, b, &row[2], &row[3]);
+            if (!(st = measure(&ot, n, d, a0, b, &row[2], &row[3])) && !(isfinite(row[2]) && isfinite(row[3])))
+                st = fv_error(FV_ENUMERIC, "reflow: sigma %g, round %zu: the re-paired targets are not finite (the "
+                              "trained field's integration overflowed); nothing written", sig[k], r);
         }
     }
     if (st)
@@ -176,7 +181,9 @@ int fv_cmd_reflow(int argc, char **argv)
     static const char *const names[] = {"round", "sigma", "dist_to_ot", "cost", "w2_squared"};
     if ((st = fv_atomic_open(&f, fv_args_get(&a, "out") ? fv_args_get(&a, "out") : "-")))
         goto done;
-    st = fv_tsv_header(f.fp, 5, names);
+    st = fv_cli_finite("reflow", nrows, 5, rows);
+    if (!st)
+        st = fv_tsv_header(f.fp, 5, names);
     for (size_t i = 0; i < nrows && !st; i++)
         st = fv_tsv_row(f.fp, 5, rows + 5 * i);
     if (st)

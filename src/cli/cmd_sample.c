@@ -13,19 +13,20 @@
 
 static const fv_opt sample_opts[] = {
     {"run", "DIR", "the training run (required)"},
-    {"points", "P.npy|LIST", "start from these sources (rows of d numbers)"},
+    {"points", "P.npy|LIST", "start from these sources: an .npy of shape (n, d) or (d,), or a list of rows of d numbers"},
     {"n", "N", "start from N fresh source samples (default 1000 when neither --points nor --train-sources)"},
     {"train-sources", NULL, "start from the run's finite training set's sources (memorization test)"},
     {"solver", "euler|rk4", "fixed-step ODE solver; default euler (as the paper)"},
-    {"steps", "N", "integration steps; default 100"},
+    {"steps", "N", "integration steps (>= 1); default 100"},
     {"no-ema", NULL, "use the live weights even when the run keeps an EMA"},
-    {"seed", "N", "seed of the fresh sources; default 1 (training draws use other streams)"},
-    {"out", "X.npy|-", "end points: .npy, TSV file, or - for TSV on stdout (default)"},
+    {"seed", "N", "with --n: seed of the fresh sources; default 1 (training draws use other streams)"},
+    {"out", "FILE|-", "end points FILE: .npy when it ends so, else TSV; - for TSV on stdout (default)"},
     {"pairs-out", "P.npy", "also write (source, end point) pairs, shape (N, 2, d): a ReFlow training set"},
     {"l2-report", NULL, "with --train-sources: print mean and std of |x(1) - paired target| and |x(1) - T_OT(x0)|"},
     {"model", "mlp|unet", "the run's network (optional: checked against the run)"},
     {"png", "GRID.png", "runs on an image set (--data): also draw the end points as a PNG grid of images"},
-    {"paths-out", "F.tsv", "also write every trajectory: point t x.. source.. target.. (target with --train-sources)"},
+    {"paths-out", "FILE", "also write every trajectory to the TSV FILE: point t x.. source.. target.. (target with\n"
+                          "      --train-sources)"},
     {NULL, NULL, NULL},
 };
 
@@ -38,6 +39,10 @@ static int sources(const fv_args *a, fv_run *r, double **X, size_t *n)
     int given = !!fv_args_get(a, "points") + !!fv_args_get(a, "n") + fv_args_flag(a, "train-sources");
     if (given > 1)
         return fv_error(FV_EINPUT, "give one of --points, --n, --train-sources");
+    int st;
+    if ((fv_args_get(a, "points") || fv_args_flag(a, "train-sources")) &&
+        (st = fv_cli_unused(a, (const char *const[]){"seed", NULL}, "with --points or --train-sources")))
+        return st;
     if (fv_args_get(a, "points"))
         return fv_cli_points(a, r->p.d, X, n);
     if (fv_args_flag(a, "train-sources")) {
@@ -50,7 +55,6 @@ static int sources(const fv_args *a, fv_run *r, double **X, size_t *n)
         return FV_OK;
     }
     uint64_t seed;
-    int st;
     if ((st = fv_args_size(a, "n", 1000, 1, n)) || (st = fv_args_u64(a, "seed", 1, &seed)))
         return st;
     if (!(*X = malloc(*n * r->p.d * sizeof **X)))
@@ -73,8 +77,17 @@ static int write_pairs(const char *path, size_t n, size_t d, const double *X0, c
     return st;
 }
 
-/* Integrate, step by step when the paths are wanted: rows (point, t, x, x(0), paired target or NaN)
- * in one block per point, so a plot can draw each path beside its straight training line. */
+/* FV_ENUMERIC: the state first became non-finite in solver step k (from 1) of o, at point i (from 1). */
+static int overflow_error(const fv_ode_opts *o, size_t k, size_t i)
+{
+    return fv_error(FV_ENUMERIC, "sample: the state became non-finite at %s step %zu of %zu (t = %g to %g), point %zu: "
+                    "the network's output overflows there; nothing written",
+                    o->solver == FV_ODE_RK4 ? "RK4" : "Euler", k, o->steps, (double)(k - 1) / (double)o->steps,
+                    (double)k / (double)o->steps, i);
+}
+
+/* Integrate, step by step when the paths are wanted: rows (point, t, x, x(0)[, paired target]) in one
+ * block per point, so a plot can draw each path beside its straight training line. */
 static int integrate(fv_run *r, int ema, size_t n, double *X, const fv_ode_opts *o, const char *paths,
                      const double *targets)
 {
@@ -94,11 +107,15 @@ static int integrate(fv_run *r, int ema, size_t n, double *X, const fv_ode_opts 
         if (!(st = fv_cfm_integrate(&r->tr, ema, n, X, &one)))
             memcpy(P + (k + 1) * n * d, X, n * d * sizeof *P);
     }
+    size_t bad = st ? 0 : fv_cli_first_nonfinite((steps + 1) * n * d, P);
+    if (!st && bad < (steps + 1) * n * d)
+        st = overflow_error(o, bad / (n * d), bad % (n * d) / d + 1);
+    int nblocks = targets ? 3 : 2;
     fv_atomic_file f;
     if (!st && !(st = fv_atomic_open(&f, paths))) {
         static const char *const blocks[3] = {"x", "source", "target"};
         fprintf(f.fp, "point\tt");
-        for (int b = 0; b < 3; b++)
+        for (int b = 0; b < nblocks; b++)
             for (size_t j = 0; j < d; j++)
                 fprintf(f.fp, "\t%s%zu", blocks[b], j + 1);
         fprintf(f.fp, "\n");
@@ -109,8 +126,8 @@ static int integrate(fv_run *r, int ema, size_t n, double *X, const fv_ode_opts 
                     fprintf(f.fp, "\t%.10g", P[(k * n + i) * d + j]);
                 for (size_t j = 0; j < d; j++)
                     fprintf(f.fp, "\t%.10g", P[i * d + j]);
-                for (size_t j = 0; j < d; j++)
-                    fprintf(f.fp, "\t%.10g", targets ? targets[i * d + j] : NAN);
+                for (size_t j = 0; targets && j < d; j++)
+                    fprintf(f.fp, "\t%.10g", targets[i * d + j]);
                 fprintf(f.fp, "\n");
             }
             fprintf(f.fp, "\n\n");
@@ -119,6 +136,33 @@ static int integrate(fv_run *r, int ema, size_t n, double *X, const fv_ode_opts 
     }
     free(P);
     return st;
+}
+
+/* The end points X are finite, or FV_ENUMERIC naming the solver step, its times and the point at which
+ * the state first became non-finite: X0 is integrated again one step at a time to find them. */
+static int ends_finite(fv_run *r, int ema, size_t n, const double *X0, const double *X, const fv_ode_opts *o)
+{
+    size_t d = r->p.d, bad = n * d;
+    if (fv_cli_first_nonfinite(n * d, X) == n * d)
+        return FV_OK;
+    double *W = malloc(n * d * sizeof *W);
+    if (!W)
+        return fv_error(FV_ENOMEM, "out of memory");
+    memcpy(W, X0, n * d * sizeof *W);
+    int st = FV_OK;
+    size_t k = 0;
+    for (; k < o->steps && !st && bad == n * d; k++) {
+        fv_ode_opts one = *o;
+        one.steps = 1;
+        one.t0 = (double)k / (double)o->steps;
+        one.t1 = (double)(k + 1) / (double)o->steps;
+        if (!(st = fv_cfm_integrate(&r->tr, ema, n, W, &one)))
+            bad = fv_cli_first_nonfinite(n * d, W);
+    }
+    free(W);
+    if (st)
+        return st;
+    return overflow_error(o, k, bad / d + 1);
 }
 
 /* Table 2's measure: how close the end points are to the paired (possibly shuffled) targets and to
@@ -134,7 +178,7 @@ static int l2_report(const fv_args *a, fv_run *r, size_t n, const double *X0, co
         fv_cli_l2_stats(n, d, X, r->b, &row[0], &row[1]);
         fv_cli_l2_stats(n, d, X, T, &row[2], &row[3]);
         static const char *const names[] = {"l2_to_pair_mean", "l2_to_pair_std", "l2_to_ot_mean", "l2_to_ot_std"};
-        if (fv_args_get(a, "out"))
+        if (!(st = fv_cli_finite("sample --l2-report", 1, 4, row)) && fv_args_get(a, "out"))
             st = fv_cli_write_matrix(fv_args_get(a, "out"), n, d, X, "x");
         if (!st && !(st = fv_tsv_header(stdout, 4, names)))
             st = fv_tsv_row(stdout, 4, row);
@@ -191,8 +235,9 @@ int fv_cmd_sample(int argc, char **argv)
         goto done;
     }
     memcpy(X0, X, n * r.p.d * sizeof *X0);
-    if ((st = integrate(&r, !fv_args_flag(&a, "no-ema"), n, X, &o, fv_args_get(&a, "paths-out"),
-                        fv_args_flag(&a, "train-sources") ? r.b : NULL)))
+    int ema = !fv_args_flag(&a, "no-ema");
+    if ((st = integrate(&r, ema, n, X, &o, fv_args_get(&a, "paths-out"), fv_args_flag(&a, "train-sources") ? r.b : NULL)) ||
+        (st = ends_finite(&r, ema, n, X0, X, &o)))
         goto done;
     if (fv_args_get(&a, "pairs-out") && (st = write_pairs(fv_args_get(&a, "pairs-out"), n, r.p.d, X0, X)))
         goto done;

@@ -37,6 +37,16 @@ static int check_resume_args(const fv_args *a)
     return FV_OK;
 }
 
+/* The options train reads after the set-up (steps, checkpoints, log), checked before anything is written. */
+static int check_train_numbers(const fv_args *a)
+{
+    size_t v;
+    int st;
+    if ((st = fv_args_size(a, "steps", 2000, 1, &v)) || (st = fv_args_size(a, "checkpoint-every", 500, 0, &v)))
+        return st;
+    return fv_args_size(a, "log-every", 10, 1, &v);
+}
+
 /* pairs.npy of a finite training set; not for image runs, whose pairs the options rebuild (--map) or
  * name (--pairs) and which would be copies of up to gigabytes. */
 static int write_pairs(const fv_run *r, const char *dir)
@@ -66,7 +76,8 @@ static int write_loss(const fv_loss_log *log, const char *dir)
     return fv_cli_write_tsv(path, 3, names, log->n, log->rows);
 }
 
-/* A fresh run: refuse to overwrite an existing one, create the folder, set everything up. */
+/* A fresh run: refuse to overwrite an existing one, set everything up (every option validated), and
+ * only then create the folder, so that a refused run leaves nothing behind. */
 static int new_run(fv_run *r, const fv_args *a, const char *dir)
 {
     char path[4096];
@@ -74,14 +85,17 @@ static int new_run(fv_run *r, const fv_args *a, const char *dir)
     fv_run_checkpoint_path(dir, path, sizeof path);
     if (stat(path, &sb) == 0)
         return fv_error(FV_EINPUT, "%s already holds a run: use --resume to continue it, or another --out", dir);
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-        return fv_error(FV_EIO, "%s: cannot create the run folder: %s", dir, strerror(errno));
+    const char *coupling = fv_args_get(a, "coupling");
+    int st = coupling && !strcmp(coupling, "rotation") ? FV_OK
+                                                       : fv_cli_unused(a, fv_rotation_flags, "without --coupling rotation");
     memset(r, 0, sizeof *r);
     r->args = *a;
-    int st = fv_run_device(a, &r->device, &r->tf32);
-    if (!st)
-        st = fv_run_setup(r);
-    return st ? st : write_pairs(r, dir);
+    if (st || (st = fv_run_device(a, &r->device, &r->tf32)) || (st = fv_run_setup(r)) ||
+        (st = check_train_numbers(&r->args)))
+        return st;
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return fv_error(FV_EIO, "%s: cannot create the run folder: %s", dir, strerror(errno));
+    return write_pairs(r, dir);
 }
 
 int fv_cmd_train(int argc, char **argv)
@@ -90,7 +104,7 @@ int fv_cmd_train(int argc, char **argv)
     fv_run r = {0};
     const char **keys = NULL, **values = NULL;
     size_t nmeta = 0;
-    int st = fv_args_parse(&a, "train", usage, argc, argv, fv_problem_opts, fv_train_opts_table, fv_device_opts,
+    int st = fv_args_parse(&a, "train", usage, argc, argv, FV_PROBLEM_GROUPS, fv_train_opts_table, fv_device_opts,
                            train_cmd_opts, NULL);
     if (st < 0)
         return 0;

@@ -4,19 +4,21 @@
 #include "core/error.h"
 #include "gaussian/transport.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const fv_opt transport_opts[] = {
     {"field", "ot|rotation|markov", "which closed-form field; default ot"},
-    {"points", "P.npy|LIST", "starting points (rows of d numbers); or use --n"},
+    {"points", "P.npy|LIST", "starting points: an .npy of shape (n, d) or (d,), or a list of rows of d numbers; or --n"},
     {"n", "N", "instead of --points: N samples of the source drawn with --seed"},
+    {"seed", "N", "with --n: seed of the source samples; default 0"},
     {"solver", "euler|rk4|rk45", "ODE solver; default rk4"},
     {"steps", "N", "steps of euler/rk4, initial step 1/N of rk45; default 100"},
-    {"rtol", "R", "rk45 relative tolerance; default 1e-8"},
-    {"atol", "A", "rk45 absolute tolerance; default 1e-8"},
-    {"out", "X.npy|-", "output: .npy file, TSV file, or - for TSV on stdout (default)"},
-    {"cond-max", "C", "fail where cond(A(t)) exceeds C; default 1e12"},
+    {"rtol", "R", "rk45 relative tolerance (> 0); default 1e-8"},
+    {"atol", "A", "rk45 absolute tolerance (>= 0); default 1e-8"},
+    {"out", "FILE|-", "output FILE: .npy when it ends so, else TSV; - for TSV on stdout (default)"},
+    {"cond-max", "C", "fail where cond(A(t)) exceeds C (>= 1); default 1e12"},
     {"with-map", NULL, "add columns T1..Td: the coupling map T(x0) in closed form (ot, rotation)"},
     {NULL, NULL, NULL},
 };
@@ -29,8 +31,10 @@ static int starting_points(const fv_args *a, const fv_problem *p, double **X, si
 {
     if (fv_args_get(a, "points") && fv_args_get(a, "n"))
         return fv_error(FV_EINPUT, "give --points or --n, not both");
-    if (!fv_args_get(a, "n"))
-        return fv_cli_points(a, p->d, X, n);
+    if (!fv_args_get(a, "n")) {
+        int st = fv_cli_unused(a, (const char *const[]){"seed", NULL}, "with --points (it seeds --n's samples)");
+        return st ? st : fv_cli_points(a, p->d, X, n);
+    }
     uint64_t seed;
     int st;
     if ((st = fv_args_size(a, "n", 0, 1, n)) || (st = fv_args_u64(a, "seed", 0, &seed)))
@@ -41,6 +45,18 @@ static int starting_points(const fv_args *a, const fv_problem *p, double **X, si
     return fv_gaussian_sample(p->d, p->m0, p->S0, *n, &r, *X);
 }
 
+/* The integration's end points are finite, or FV_ENUMERIC naming the first point whose path overflowed. */
+static int ends_finite(size_t n, size_t d, const double *X, const fv_ode_opts *o)
+{
+    static const char *const names[] = {"euler", "rk4", "rk45"};
+    for (size_t i = 0; i < n * d; i++)
+        if (!isfinite(X[i]))
+            return fv_error(FV_ENUMERIC, "transport: point %zu's path overflowed between t = 0 and 1 (%s, %zu steps): its "
+                            "end point is %g; nothing written",
+                            i / d + 1, names[o->solver], o->steps, X[i]);
+    return FV_OK;
+}
+
 /* Transport, then print [x(1) | T(x(0))] side by side so a user sees the integration error. */
 static int transport_with_map(const fv_field *f, size_t n, double *X, const fv_ode_opts *o, const char *out)
 {
@@ -48,7 +64,8 @@ static int transport_with_map(const fv_field *f, size_t n, double *X, const fv_o
     fv_field_work w = {0};
     double *T = malloc(n * d * sizeof *T), *XT = malloc(2 * n * d * sizeof *XT);
     int st = (!T || !XT) ? fv_error(FV_ENOMEM, "out of memory for %zu points", n) : fv_field_work_alloc(&w, d, n);
-    if (!st && !(st = fv_field_map(f, n, X, T, &w)) && !(st = fv_field_transport(f, n, X, o, NULL))) {
+    if (!st && !(st = fv_field_map(f, n, X, T, &w)) && !(st = fv_field_transport(f, n, X, o, NULL)) &&
+        !(st = ends_finite(n, d, X, o))) {
         for (size_t i = 0; i < n; i++) {
             memcpy(XT + 2 * i * d, X + i * d, d * sizeof *XT);
             memcpy(XT + (2 * i + 1) * d, T + i * d, d * sizeof *XT);
@@ -72,25 +89,27 @@ int fv_cmd_transport(int argc, char **argv)
     fv_ode_opts o = fv_ode_defaults();
     double *X = NULL;
     size_t n;
-    int solver, st = fv_args_parse(&a, "transport", usage, argc, argv, fv_problem_opts, transport_opts, NULL);
+    int solver, st = fv_args_parse(&a, "transport", usage, argc, argv, fv_dist_opts, fv_rotation_opts, fv_sigma_opts,
+                                 fv_schedule_opts, transport_opts, NULL);
     if (st < 0)
         return 0;
-    if (st || (st = fv_cli_field_kind(&a, &kind)) || (st = fv_args_choice(&a, "solver", solvers, 1, &solver)) ||
-        (st = fv_args_size(&a, "steps", 100, 1, &o.steps)) || (st = fv_args_double(&a, "rtol", 1e-8, &o.rtol)) ||
-        (st = fv_args_double(&a, "atol", 1e-8, &o.atol)) || (st = fv_cli_problem(&a, &p)) ||
+    if (st || (st = fv_cli_field_kind(&a, &kind)) || (st = fv_cli_field_flags(&a, kind)) ||
+        (st = fv_args_choice(&a, "solver", solvers, 1, &solver)) ||
+        (st = fv_args_size(&a, "steps", 100, 1, &o.steps)) ||
+        (st = fv_args_double_in(&a, "rtol", 1e-8, FV_DOM_POSITIVE, &o.rtol)) ||
+        (st = fv_args_double_in(&a, "atol", 1e-8, FV_DOM_NONNEG, &o.atol)) || (st = fv_cli_problem(&a, &p)) ||
         (st = starting_points(&a, &p, &X, &n)) || (st = fv_field_build(&f, &p, kind)) ||
-        (st = fv_args_double(&a, "cond-max", f.cond_max, &f.cond_max)))
+        (st = fv_args_double_in(&a, "cond-max", f.cond_max, FV_DOM_COND, &f.cond_max)))
         goto done;
     o.solver = (fv_ode_solver)solver;
-    if (o.rtol <= 0 || o.atol < 0) {
-        st = fv_error(FV_EINPUT, "--rtol must be > 0 and --atol >= 0");
+    if (solver != FV_ODE_RK45 && (st = fv_cli_unused(&a, (const char *const[]){"rtol", "atol", NULL},
+                                                       "by the fixed-step solvers (only by --solver rk45)")))
         goto done;
-    }
     if (fv_args_flag(&a, "with-map")) {
         st = transport_with_map(&f, n, X, &o, fv_args_get(&a, "out"));
         goto done;
     }
-    if ((st = fv_field_transport(&f, n, X, &o, NULL)))
+    if ((st = fv_field_transport(&f, n, X, &o, NULL)) || (st = ends_finite(n, p.d, X, &o)))
         goto done;
     st = fv_cli_write_matrix(fv_args_get(&a, "out"), n, p.d, X, "x");
 done:

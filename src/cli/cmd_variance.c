@@ -7,6 +7,7 @@
 #include "core/io.h"
 #include "gaussian/variance.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,13 +17,14 @@ static const fv_opt variance_opts[] = {
     {"theta", "LIST|F.npy", "custom field: theta (d numbers)"},
     {"Theta", "LIST|F.npy", "custom field: Theta (d*d numbers, row-major)"},
     {"t", "T", "one time in [0, 1]"},
-    {"t-grid", "N", "N times (k + 0.5)/N, k = 0..N-1"},
+    {"t-grid", "N", "N times (k + 0.5)/N, k = 0..N-1 (N >= 1)"},
     {"integrated", NULL, "over t ~ U(0,1): integral of E|g|^2 minus |integral of E g|^2"},
-    {"batch", "B", "minibatch size: variances divided by B; default 1"},
-    {"mc", "N", "add a Monte-Carlo estimate from N samples (columns mc_total, mc_se)"},
-    {"epsrel", "E", "relative accuracy of the integral over t; default 1e-10"},
+    {"batch", "B", "minibatch size (>= 1): variances divided by B; default 1"},
+    {"mc", "N", "add a Monte-Carlo estimate from N >= 4 samples (columns mc_total, mc_se); default none"},
+    {"seed", "N", "with --mc: seed of the Monte-Carlo samples; default 0"},
+    {"epsrel", "E", "with --integrated: relative accuracy of the integral over t, in (0, 1); default 1e-10"},
     {"cov-out", "C.npy", "with --t: write the full (d+d*d)^2 covariance of the gradient"},
-    {"out", "F.tsv|-", "output TSV file, or - for stdout (default)"},
+    {"out", "FILE|-", "output TSV FILE, or - for stdout (default)"},
     {NULL, NULL, NULL},
 };
 
@@ -50,8 +52,23 @@ static int read_vfield(const fv_args *a, size_t d, fv_vfield *f, double **theta,
     size_t n1, n2;
     if (!fv_args_get(a, "theta") || !fv_args_get(a, "Theta"))
         return fv_error(FV_EINPUT, "--field custom needs --theta and --Theta");
-    if ((st = fv_args_array(a, "theta", theta, &n1)) || (st = fv_args_array(a, "Theta", Theta, &n2)))
+    size_t shape[FV_NPY_MAX_DIMS];
+    int ndim;
+    if ((st = fv_args_array(a, "theta", theta, &n1, &ndim, shape)))
         return st;
+    if (ndim > 1)
+        return fv_error(FV_EINPUT, "--theta: %s has %d dimensions, expected shape (%zu,)", fv_args_get(a, "theta"), ndim,
+                        d);
+    if ((st = fv_args_array(a, "Theta", Theta, &n2, &ndim, shape)))
+        return st;
+    if (ndim == 2 && (shape[0] != d || shape[1] != d)) {
+        char found[96];
+        fv_args_shape_text(ndim, shape, found, sizeof found);
+        return fv_error(FV_EINPUT, "--Theta: %s has shape %s, expected (%zu, %zu)", fv_args_get(a, "Theta"), found, d, d);
+    }
+    if (ndim > 2)
+        return fv_error(FV_EINPUT, "--Theta: %s has %d dimensions, expected shape (%zu, %zu)", fv_args_get(a, "Theta"),
+                        ndim, d, d);
     if (n1 != d || n2 != d * d)
         return fv_error(FV_EINPUT, "--theta has %zu numbers and --Theta %zu; expected %zu and %zu", n1, n2, d, d * d);
     f->theta = *theta;
@@ -71,10 +88,8 @@ static int read_times(const fv_args *a, double **ts, size_t *nt)
     int st;
     if (fv_args_get(a, "t")) {
         double t;
-        if ((st = fv_args_double(a, "t", 0, &t)))
+        if ((st = fv_args_double_in(a, "t", 0, FV_DOM_UNIT, &t)))
             return st;
-        if (!(t >= 0 && t <= 1))
-            return fv_error(FV_EINPUT, "--t must be in [0, 1], got %g", t);
         *nt = 1;
         *ts = malloc(sizeof **ts);
         if (*ts)
@@ -87,6 +102,19 @@ static int read_times(const fv_args *a, double **ts, size_t *nt)
             (*ts)[k] = ((double)k + 0.5) / (double)*nt;
     }
     return *ts ? FV_OK : fv_error(FV_ENOMEM, "out of memory");
+}
+
+/* Flags that the rest of the command line leaves without effect. */
+static int check_unused(const fv_args *a, const fv_problem *p, const fv_vfield *f, size_t nt)
+{
+    int st = FV_OK;
+    if (p->coupling != FV_COUPLING_ROTATION && f->kind != FV_VFIELD_ROTATION)
+        st = fv_cli_unused(a, fv_rotation_flags, "without --coupling rotation or --field rotation");
+    if (!st && !fv_args_get(a, "mc"))
+        st = fv_cli_unused(a, (const char *const[]){"seed", NULL}, "without --mc (it seeds the Monte-Carlo samples)");
+    if (!st && nt)
+        st = fv_cli_unused(a, (const char *const[]){"epsrel", NULL}, "without --integrated");
+    return st;
 }
 
 /* One output row: exact values, and MC estimates when asked (t < 0: t ~ U(0,1)). */
@@ -109,6 +137,15 @@ static int compute_row(const fv_problem *p, const fv_vfield *f, double t, double
         row[4] = m.var_total / (double)B;
         row[5] = m.se_total / (double)B;
     }
+    static const char *const names[] = {"var_theta", "var_Theta", "var_total", "mc_total", "mc_se"};
+    for (size_t c = 1; c < (mc ? 6u : 4u); c++)
+        if (!isfinite(row[c])) {
+            char when[48] = "over t ~ U(0,1)";
+            if (t >= 0)
+                snprintf(when, sizeof when, "at t = %g", t);
+            return fv_error(FV_ENUMERIC, "variance: %s %s is not finite (%g): the problem's numbers overflow; nothing "
+                            "written", names[c - 1], when, row[c]);
+        }
     return FV_OK;
 }
 
@@ -146,7 +183,7 @@ static int write_cov(const fv_args *a, const fv_problem *p, const fv_vfield *f, 
     double *cov = malloc(k * k * sizeof *cov);
     fv_var v;
     int st = cov ? fv_variance_at(p, f, ts[0], &v, NULL, cov) : fv_error(FV_ENOMEM, "out of memory");
-    if (!st) {
+    if (!st && !(st = fv_cli_finite(path, k, k, cov))) {
         size_t shape[2] = {k, k};
         st = fv_npy_write_f64(path, cov, 2, shape);
     }
@@ -162,22 +199,17 @@ int fv_cmd_variance(int argc, char **argv)
     double *theta = NULL, *Theta = NULL, *ts = NULL, *rows = NULL, epsrel;
     size_t nt = 0, B, mc;
     uint64_t seed;
-    int st = fv_args_parse(&a, "variance", usage, argc, argv, fv_problem_opts, variance_opts, NULL);
+    int st = fv_args_parse(&a, "variance", usage, argc, argv, fv_dist_opts, fv_coupling_opts, fv_rotation_opts,
+                           fv_sigma_opts, fv_schedule_opts, variance_opts, NULL);
     if (st < 0)
         return 0;
     if (st || (st = read_times(&a, &ts, &nt)) || (st = fv_args_size(&a, "batch", 1, 1, &B)) ||
-        (st = fv_args_size(&a, "mc", 0, 0, &mc)) || (st = fv_args_double(&a, "epsrel", 1e-10, &epsrel)) ||
+        (st = fv_args_size(&a, "mc", 0, fv_args_get(&a, "mc") ? 4 : 0, &mc)) ||
+        (st = fv_args_double_in(&a, "epsrel", 1e-10, FV_DOM_UNIT_OPEN, &epsrel)) ||
         (st = fv_args_u64(&a, "seed", 0, &seed)) || (st = fv_cli_problem(&a, &p)) ||
-        (st = read_vfield(&a, p.d, &f, &theta, &Theta)) || (st = fv_variance_check(&p, &f)))
+        (st = read_vfield(&a, p.d, &f, &theta, &Theta)) || (st = fv_variance_check(&p, &f)) ||
+        (st = check_unused(&a, &p, &f, nt)))
         goto done;
-    if (mc && mc < 4) {
-        st = fv_error(FV_EINPUT, "--mc needs at least 4 samples");
-        goto done;
-    }
-    if (!(epsrel > 0)) {
-        st = fv_error(FV_EINPUT, "--epsrel must be > 0");
-        goto done;
-    }
     size_t nrows = nt ? nt : 1, ncols = mc ? 6 : 4;
     if (!(rows = malloc(nrows * ncols * sizeof *rows))) {
         st = fv_error(FV_ENOMEM, "out of memory");

@@ -23,7 +23,7 @@ int fv_cmd_w2(int argc, char **argv)
     fv_args a;
     fv_problem p = {0};
     double *G = NULL, w2sq;
-    int st = fv_args_parse(&a, "w2", usage, argc, argv, fv_problem_opts, w2_opts, NULL);
+    int st = fv_args_parse(&a, "w2", usage, argc, argv, fv_dist_opts, w2_opts, NULL);
     if (st < 0)
         return 0;
     if (st || (st = fv_cli_problem(&a, &p)))
@@ -33,7 +33,8 @@ int fv_cmd_w2(int argc, char **argv)
         st = fv_error(FV_ENOMEM, "out of memory");
         goto done;
     }
-    if ((st = fv_w2_squared(d, p.m0, p.S0, p.m1, p.S1, &w2sq)) || (st = fv_ot_map_matrix(d, p.S0, p.S1, G)))
+    if ((st = fv_w2_squared(d, p.m0, p.S0, p.m1, p.S1, &w2sq)) || (st = fv_ot_map_matrix(d, p.S0, p.S1, G)) ||
+        (st = fv_cli_finite("w2: W2^2", 1, 1, &w2sq)) || (st = fv_cli_finite("w2: the OT map matrix G", d, d, G)))
         goto done;
     if (fv_args_get(&a, "map-out")) {
         size_t shape[2] = {d, d};

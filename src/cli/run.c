@@ -54,7 +54,7 @@ const fv_opt fv_train_opts_table[] = {
     {"warmup", "N", "linear learning-rate warmup steps; default 0"},
     {"clip", "C", "global gradient-norm clip (0: none); default 0"},
     {"ema", "DECAY", "EMA decay of the weights (0: none); default 0"},
-    {"checkpoint-every", "K", "write the checkpoint every K steps; default 500"},
+    {"checkpoint-every", "K", "write the checkpoint every K steps (0: only at the end); default 500"},
     {"log-every", "K", "loss log resolution in steps; default 10"},
     {NULL, NULL, NULL},
 };
@@ -81,29 +81,6 @@ void fv_run_checkpoint_path(const char *dir, char *buf, size_t size)
     snprintf(buf, size, "%s/checkpoint.safetensors", dir);
 }
 
-/* A comma list of whole numbers (at most max) into out. */
-static int read_sizes(const fv_args *a, const char *name, const char *def, size_t max, size_t *out, size_t *n)
-{
-    const char *text = fv_args_get(a, name) ? fv_args_get(a, name) : def;
-    double *v;
-    size_t k;
-    *n = 0;
-    if (!*text)
-        return FV_OK;
-    int st = fv_parse_list(text, name, &v, &k);
-    if (st)
-        return fv_error_context(st, "--%s: ", name);
-    for (size_t i = 0; i < k && !st; i++)
-        if (!(v[i] >= 1 && v[i] == floor(v[i])) || k > max)
-            st = fv_error(FV_EINPUT, "--%s: '%s' must be at most %zu whole numbers >= 1", name, text, max);
-        else
-            out[i] = (size_t)v[i];
-    free(v);
-    if (!st)
-        *n = k;
-    return st;
-}
-
 /* --model unet: the U-Net's configuration, for the image set's shape. */
 static int read_unet(fv_run *r)
 {
@@ -120,8 +97,8 @@ static int read_unet(fv_run *r)
         (st = fv_args_size(a, "heads", 1, 1, &c->num_heads)) ||
         (st = fv_args_size(a, "head-channels", 0, 0, &c->num_head_channels)) ||
         (st = fv_args_double(a, "dropout", 0.0, &dropout)) ||
-        (st = read_sizes(a, "channel-mult", "1,2", FV_UNET_MAX_LEVELS, c->channel_mult, &c->nlevels)) ||
-        (st = read_sizes(a, "attention", "", FV_UNET_MAX_LEVELS, c->attention_resolutions, &c->nattn)))
+        (st = fv_args_sizes(a, "channel-mult", "1,2", FV_UNET_MAX_LEVELS, c->channel_mult, &c->nlevels)) ||
+        (st = fv_args_sizes(a, "attention", "", FV_UNET_MAX_LEVELS, c->attention_resolutions, &c->nattn)))
         return st;
     c->dropout = (float)dropout;
     if (c->nlevels == 0)
@@ -181,13 +158,9 @@ static int sampled_target_problem(fv_run *r, size_t d, const char *what)
         if (fv_args_get(a, target_flags[i]))
             return fv_error(FV_EINPUT, "--%s does not go with --%s (its target comes from N(0, I) sources)",
                             target_flags[i], what);
-    static const char *const schedules[] = {"constant", "bridge", NULL};
-    int s, st;
-    if ((st = fv_problem_alloc(&r->p, d)) || (st = fv_args_double(a, "sigma", 0.0, &r->p.sigma)) ||
-        (st = fv_args_choice(a, "schedule", schedules, 0, &s)))
+    int st;
+    if ((st = fv_problem_alloc(&r->p, d)) || (st = fv_cli_noise(a, &r->p)))
         return st;
-    r->p.schedule = (fv_schedule)s;
-    r->p.deriv_term = fv_args_flag(a, "deriv-term");
     r->p.coupling = FV_COUPLING_INDEPENDENT;
     return fv_problem_validate(&r->p);
 }
@@ -222,7 +195,7 @@ static int read_images(fv_run *r)
     size_t limit;
     if (fv_args_get(a, "gmm"))
         return fv_error(FV_EINPUT, "give --gmm or --data, not both");
-    if ((st = fv_args_choice(a, "data", sets, 0, &set)) || (st = fv_args_size(a, "images", 0, 0, &limit)))
+    if ((st = fv_args_choice(a, "data", sets, 0, &set)) || (st = fv_args_size(a, "images", 0, fv_args_get(a, "images") ? 1 : 0, &limit)))
         return st;
     if (set == FV_DATASET_CIFAR10 && !fv_args_get(a, "data-dir"))
         return fv_error(FV_EINPUT, "--data cifar10 needs --data-dir DIR (data_batch_1.bin ... as distributed)");
@@ -455,7 +428,7 @@ int fv_run_open(fv_run *r, const char *dir, const char *steps_override, const fv
         argv[argc++] = steps_flag;
         argv[argc++] = (char *)steps_override;
     }
-    st = fv_args_parse(&r->args, "train", "", argc, argv, fv_problem_opts, fv_train_opts_table, NULL);
+    st = fv_args_parse(&r->args, "train", "", argc, argv, FV_PROBLEM_GROUPS, fv_train_opts_table, NULL);
     if (st)
         return fv_error_context(st == -1 ? FV_EINPUT : st, "run %s: its recorded options: ", dir);
     fv_mlp_config saved;
