@@ -86,6 +86,7 @@ DATA_PROBLEM = 0
 
 _PROTOTYPES = {
     "fv_last_error": (c_char_p, []),
+    "fv_status_name": (c_char_p, [c_int]),
     "fv_problem_validate": (c_int, [POINTER(Problem)]),
     "fv_rotation_blocks": (None, [c_size_t, c_double, c_double_p]),
     "fv_field_build": (c_int, [POINTER(Field), POINTER(Problem), c_int]),
