@@ -132,3 +132,12 @@ clean:
 	rm -rf build build-san
 
 .PHONY: all print-ldlibs deps deps-check test test-cuda reproduce reproduce-images bench install clean
+
+# The Python package's tests (python/tests: the package against this build's library and CLI). Needs a
+# python3 with numpy and pytest: Debian's (apt-get install python3-numpy python3-pytest).
+PYTHON ?= /usr/bin/python3
+test-python:
+	$(MAKE) $(BUILD)/flowvar $(BUILD)/libflowvar.so
+	FLOWVAR=$(BUILD)/flowvar FLOWVAR_LIB=$(CURDIR)/$(BUILD)/libflowvar.so $(PYTHON) -m pytest -q python/tests
+
+.PHONY: test-python

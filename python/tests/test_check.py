@@ -17,3 +17,5 @@ def test_check_rows_match_cli():
         assert f"{row['value']:.6g}" == value, f"{claim}: the value"
         assert f"{row['cmp']} {row['threshold']:.3g}" == threshold, f"{claim}: the threshold"
         assert ("PASS" if row["passed"] else "FAIL") == result, f"{claim}: the result"
+        holds = row["value"] < row["threshold"] if row["cmp"] == "<" else row["value"] > row["threshold"]
+        assert row["passed"] == holds, f"{claim}: passed is value cmp threshold (the Claim mirror's last member)"

@@ -97,7 +97,7 @@ def test_long_calls_release_the_gil(random7):
 
     def long_call():
         started.set()
-        flowvar.transport(p, "ot", X, solver="rk4", steps=400)
+        flowvar.transport(p, "ot", X, solver="rk4", steps=100)
 
     th = threading.Thread(target=long_call)
     begin = time.perf_counter()
