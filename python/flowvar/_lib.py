@@ -5,8 +5,9 @@ from (beside this source tree, or the one `pip install ./python` recorded in _or
 system's libflowvar.so (ctypes.util.find_library, e.g. after `make install`).
 
 The Structure classes below must match the C headers field for field (gaussian/problem.h, field.h,
-variance.h, claims.h, src/core/ode.h, rng.h, src/nn/cfm.h); python/tests/test_layout.py checks each
-against values the C side writes, so a change there fails the tests instead of corrupting memory.
+variance.h, claims.h, src/core/ode.h, rng.h, src/nn/cfm.h); python/tests/test_layout.py (and
+test_check.py for the claim rows) checks each against values the C side writes, so a change there
+fails the tests instead of corrupting memory.
 
 ctypes releases the GIL for the whole of every call into a CDLL, so long computations run while other
 Python threads continue; the library keeps its error message per thread (src/core/error.c)."""

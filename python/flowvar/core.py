@@ -19,7 +19,8 @@ class Problem:
     "ot" | "rotation" | "independent" (rotation: `angle` in degrees, 2x2 blocks in d > 2, or any
     orthogonal `rotation` matrix), interpolant noise `sigma` with schedule "constant" | "bridge", and
     `deriv_term` (add f'(t) Z to the regression target). Covariances are d x d or d*d numbers
-    row-major. The C library validates it (InputError naming the CLI flag, e.g. --target-cov)."""
+    row-major. The C library validates it (InputError naming the CLI flag, e.g. --target-cov).
+    A Problem is immutable (its arrays are read-only)."""
 
     def __init__(self, target_mean=None, target_cov=None, source_mean=None, source_cov=None, coupling="ot",
                  angle=None, rotation=None, sigma=0.0, schedule="constant", deriv_term=False):
@@ -50,6 +51,14 @@ class Problem:
                                dptr(self.rotation), self.sigma, A.choice(schedule, "schedule", _lib.SCHEDULES),
                                int(self.deriv_term))
         ensure(lib.fv_problem_validate(byref(self._c)))
+        self._sealed = True
+
+    def __setattr__(self, name, value):
+        # the C struct holds copies of the scalars and pointers into the arrays: changing an attribute
+        # afterwards would leave it describing another problem
+        if getattr(self, "_sealed", False):
+            raise AttributeError(f"flowvar.Problem is immutable: make a new one to change {name}")
+        super().__setattr__(name, value)
 
     @staticmethod
     def _dimension(target_mean, target_cov):

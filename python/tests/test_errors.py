@@ -120,3 +120,12 @@ def test_other_real_dtypes_are_converted(reference):
     np.testing.assert_array_equal(flowvar.field(p, "ot", np.array([[1, -2]]), 0.5), want, err_msg="int points")
     np.testing.assert_array_equal(flowvar.field(p, "ot", np.asfortranarray([[1.0, -2.0]], np.float32), 0.5), want,
                                   err_msg="float32 Fortran-order points")
+
+
+def test_problem_is_immutable(reference):
+    p = reference.problem()
+    with pytest.raises(AttributeError, match="immutable"):
+        p.sigma = 0.5
+    with pytest.raises(ValueError, match="read-only"):
+        p.target_mean[0] = 3.0
+    assert p._c.sigma == 0.0 and p.target_mean[0] == 1.0, "the problem the C side sees is unchanged"
