@@ -3,7 +3,7 @@ transport, w2 and its OT map, variance, crossover, check) over one Problem, as t
 describe it (DESIGN.md). Every call goes through libflowvar.so; nothing is recomputed here."""
 
 import contextlib
-from ctypes import byref, c_int, c_size_t, c_double
+from ctypes import byref, c_double, c_int, c_size_t
 
 import numpy as np
 
@@ -254,7 +254,7 @@ def variance(problem, field="ot", t=None, t_grid=None, integrated=False, batch=1
     if epsrel <= 0:
         raise InputError("epsrel must be > 0")
     seed = A.count(seed, "seed", 0)
-    vf, keep = _vfield(p, field, theta, Theta)
+    vf, _pointed_to = _vfield(p, field, theta, Theta)  # the arrays vf points to, alive until the return
     ensure(lib.fv_variance_check(byref(p._c), byref(vf)))
     rows = [-1.0] if ts is None else ts
     names = ["var_theta", "var_Theta", "var_total"] + (["mc_total", "mc_se"] if mc else [])
@@ -271,7 +271,6 @@ def variance(problem, field="ot", t=None, t_grid=None, integrated=False, batch=1
             m = _lib.MC()
             ensure(lib.fv_variance_mc(byref(p._c), byref(vf), tr, mc, seed, r, byref(m)))
             cols["mc_total"][r], cols["mc_se"][r] = m.var_total / B, m.se_total / B
-    del keep
     return {"t": np.array(["integrated"]) if ts is None else np.array(ts), **cols}
 
 
