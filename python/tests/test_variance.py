@@ -56,12 +56,12 @@ def test_variance_custom_field_matches_cli(reference):
     compare(flowvar.variance(reference.problem(), "custom", t=0.5, theta=theta, Theta=Theta), cli, "custom field")
 
 
-def test_crossover_matches_cli(reference):
-    cli = read_tsv(run_cli("crossover", *reference.cli_flags(), "--angles", "60,120,170", "--sigma-max", 1))
-    py = flowvar.crossover(reference.problem(), [60, 120, 170], sigma_max=1)
+def test_crossover_matches_cli(case):
+    cli = read_tsv(run_cli("crossover", *case.cli_flags(), "--angles", "60,120,170", "--sigma-max", 1))
+    py = flowvar.crossover(case.problem(), [60, 120, 170], sigma_max=1)
     np.testing.assert_allclose(py["angle"], numbers(cli["angle"]), err_msg="angles")
     assert list(py["state"]) == ["found", "found", "diverges"], "60 and 120 degrees cross, 170 diverges"
     assert list(cli["sigma_star"][2:]) == ["diverges"], "the CLI agrees that 170 degrees diverges"
     assert "singular" in py["message"][2], "the reason of the divergence is kept"
     np.testing.assert_allclose(py["sigma_star"][:2], numbers(cli["sigma_star"][:2]), rtol=1e-9, atol=0,
-                               err_msg="sigma* at 60 and 120 degrees")
+                               err_msg=f"sigma* at 60 and 120 degrees on the {case.name} problem")
