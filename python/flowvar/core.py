@@ -10,7 +10,7 @@ import numpy as np
 from . import _arrays as A
 from . import _lib
 from ._lib import dptr, ensure, lib
-from .errors import InputError
+from .errors import Error, InputError
 
 
 class Problem:
@@ -313,9 +313,12 @@ def check():
 
     def report(c, _ctx):
         c = c.contents
-        rows.append({"claim": c.name.decode(), "measured": c.measured.decode(), "value": c.value,
-                     "cmp": c.cmp.decode(), "threshold": c.threshold, "passed": bool(c.pass_)})
+        rows.append({"claim": c.name.decode("utf-8", "replace"), "measured": c.measured.decode("utf-8", "replace"),
+                     "value": c.value, "cmp": c.cmp.decode(), "threshold": c.threshold, "passed": bool(c.pass_)})
 
     npass, nfail = c_size_t(), c_size_t()
     lib.fv_claims_run(_lib.CLAIM_REPORT(report), None, byref(npass), byref(nfail))
+    # ctypes only prints an exception raised inside a callback: a lost row shows in the count
+    if len(rows) != npass.value + nfail.value:
+        raise Error(f"check: {npass.value + nfail.value} claims ran but {len(rows)} rows arrived")
     return rows
