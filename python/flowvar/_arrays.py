@@ -62,11 +62,11 @@ def number(x, name):
 
 
 def count(x, name, minimum):
-    """An integer >= minimum."""
+    """An integer >= minimum that fits the C side's 64-bit size_t and uint64_t (ctypes would wrap it)."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
         raise TypeError(f"{name}: expected an integer, got {type(x).__name__}")
-    if x < minimum:
-        raise InputError(f"{name} must be >= {minimum}, got {x}")
+    if not minimum <= x < 2 ** 64:
+        raise InputError(f"{name} must be in [{minimum}, 2^64), got {x}")
     return int(x)
 
 

@@ -91,6 +91,8 @@ def test_non_finite_points_are_refused(reference, x):
     (lambda p: flowvar.variance(p, "ot"), "exactly one of"),
     (lambda p: flowvar.variance(p, "ot", t=0.5, mc=2), "at least 4"),
     (lambda p: flowvar.transport(p, "ot"), "give the starting points"),
+    (lambda p: flowvar.transport(p, "ot", n=3, seed=2 ** 64), r"seed must be in \[0, 2\^64\)"),
+    (lambda p: flowvar.variance(p, "ot", t=0.5, batch=0), r"batch must be in \[1, 2\^64\)"),
     (lambda p: flowvar.Problem([1, np.nan]), "target_mean has a non-finite entry"),
     (lambda p: flowvar.Problem([1, 2], [1, 0, 0]), r"target_cov has shape \(3,\)"),
     (lambda p: flowvar.Problem([1, 2], coupling="rotation"), "needs --angle"),
