@@ -132,3 +132,18 @@ clean:
 	rm -rf build build-san
 
 .PHONY: all print-ldlibs deps deps-check test test-cuda reproduce reproduce-images bench install clean
+
+# The Python package's tests (python/tests: the package against this build's library and CLI). Needs a
+# python3 with numpy and pytest: Debian's (apt-get install python3-numpy python3-pytest).
+PYTHON ?= /usr/bin/python3
+# SAN=1: the sanitized library loads into Python only behind the sanitizers' runtimes; Python's own
+# allocations are not leak-checked, and the tests' deliberate huge allocation must fail, not abort.
+ifeq ($(SAN),1)
+PYTHON_SAN := LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1
+endif
+test-python:
+	$(MAKE) $(BUILD)/flowvar $(BUILD)/libflowvar.so
+	$(PYTHON_SAN) FLOWVAR=$(BUILD)/flowvar FLOWVAR_LIB=$(CURDIR)/$(BUILD)/libflowvar.so $(PYTHON) -m pytest -q python/tests
+
+.PHONY: test-python
