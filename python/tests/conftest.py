@@ -47,9 +47,12 @@ class Case:
     def problem(self, **changes):
         return flowvar.Problem(**{**self.kwargs, **changes})
 
-    def cli_flags(self, **changes):
-        """The flags with the changed keywords (coupling, angle, sigma, schedule) replaced."""
+    def cli_flags(self, command=None, **changes):
+        """The flags with the changed keywords (coupling, angle, sigma, schedule) replaced. `field` and
+        `transport` take no --coupling (their --field says which field), so it is left out for them."""
         flags = list(self.flags)
+        if command in ("field", "transport"):
+            changes.pop("coupling", None)
         for key, value in changes.items():
             flag = "--" + key.replace("_", "-")
             if flag in flags:

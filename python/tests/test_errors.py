@@ -57,7 +57,7 @@ def test_singular_time_raises_with_time_and_condition_number(reference):
         flowvar.field(p, "rotation", [0.3, 0.2], t)
     assert f"singular at t = {t:.6g}" in e.value.message, "the message names the time"
     assert "condition number" in e.value.message, "and the condition number"
-    assert e.value.message == cli_message("field", *reference.cli_flags(coupling="rotation", angle=170), "--field",
+    assert e.value.message == cli_message("field", *reference.cli_flags("field", coupling="rotation", angle=170), "--field",
                                           "rotation", "--t", repr(t), "--points", "0.3,0.2"), "the CLI's message"
 
 

@@ -20,7 +20,7 @@ def test_field_matches_cli(case, kind, changes, tmp_path):
     X = points(p.d)
     np.save(tmp_path / "x.npy", X)
     for t in (0.0, 0.37, 1.0):
-        run_cli("field", *case.cli_flags(**changes), "--field", kind, "--t", t, "--points", tmp_path / "x.npy",
+        run_cli("field", *case.cli_flags("field", **changes), "--field", kind, "--t", t, "--points", tmp_path / "x.npy",
                 "--out", tmp_path / "v.npy")
         np.testing.assert_allclose(flowvar.field(p, kind, X, t), np.load(tmp_path / "v.npy"), rtol=1e-12, atol=0,
                                    err_msg=f"field {kind} at t = {t} on the {case.name} problem vs the CLI")
@@ -49,7 +49,7 @@ def test_transport_matches_cli(case, kind, changes, tmp_path):
     p = case.problem(**changes)
     X = points(p.d)
     np.save(tmp_path / "x.npy", X)
-    run_cli("transport", *case.cli_flags(**changes), "--field", kind, "--points", tmp_path / "x.npy", "--solver",
+    run_cli("transport", *case.cli_flags("transport", **changes), "--field", kind, "--points", tmp_path / "x.npy", "--solver",
             "rk45", "--out", tmp_path / "x1.npy")
     np.testing.assert_allclose(flowvar.transport(p, kind, X, solver="rk45"), np.load(tmp_path / "x1.npy"),
                                rtol=1e-12, atol=0, err_msg=f"transport along {kind} on the {case.name} problem")
