@@ -124,7 +124,7 @@ endif
 # written to build-fuzz/crashes/NAME/ (minimize it with -minimize_crash=1 into tests/fuzz-regressions).
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_CHECK_SECONDS ?= 8
+FUZZ_CHECK_SECONDS ?= 5
 FUZZ_BUILD := build-fuzz
 FUZZ_NAMES := npy safetensors idx cifar checkpoint args
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
