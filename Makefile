@@ -4,6 +4,7 @@
 #   make reproduce  dependency check, then the paper's results into results/
 #   make reproduce-images  the image experiments into results/images/
 #   make bench      benchmarks against numpy/scipy peers (needs python3 with numpy, scipy)
+#   make fuzz       every libFuzzer harness (fuzz/) for FUZZ_SECONDS each (clang; build-fuzz/)
 #   make deps       install Debian dependencies (scripts/install-deps)
 #   make install PREFIX=/usr/local
 
@@ -23,6 +24,7 @@ CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror -fPIC -Isrc -I. $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
 LDLIBS := -llapacke -lopenblas -lgsl -lpng -lz -lm
+FUZZ_LDLIBS := $(LDLIBS)
 
 LIB_SRC := $(wildcard src/core/*.c src/data/*.c gaussian/*.c gmm/*.c src/nn/*.c)
 CU_SRC := $(wildcard cuda/*.cu)
@@ -93,9 +95,79 @@ deps:
 deps-check:
 	@scripts/install-deps
 
+# The Criterion suites run again under ASan+UBSan in `make test`: every parser (io, safetensors, data),
+# every command's error paths and the kill test (cli; less its two longest image runs), checkpoints and
+# training (cfm, mlp, optim), and the memory-heavy layers (unet, unet_layers); the purely numerical
+# suites (field, variance*, unet_train, cuda*) run on the normal build only, to keep `make test` short.
+SAN_SUITES := @(@(io|safetensors|data|cfm|mlp|optim|rng|linalg|gmm|kernel|unet|unet_layers)/*|cli/!(image_runs_gap_samples_and_gradient_variance|memorize_tables_on_fashion_mnist_pairs))
+
+# `make test` (what CI runs) is four stages, the Criterion suite last so that its Synthesis line
+# closes the output: (1) fuzz-check, every fuzz harness on its regressions, then FUZZ_CHECK_SECONDS
+# of fuzzing; (2) the Criterion suites in SAN_SUITES under ASan+UBSan (build-san/; the CLI tests run
+# build-san/flowvar); (3) the Python package's tests (test-python); (4) the whole suite on the normal
+# build. `make test SAN=1` is stages 3 and 4 on the sanitizer build.
 test: deps-check
-	$(MAKE) $(BUILD)/flowvar $(BUILD)/test_flowvar
+	$(MAKE) --no-print-directory $(BUILD)/flowvar $(BUILD)/test_flowvar
+ifneq ($(SAN),1)
+	$(MAKE) --no-print-directory SAN=1 build-san/flowvar build-san/test_flowvar
+	$(MAKE) --no-print-directory fuzz-check
+	FLOWVAR=build-san/flowvar LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp build-san/test_flowvar -j2 \
+		--filter '$(SAN_SUITES)'
+endif
+	$(MAKE) --no-print-directory test-python
 	FLOWVAR=$(BUILD)/flowvar LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(BUILD)/test_flowvar --verbose=1 -j2
+
+# ------------------------------------------------------------------------------------------------
+# libFuzzer harnesses (fuzz/fuzz_*.c): the library (CPU only) and the CLI's parser objects rebuilt
+# with clang under ASan+UBSan and the fuzzer's coverage into build-fuzz/. `make fuzz` runs each
+# harness for FUZZ_SECONDS on its seeds (fuzz/corpus/NAME) and found regressions
+# (tests/fuzz-regressions/NAME), growing a working corpus in build-fuzz/corpus/NAME; a crash is
+# written to build-fuzz/crashes/NAME/ (minimize it with -minimize_crash=1 into tests/fuzz-regressions).
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_CHECK_SECONDS ?= 5
+FUZZ_BUILD := build-fuzz
+FUZZ_NAMES := npy safetensors idx cifar checkpoint args
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS := -O1 -g -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror -Isrc -I. \
+	$(FUZZ_SAN)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
+FUZZ_CLI_OBJ := $(FUZZ_BUILD)/src/cli/args.o $(FUZZ_BUILD)/src/cli/cli.o $(FUZZ_BUILD)/src/cli/run.o
+FUZZ_BIN := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
+# The fuzzer's run options: a slow input (a pathological header) is a finding too, and so is any
+# single allocation above the RSS limit (a reader that sizes a buffer from a header before checking it).
+FUZZ_OPTS := -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+# `make test` fails on memory errors, undefined behaviour, leaks and hangs, not on a reader that sizes a
+# buffer from a header: allocations above 2 GB come back NULL there (as on a small machine), and the
+# reader must report that cleanly (FV_ENOMEM) instead of crashing.
+FUZZ_CHECK_OPTS := $(FUZZ_OPTS)
+FUZZ_CHECK_ASAN := allocator_may_return_null=1:max_allocation_size_mb=2048:detect_leaks=1
+
+$(FUZZ_BUILD)/%.o: %.c $(HEADERS) $(wildcard src/cli/*.h) fuzz/fuzz.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/libflowvar.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/fuzz/fuzz_%.o $(FUZZ_BUILD)/fuzz/fuzz.o $(FUZZ_CLI_OBJ) $(FUZZ_BUILD)/libflowvar.a
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $(filter %.o,$^) $(FUZZ_BUILD)/libflowvar.a $(FUZZ_LDLIBS)
+
+fuzz-build: $(FUZZ_BIN)
+.SECONDARY: $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz/fuzz_%.o) $(FUZZ_BUILD)/fuzz/fuzz.o $(FUZZ_CLI_OBJ)
+
+# Regressions first (each file once), then FUZZ_SECONDS of fuzzing per harness.
+fuzz: fuzz-build
+	@fail=0; for h in $(FUZZ_NAMES); do \
+		fuzz/run $(FUZZ_BUILD) $$h $(FUZZ_SECONDS) $(FUZZ_OPTS) || fail=1; \
+	done; exit $$fail
+
+# The bounded fuzz stage of `make test`: the same, FUZZ_CHECK_SECONDS per harness.
+fuzz-check: fuzz-build
+	@fail=0; for h in $(FUZZ_NAMES); do \
+		ASAN_OPTIONS=$(FUZZ_CHECK_ASAN) fuzz/run $(FUZZ_BUILD) $$h $(FUZZ_CHECK_SECONDS) $(FUZZ_CHECK_OPTS) || fail=1; \
+	done; exit $$fail
 
 # The CUDA parity suite alone (each test prints a skip line where no GPU is present).
 test-cuda: deps-check
@@ -129,9 +201,9 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|' flowvar.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/flowvar.pc
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
-.PHONY: all print-ldlibs deps deps-check test test-cuda reproduce reproduce-images bench install clean
+.PHONY: all print-ldlibs deps deps-check test test-cuda fuzz fuzz-build fuzz-check reproduce reproduce-images bench install clean
 
 # The Python package's tests (python/tests: the package against this build's library and CLI). Needs a
 # python3 with numpy and pytest: Debian's (apt-get install python3-numpy python3-pytest).

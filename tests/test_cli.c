@@ -8,6 +8,7 @@
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "data/dataset.h"
+#include "nn/checkpoint.h"
 #include "nn/trainer.h"
 
 #include "helpers.h"
@@ -15,11 +16,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static char dir[] = "/tmp/fv_cli_XXXXXX";
@@ -558,23 +561,113 @@ Test(cli, resume_equals_uninterrupted_run)
     cr_assert(same_file(a, b), "resumed loss log differs");
 }
 
-Test(cli, killed_run_resumes_bit_identical, .timeout = 120)
+/* The kill test: KILLS SIGKILLs of one run, each at a random moment 0 to 5 ms after the run (or its
+ * resumption) has written a new checkpoint, while it writes one every KILL_EVERY steps;
+ * each kill is followed by --resume (or a fresh start when no checkpoint exists yet). */
+#define KILLS 20
+#define KILL_EVERY 3
+#define KILL_STEPS 2000
+#define KILL_TINY REF " --width 64 --depth 2 --batch 64"
+
+/* `flowvar ARGS` in the background, its output discarded; the pid is flowvar's own (sh execs it). */
+static pid_t spawn_flowvar(const char *args)
 {
-    /* a run killed with SIGKILL at an arbitrary point, resumed from its last checkpoint */
-    cr_assert_eq(train_run("ref", "--steps 3000 --checkpoint-every 100"), 0, "%s", err_text);
-    char cmd[1024], ck[512], a[512];
-    snprintf(ck, sizeof ck, "%s/killed/checkpoint.safetensors", dir);
     const char *bin = getenv("FLOWVAR") ? getenv("FLOWVAR") : "build/flowvar";
-    snprintf(cmd, sizeof cmd,
-             "%s train " TINY " --steps 3000 --checkpoint-every 100 --out %s/killed >/dev/null 2>&1 & pid=$!; "
-             "while [ ! -e %s ]; do sleep 0.01; done; sleep 0.05; kill -9 $pid; wait $pid 2>/dev/null; true",
-             bin, dir, ck);
-    cr_assert_eq(system(cmd), 0);
-    char args[512];
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "exec %s %s >/dev/null 2>&1", bin, args);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    cr_assert(pid > 0, "fork failed");
+    return pid;
+}
+
+/* A stamp of path's inode and modification time, 0 when absent: any new write of path changes it. */
+static uint64_t file_stamp(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return 0;
+    return ((uint64_t)sb.st_ino * 1000003u) ^ ((uint64_t)sb.st_mtim.tv_sec << 30) ^ (uint64_t)sb.st_mtim.tv_nsec;
+}
+
+/* The checkpoint on disk after a kill must be whole: it parses, and the network it describes loads
+ * every tensor, the step and the Adam state from it. Returns its step. */
+static uint64_t expect_loadable_checkpoint(const char *path)
+{
+    fv_st_file f;
+    cr_assert_eq(fv_st_read(path, &f), FV_OK, "checkpoint after a kill reads: %s", fv_last_error());
+    fv_mlp_config mc;
+    cr_assert_eq(fv_checkpoint_config(&f, path, &mc), FV_OK, "checkpoint after a kill has its config: %s",
+                 fv_last_error());
+    fv_adam_config ac = fv_adam_defaults();
+    fv_trainer tr;
+    cr_assert_eq(fv_trainer_cpu_init(&tr, &mc, &ac, 0, 1), FV_OK, "trainer for the checkpoint: %s", fv_last_error());
+    uint64_t step = 0;
+    cr_assert_eq(fv_checkpoint_load(&f, path, &tr, &step, NULL), FV_OK, "checkpoint after a kill loads: %s",
+                 fv_last_error());
+    fv_trainer_free(&tr);
+    fv_st_free(&f);
+    return step;
+}
+
+Test(cli, sigkills_during_checkpoint_writes_resume_bit_identical, .timeout = 180)
+{
+    char extra[256], ck[512], tmp[600], args[1024], a[512];
+    snprintf(extra, sizeof extra, "--steps %d --checkpoint-every %d", KILL_STEPS, KILL_EVERY);
+    snprintf(args, sizeof args, "train " KILL_TINY " %s --out %s/ref", extra, dir);
+    cr_assert_eq(run(args), 0, "uninterrupted run: %s", err_text);
+    snprintf(ck, sizeof ck, "%s/killed/checkpoint.safetensors", dir);
+    unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+    int kills = 0, during_write = 0, resumes = 0, fresh = 0, finished = 0;
+    uint64_t last_step = 0;
+    for (int k = 0; k < KILLS && !finished; k++) {
+        if (exists(ck)) {
+            snprintf(args, sizeof args, "train --out %s/killed --resume", dir);
+            resumes++;
+        } else {
+            snprintf(args, sizeof args, "train " KILL_TINY " %s --out %s/killed", extra, dir);
+            fresh++;
+        }
+        uint64_t before = file_stamp(ck);
+        pid_t pid = spawn_flowvar(args);
+        int status, reaped;
+        /* wait for its first checkpoint write, then 0 to 5 ms more */
+        while (!(reaped = waitpid(pid, &status, WNOHANG)) && file_stamp(ck) == before)
+            usleep(500);
+        if (!reaped) {
+            usleep((unsigned)(rand_r(&seed) % 5000));
+            kill(pid, SIGKILL);
+            cr_assert_eq(waitpid(pid, &status, 0), pid);
+            kills++;
+        }
+        finished = WIFEXITED(status); /* the run ended before its kill */
+        cr_assert(!finished || WEXITSTATUS(status) == 0, "kill test run %d failed on its own", k);
+        snprintf(tmp, sizeof tmp, "%s.tmp.%d", ck, (int)pid);
+        during_write += exists(tmp); /* its temporary is left behind: the kill hit a write */
+        if (exists(ck)) {
+            uint64_t step = expect_loadable_checkpoint(ck);
+            cr_assert(step >= last_step && step % KILL_EVERY == 0, "checkpoint step %llu after %llu",
+                      (unsigned long long)step, (unsigned long long)last_step);
+            last_step = step;
+        }
+    }
     snprintf(args, sizeof args, "train --out %s/killed --resume", dir);
-    cr_assert_eq(run(args), 0, "%s", err_text);
+    if (!finished) {
+        cr_assert_eq(run(args), 0, "final resume: %s", err_text);
+        resumes++;
+    }
+    fprintf(stderr, "kill-test: %d SIGKILLs (seed %u), %d during a checkpoint write, %d fresh starts, %d resumes, "
+            "last checkpoint before the final resume at step %llu of %d\n",
+            kills, seed, during_write, fresh, resumes, (unsigned long long)last_step, KILL_STEPS);
+    cr_assert(!finished, "the run finished before all %d kills (raise KILL_STEPS)", KILLS);
     snprintf(a, sizeof a, "%s/ref/checkpoint.safetensors", dir);
-    cr_assert(same_file(a, ck), "the killed and resumed run differs from the uninterrupted one");
+    cr_assert(same_file(a, ck), "the killed and resumed run's checkpoint differs from the uninterrupted one");
+    snprintf(a, sizeof a, "%s/ref/loss.tsv", dir);
+    snprintf(tmp, sizeof tmp, "%s/killed/loss.tsv", dir);
+    cr_assert(same_file(a, tmp), "the killed and resumed run's loss log differs from the uninterrupted one");
 }
 
 Test(cli, resume_removes_the_temporary_of_a_killed_write)
