@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "core/linalg.h"
+#include "core/size.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -21,13 +22,17 @@ int fv_problem_alloc(fv_problem *p, size_t d)
     if (d == 0)
         return fv_error(FV_EINPUT, "dimension must be at least 1");
     p->d = d;
+    int st;
+    /* d comes from the user (a list or a file): d x d may never fit, which is bad input */
+    if ((p->S0 = fv_alloc(&st, "a d x d covariance", d, d, sizeof *p->S0)))
+        p->S1 = fv_alloc(&st, "a d x d covariance", d, d, sizeof *p->S1);
     p->m0 = calloc(d, sizeof *p->m0);
     p->m1 = calloc(d, sizeof *p->m1);
-    p->S0 = malloc(d * d * sizeof *p->S0);
-    p->S1 = malloc(d * d * sizeof *p->S1);
-    if (!p->m0 || !p->m1 || !p->S0 || !p->S1) {
+    if (!st && (!p->m0 || !p->m1))
+        st = fv_error(FV_ENOMEM, "out of memory for a problem of dimension %zu", d);
+    if (st) {
         fv_problem_free(p);
-        return fv_error(FV_ENOMEM, "out of memory for a problem of dimension %zu", d);
+        return st;
     }
     fv_mat_identity(d, p->S0);
     fv_mat_identity(d, p->S1);

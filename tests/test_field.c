@@ -408,3 +408,32 @@ Test(field, problem_validation_names_the_flag)
     cr_assert(strstr(fv_last_error(), "--target-mean") != NULL, "%s", fv_last_error());
     fv_problem_free(&p);
 }
+
+Test(field, one_dimensional_ot_field_and_map_match_the_closed_form)
+{
+    /* d = 1 once wrote past the d x d workspace (caught by the SAN build). Between N(0, 1) and
+     * N(3, 2) the OT map is x -> 3 + sqrt(2) x, so v(y, t) = 3 + (r - 1)(y - 3t) / (1 + t (r - 1)), r = sqrt 2. */
+    fv_problem p;
+    cr_assert_eq(fv_problem_alloc(&p, 1), FV_OK, "alloc d = 1");
+    p.m1[0] = 3.0;
+    p.S1[0] = 2.0;
+    fv_field f;
+    fv_field_work w;
+    const double X[3] = {-1.0, 0.0, 2.5}, ts[3] = {0.0, 0.5, 1.0}, r = sqrt(2.0);
+    double V[9], T[3];
+    cr_assert_eq(fv_field_build(&f, &p, FV_FIELD_OT), FV_OK, "build the d = 1 OT field");
+    cr_assert_eq(fv_field_work_alloc(&w, 1, 3), FV_OK, "workspace for d = 1");
+    cr_assert_eq(fv_field_eval_times(&f, 3, ts, 3, X, V, &w), FV_OK, "evaluate at three times");
+    for (size_t k = 0; k < 3; k++)
+        for (size_t i = 0; i < 3; i++) {
+            double want = 3.0 + (r - 1.0) * (X[i] - 3.0 * ts[k]) / (1.0 + ts[k] * (r - 1.0));
+            cr_expect_float_eq(V[k * 3 + i], want, 1e-14, "v(%g, %g) = %.17g, closed form %.17g", X[i], ts[k],
+                               V[k * 3 + i], want);
+        }
+    cr_assert_eq(fv_field_map(&f, 3, X, T, &w), FV_OK, "map at d = 1");
+    for (size_t i = 0; i < 3; i++)
+        cr_expect_float_eq(T[i], 3.0 + r * X[i], 1e-14, "T(%g) = %.17g, closed form 3 + sqrt(2) x", X[i], T[i]);
+    fv_field_work_free(&w);
+    fv_field_free(&f);
+    fv_problem_free(&p);
+}

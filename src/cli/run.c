@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/io.h"
+#include "core/size.h"
 #include "nn/checkpoint.h"
 
 #include <math.h>
@@ -13,6 +14,9 @@
 
 /* Streams of a run's own random draws, far above the training steps' (cfm.c uses 2 step, 2 step + 1). */
 #define STREAM_FINITE (1ULL << 62)
+/* A lower bound on the bytes per row and coordinate of a batch: pairs and interpolant in double,
+ * the network's input, target and output in float, and their copies. */
+#define ROW_BYTES (8 * sizeof(double))
 
 const fv_opt fv_train_opts_table[] = {
     {"model", "mlp|unet", "network: mlp (default) or unet (torchcfm's U-Net; needs --data)"},
@@ -329,10 +333,9 @@ static int draw_finite(fv_run *r, fv_cfm_data *fresh)
     if (st)
         return st;
     r->npairs = N;
-    r->a = malloc(N * d * sizeof *r->a);
-    r->b = malloc(N * d * sizeof *r->b);
-    if (!r->a || !r->b)
-        return fv_error(FV_ENOMEM, "out of memory for %zu pairs", N);
+    if (!(r->a = fv_alloc(&st, "--finite pairs x dimension", N, d, sizeof *r->a)) ||
+        !(r->b = fv_alloc(&st, "--finite pairs x dimension", N, d, sizeof *r->b)))
+        return st;
     return fv_cfm_pairs(fresh, r->seed, STREAM_FINITE, N, r->a, r->b);
 }
 
@@ -354,7 +357,7 @@ static int map_pairs(fv_run *r)
 int fv_run_setup(fv_run *r)
 {
     int st;
-    if ((st = read_model(r)) || (st = read_problem(r)))
+    if ((st = read_model(r)) || (st = read_problem(r)) || (st = fv_run_check_rows(r, "--batch", r->batch)))
         return st;
     r->mc.d = r->p.d;
     if (fv_args_get(&r->args, "pairs") && fv_args_get(&r->args, "finite"))
@@ -393,6 +396,12 @@ int fv_run_setup(fv_run *r)
     if ((st = read_unet(r)))
         return st;
     return fv_trainer_unet_init_on(&r->tr, r->device ? r->device : "auto", &r->uc, &r->ac, r->seed, r->batch, r->tf32);
+}
+
+int fv_run_check_rows(const fv_run *r, const char *what, size_t rows)
+{
+    size_t bytes;
+    return fv_size_bytes(&bytes, what, rows, r->p.d, ROW_BYTES);
 }
 
 void fv_run_meta_free(size_t n, const char **keys, const char **values)
