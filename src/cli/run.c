@@ -7,6 +7,7 @@
 #include "core/size.h"
 #include "nn/checkpoint.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -435,6 +436,22 @@ int fv_run_meta(const fv_run *r, size_t *n, const char ***keys, const char ***va
     return FV_OK;
 }
 
+/* The recorded --steps (absent when it was the default) as checkpoints write it: a step count no
+ * smaller than the step the run reached. */
+static int check_recorded_steps(const fv_run *r, const char *path)
+{
+    uint64_t steps;
+    int st;
+    if (!fv_st_meta(&r->ckpt, "opt.steps"))
+        return FV_OK;
+    if ((st = fv_checkpoint_step_meta(&r->ckpt, path, "opt.steps", &steps)))
+        return st;
+    if (r->step > steps)
+        return fv_error(FV_EINPUT, "%s: metadata 'step' = %" PRIu64 " is beyond the run's 'opt.steps' = %" PRIu64,
+                        path, r->step, steps);
+    return FV_OK;
+}
+
 int fv_run_open(fv_run *r, const char *dir, const char *steps_override, const fv_args *cmd)
 {
     char path[4096];
@@ -470,15 +487,17 @@ int fv_run_open(fv_run *r, const char *dir, const char *steps_override, const fv
     fv_mlp_config saved;
     if ((st = fv_run_setup(r)))
         return st;
-    if (r->is_unet) /* its tensors' shapes are checked one by one on load */
-        return fv_checkpoint_load(&r->ckpt, path, &r->tr, &r->step, &r->log);
-    if ((st = fv_checkpoint_config(&r->ckpt, path, &saved)))
+    if (!r->is_unet) { /* a U-Net's tensors' shapes are checked one by one on load */
+        if ((st = fv_checkpoint_config(&r->ckpt, path, &saved)))
+            return st;
+        if (saved.d != r->mc.d || saved.width != r->mc.width || saved.depth != r->mc.depth ||
+            saved.act != r->mc.act || saved.temb != r->mc.temb || saved.fourier != r->mc.fourier ||
+            (saved.fourier && saved.fourier_scale != r->mc.fourier_scale))
+            return fv_error(FV_EINPUT, "%s: the stored network does not match the run's options", path);
+    }
+    if ((st = fv_checkpoint_load(&r->ckpt, path, &r->tr, &r->step, &r->log)))
         return st;
-    if (saved.d != r->mc.d || saved.width != r->mc.width || saved.depth != r->mc.depth || saved.act != r->mc.act ||
-        saved.temb != r->mc.temb || saved.fourier != r->mc.fourier ||
-        (saved.fourier && saved.fourier_scale != r->mc.fourier_scale))
-        return fv_error(FV_EINPUT, "%s: the stored network does not match the run's options", path);
-    return fv_checkpoint_load(&r->ckpt, path, &r->tr, &r->step, &r->log);
+    return check_recorded_steps(r, path);
 }
 
 void fv_run_free(fv_run *r)
