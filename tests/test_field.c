@@ -437,3 +437,32 @@ Test(field, one_dimensional_ot_field_and_map_match_the_closed_form)
     fv_field_free(&f);
     fv_problem_free(&p);
 }
+
+Test(field, rotation_must_be_orthogonal_within_the_stated_tolerance)
+{
+    fv_problem p;
+    random_problem(&p, 2, 7);
+    set_rotation(&p, 30.0);
+    for (int i = 0; i < 4; i++) /* R^T R = (1 + 4e-7)^2 I: off by 8e-7, within the old 1e-6 */
+        p.R[i] *= 1.0 + 4e-7;
+    cr_assert_eq(fv_problem_validate(&p), FV_EINPUT, "a scaled rotation is not orthogonal");
+    cr_expect(strstr(fv_last_error(), "max |R^T R - I| = 8e-07") != NULL, "residual named: %s", fv_last_error());
+    cr_expect(strstr(fv_last_error(), "tolerance 5e-07") != NULL, "tolerance named: %s", fv_last_error());
+    const double reflection[4] = {1.0, 0.0, 0.0, -1.0};
+    memcpy(p.R, reflection, sizeof reflection);
+    cr_expect_eq(fv_problem_validate(&p), FV_OK, "a reflection is orthogonal (THEORY.md: any orthogonal R): %s",
+                 fv_last_error());
+    fv_problem_free(&p);
+    /* an orthogonal matrix rounded to float32 passes at any d: eigenvectors of a random SPD matrix at d = 60 */
+    size_t d = 60;
+    random_problem(&p, d, 8);
+    p.coupling = FV_COUPLING_ROTATION;
+    p.R = malloc(d * d * sizeof *p.R);
+    double *w = malloc(d * sizeof *w);
+    cr_assert_eq(fv_linalg_eigh(d, p.S1, w, p.R), FV_OK, "eigenvectors");
+    for (size_t i = 0; i < d * d; i++)
+        p.R[i] = (double)(float)p.R[i];
+    cr_expect_eq(fv_problem_validate(&p), FV_OK, "a float32 orthogonal matrix at d = 60: %s", fv_last_error());
+    free(w);
+    fv_problem_free(&p);
+}
