@@ -931,3 +931,18 @@ Test(cli, unet_checkpoint_with_foreign_tensors_or_bad_weights_is_refused, .timeo
     rewrite_checkpoint(copy_run("u", "x"), "out.2.weight", 7, NAN, NULL, NULL, NULL);
     expect_run_refused("x", "out.2.weight", "index 7");
 }
+
+Test(cli, mixture_and_pair_counts_beyond_memory_are_bad_input)
+{
+    const char *const cmds[3][2] = {
+        {"train --gmm 100000000000 --dim 2 --out %s/g", "Gaussian mixture"},
+        {"gmm --dims 2 --pairs 100000000000 --steps 1 --out %s/t", "--pairs"},
+        {"reflow " REF " --pairs 100000000000 --out %s/f", "--pairs"},
+    };
+    char args[512];
+    for (int i = 0; i < 3; i++) {
+        snprintf(args, sizeof args, cmds[i][0], dir);
+        cr_assert_eq(run(args), 2, "%s: %s", args, err_text);
+        cr_assert(strstr(err_text, cmds[i][1]) && strstr(err_text, "this machine has"), "%s: %s", args, err_text);
+    }
+}
