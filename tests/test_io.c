@@ -13,12 +13,14 @@
 #include "src/core/size.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define FIXTURES "tests/fixtures/npy/"
@@ -605,4 +607,31 @@ Test(io, size_format_picks_a_binary_unit)
     cr_assert_str_eq(fv_size_format(1536, buf, sizeof buf), "1.5 KiB", "KiB");
     cr_assert_str_eq(fv_size_format(23.5 * 1073741824.0, buf, sizeof buf), "23.5 GiB", "GiB");
     cr_assert_str_eq(fv_size_format(147.0 * 1152921504606846976.0, buf, sizeof buf), "147 EiB", "EiB");
+}
+
+Test(io, npy_from_a_pipe_claiming_more_than_memory_is_bad_input)
+{
+    /* a pipe has no length to check the header against: the size alone must be refused */
+    char fifo[128];
+    snprintf(fifo, sizeof fifo, "%s", in_scratch("huge.npy"));
+    cr_assert_eq(mkfifo(fifo, 0600), 0, "make a FIFO");
+    static const char header[] = "{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000000,), }";
+    char block[128];
+    memset(block, ' ', sizeof block);
+    memcpy(block, "\x93NUMPY\x01\x00\x76\x00", 10);
+    memcpy(block + 10, header, sizeof header - 1);
+    block[127] = '\n';
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork the writer");
+    if (pid == 0) { /* the writer: header, then a few bytes of data */
+        int fd = open(fifo, O_WRONLY);
+        ssize_t w = fd >= 0 ? write(fd, block, sizeof block) + write(fd, "\0\0\0\0\0\0\0\0", 8) : -1;
+        _exit(w == (ssize_t)sizeof block + 8 ? 0 : 1);
+    }
+    fv_npy a = {0};
+    int st = fv_npy_read(fifo, &a);
+    waitpid(pid, NULL, 0);
+    cr_assert_eq(st, FV_EINPUT, "status %d: %s", st, fv_last_error());
+    cr_assert(strstr(fv_last_error(), "728 TiB") && strstr(fv_last_error(), "this machine has"), "%s", fv_last_error());
+    fv_npy_free(&a);
 }
