@@ -29,7 +29,8 @@ int fv_gmm_alloc(fv_gmm *g, size_t K, size_t d)
     size_t dd, bytes; /* K and d come from flags: the K covariances and their Cholesky factors must fit */
     int st;
     if ((st = fv_size_mul(&dd, "a Gaussian mixture's d x d covariances", d, d)) ||
-        (st = fv_size_bytes(&bytes, "a Gaussian mixture's K covariances and factors of d x d", K, dd, 2 * sizeof(double))))
+        (st = fv_size_bytes(&bytes, "a Gaussian mixture's K covariances and factors of d x d", K, dd,
+                            2 * sizeof(double))))
         return st;
     g->K = K;
     g->d = d;

@@ -763,8 +763,8 @@ Test(cli, one_dimensional_variance_crossover_and_training_commands_run)
     cr_assert_eq(run("variance --target-mean 3 --target-cov 2 --integrated"), 0, "integrated at d = 1: %s", err_text);
     cr_assert_eq(run("crossover --target-mean 3 --target-cov 2 --angles 90"), 0, "crossover at d = 1: %s", err_text);
     char args[512];
-    snprintf(args, sizeof args, "train --target-mean 3 --target-cov 2 --width 8 --depth 1 --batch 16 --steps 20 --out %s/r1",
-             dir);
+    snprintf(args, sizeof args,
+             "train --target-mean 3 --target-cov 2 --width 8 --depth 1 --batch 16 --steps 20 --out %s/r1", dir);
     cr_assert_eq(run(args), 0, "train at d = 1: %s", err_text);
     const char *const cmds[3] = {"sample --run %s/r1 --n 4 --paths-out %s/paths.tsv --steps 4",
                                  "gap --run %s/r1 --t-grid 2 --n 16", "gradvar --run %s/r1 --t-grid 2 --n 16"};
@@ -945,4 +945,16 @@ Test(cli, mixture_and_pair_counts_beyond_memory_are_bad_input)
         cr_assert_eq(run(args), 2, "%s: %s", args, err_text);
         cr_assert(strstr(err_text, cmds[i][1]) && strstr(err_text, "this machine has"), "%s: %s", args, err_text);
     }
+}
+
+Test(cli, unet_batch_beyond_memory_is_bad_input)
+{
+    if (!exists(FV_FASHION_MNIST_DIR))
+        cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
+    /* 1e5 images pass the per-row bound of the batch buffers; the U-Net's activations need 1 TiB */
+    char args[512];
+    snprintf(args, sizeof args, "train --model unet --data fashion-mnist --images 8 --batch 100000 --steps 1 --out %s/u",
+             dir);
+    cr_assert_eq(run(args), 2, "%s", err_text);
+    cr_assert(strstr(err_text, "unet: activations") && strstr(err_text, "this machine has"), "%s", err_text);
 }

@@ -19,8 +19,9 @@ const fv_opt fv_problem_opts[] = {
     {"source-cov", "LIST|F.npy", "source covariance; default I"},
     {"coupling", "ot|rotation|independent", "how targets are paired with sources; default ot"},
     {"angle", "DEG", "rotation angle of the rotational coupling (2x2 blocks in d > 2)"},
-    {"rotation", "R.npy", "any d x d orthogonal matrix for the rotational coupling, max |R^T R - I| <= "
-                          FV_ORTHOGONAL_TOL_TEXT " (float32 files pass; det -1 makes the rotation field singular at some t in (0,1))"},
+    {"rotation", "R.npy",
+     "any d x d orthogonal matrix for the rotational coupling, max |R^T R - I| <= " FV_ORTHOGONAL_TOL_TEXT
+     " (float32 files pass; det -1 makes the rotation field singular at some t in (0,1))"},
     {"sigma", "S", "interpolant noise level; default 0"},
     {"schedule", "constant|bridge", "noise f(t) = sigma, or sigma*sqrt(t(1-t)); default constant"},
     {"deriv-term", NULL, "add f'(t) Z to the regression target (bridge schedule)"},

@@ -104,8 +104,8 @@ static int gzip_length(const char *path, FILE *fp, uint64_t *length)
             if (ferror(fp))
                 st = fv_error(FV_EIO, "%s: read error: %s", path, strerror(errno));
             else if (z.avail_in == 0)
-                st = fv_error(FV_EINPUT, "%s: truncated: the gzip stream ends early after %" PRIu64 " bytes uncompressed",
-                              path, *length);
+                st = fv_error(FV_EINPUT, "%s: truncated: the gzip stream ends early after %" PRIu64
+                                         " bytes uncompressed", path, *length);
             if (st)
                 break;
         }
@@ -120,8 +120,12 @@ static int gzip_length(const char *path, FILE *fp, uint64_t *length)
         if (st || zr != Z_STREAM_END)
             continue;
         /* a member ended: another member may follow (gzip allows concatenation); anything else is refused */
-        if (z.avail_in == 0 && (z.avail_in = (uInt)fread(in, 1, CHUNK, fp)) != 0)
+        if (z.avail_in < 2) { /* top up, so that a following member's two magic bytes are seen together */
+            if (z.avail_in)
+                in[0] = *z.next_in;
+            z.avail_in += (uInt)fread(in + z.avail_in, 1, CHUNK - z.avail_in, fp);
             z.next_in = in;
+        }
         if (z.avail_in == 0)
             member = 0;
         else if (z.avail_in >= 2 && z.next_in[0] == 0x1f && z.next_in[1] == 0x8b)

@@ -214,7 +214,8 @@ static int load_block(const fv_st_file *f, const block *b, int role, unsigned ch
             return fv_error(FV_EINPUT, "tensor '%s' has the non-finite value %g at index %zu", b->name,
                             (double)b->data[i], i);
         if (role == 3 && b->data[i] < 0.0f)
-            return fv_error(FV_EINPUT, "tensor '%s' has the negative value %g at index %zu (Adam's second moments are >= 0)",
+            return fv_error(FV_EINPUT,
+                            "tensor '%s' has the negative value %g at index %zu (Adam's second moments are >= 0)",
                             b->name, (double)b->data[i], i);
     }
     return FV_OK;
@@ -226,7 +227,8 @@ static int check_all_used(const fv_st_file *f, const unsigned char *used)
 {
     for (size_t i = 0; i < f->ntensors; i++)
         if (!used[i] && strcmp(f->tensors[i].name, "train.log") != 0)
-            return fv_error(FV_EINPUT, "tensor '%s' is not part of this run's network (options, EMA and optimizer state)",
+            return fv_error(FV_EINPUT,
+                            "tensor '%s' is not part of this run's network (options, EMA and optimizer state)",
                             f->tensors[i].name);
     return FV_OK;
 }
