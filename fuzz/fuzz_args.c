@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         argv[argc++] = text + i;
     argv[argc] = NULL;
     fv_args a;
-    if (fv_args_parse(&a, "train", "fuzz", argc, argv, fv_problem_opts, fv_train_opts_table, fv_device_opts, NULL) ==
+    if (fv_args_parse(&a, "train", "fuzz", argc, argv, FV_PROBLEM_GROUPS, fv_train_opts_table, fv_device_opts, NULL) ==
         0) {
         fv_problem p;
         memset(&p, 0, sizeof p);

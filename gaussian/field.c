@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "core/linalg.h"
+#include "core/size.h"
 #include "gaussian/ot.h"
 
 #include <cblas.h>
@@ -150,16 +151,19 @@ int fv_field_work_alloc(fv_field_work *w, size_t d, size_t n)
     memset(w, 0, sizeof *w);
     w->d = d;
     w->n = n;
-    w->Y = malloc(n * d * sizeof *w->Y);
-    w->Z = malloc(n * d * sizeof *w->Z);
+    int st;
+    /* the n x d blocks are the ones whose size comes from the user; d x d is a problem's own size */
+    if ((w->Y = fv_alloc(&st, "a field workspace of n points x d coordinates", n, d, sizeof *w->Y)))
+        w->Z = fv_alloc(&st, "a field workspace of n points x d coordinates", n, d, sizeof *w->Z);
     w->A = malloc(d * d * sizeof *w->A);
     w->N = malloc(d * d * sizeof *w->N);
+    w->vec = malloc(3 * d * sizeof *w->vec);
     w->piv = malloc(d * sizeof *w->piv);
-    if (!w->Y || !w->Z || !w->A || !w->N || !w->piv) {
+    if (!st && (!w->A || !w->N || !w->vec || !w->piv))
+        st = fv_error(FV_ENOMEM, "out of memory for a field workspace of %zu points in dimension %zu", n, d);
+    if (st)
         fv_field_work_free(w);
-        return fv_error(FV_ENOMEM, "out of memory for a field workspace of %zu points in dimension %zu", n, d);
-    }
-    return FV_OK;
+    return st;
 }
 
 void fv_field_work_free(fv_field_work *w)
@@ -168,6 +172,7 @@ void fv_field_work_free(fv_field_work *w)
     free(w->Z);
     free(w->A);
     free(w->N);
+    free(w->vec);
     free(w->piv);
     memset(w, 0, sizeof *w);
 }
@@ -209,7 +214,7 @@ static int eval_symmetric(const fv_field *f, size_t nt, const double *ts, size_t
     /* Y = X V - 1 (V^T m0)^T, computed once for all times */
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)d, 1.0, X, (int)d, f->V, (int)d,
                 0.0, w->Y, (int)d);
-    double *Vm0 = w->N, *scale = w->N + d, *off = w->A;
+    double *Vm0 = w->vec, *scale = w->vec + d, *off = w->vec + 2 * d;
     cblas_dgemv(CblasRowMajor, CblasTrans, (int)d, (int)d, 1.0, f->V, (int)d, f->m0, 1, 0.0, Vm0, 1);
     for (size_t k = 0; k < nt; k++) {
         double t = ts[k], *o = out + k * n * d;

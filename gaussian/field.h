@@ -40,6 +40,7 @@ typedef struct {
 typedef struct {
     size_t d, n;
     double *Y, *Z, *A, *N; /* Y, Z: n x d; A, N: d x d */
+    double *vec;           /* 3 x d: the per-coordinate vectors of the symmetric form */
     int *piv;
 } fv_field_work;
 
@@ -48,6 +49,7 @@ typedef struct {
 int fv_field_build(fv_field *f, const fv_problem *p, fv_field_kind kind);
 void fv_field_free(fv_field *f);
 
+/* FV_EINPUT when n x d points can never fit in memory (size.h), FV_ENOMEM when malloc fails. */
 int fv_field_work_alloc(fv_field_work *w, size_t d, size_t n);
 void fv_field_work_free(fv_field_work *w);
 

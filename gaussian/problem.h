@@ -26,6 +26,13 @@ typedef struct {
 int fv_problem_alloc(fv_problem *p, size_t d);
 void fv_problem_free(fv_problem *p);
 
+/* R is accepted as orthogonal when max |R^T R - I| <= FV_ORTHOGONAL_TOL (problem.c says why this
+ * value); FV_ORTHOGONAL_TOL_TEXT is the same number for help texts. A reflection (det R = -1) is a
+ * valid coupling too (THEORY.md: any orthogonal R); its A(t) is singular at some t in (0, 1), which
+ * the fields report as a singular time. */
+#define FV_ORTHOGONAL_TOL 5e-7
+#define FV_ORTHOGONAL_TOL_TEXT "5e-7"
+
 /* Validate covariances (finite, symmetric, positive definite), means (finite), R (orthogonal),
  * sigma (finite, >= 0). Messages name the flag a user would have set. */
 int fv_problem_validate(const fv_problem *p);

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/linalg.h"
+#include "core/size.h"
 
 #include <cblas.h>
 #include <lapacke.h>
@@ -25,8 +26,12 @@ int fv_gmm_alloc(fv_gmm *g, size_t K, size_t d)
     if (K == 0 || d == 0)
         return fv_error(FV_EINPUT, "a Gaussian mixture needs K >= 1 components and dimension d >= 1 (K = %zu, d = %zu)",
                         K, d);
-    if (d > SIZE_MAX / d / K / sizeof(double))
-        return fv_error(FV_ENOMEM, "a Gaussian mixture with K = %zu, d = %zu is too large", K, d);
+    size_t dd, bytes; /* K and d come from flags: the K covariances and their Cholesky factors must fit */
+    int st;
+    if ((st = fv_size_mul(&dd, "a Gaussian mixture's d x d covariances", d, d)) ||
+        (st = fv_size_bytes(&bytes, "a Gaussian mixture's K covariances and factors of d x d", K, dd,
+                            2 * sizeof(double))))
+        return st;
     g->K = K;
     g->d = d;
     g->w = calloc(K, sizeof *g->w);

@@ -1256,3 +1256,253 @@ Test(cli, tables_print_no_nan)
                  0, "%s", err_text);
     cr_assert(strstr(out_text, "nan") == NULL && strstr(out_text, "inf") == NULL, "%s", out_text);
 }
+
+/* ---- issue 18: one-dimensional problems, sizes from flags, strict checkpoints ---- */
+
+/* The first number of the second line of out_text (the first data row of a TSV). */
+static double first_value(void)
+{
+    const char *row = strchr(out_text, '\n');
+    cr_assert(row != NULL, "a data row in: %s", out_text);
+    return strtod(row + 1, NULL);
+}
+
+/* d = 1 once wrote past a d x d workspace (the SAN build caught it); the numbers are the 1-D closed
+ * form: between N(0, 1) and N(3, 2) the OT map is x -> 3 + sqrt(2) x, and at t the field is
+ * v(y) = 3 + (r - 1)(y - 3t) / (1 + t (r - 1)), r = sqrt(2). */
+Test(cli, one_dimensional_field_transport_and_w2_match_the_closed_form)
+{
+    const double r = sqrt(2.0);
+    cr_assert_eq(run("field --target-mean 3 --target-cov 2 --t 0.5 --points 1"), 0, "field at d = 1: %s", err_text);
+    double want = 3.0 + (r - 1.0) * (1.0 - 1.5) / (1.0 + 0.5 * (r - 1.0));
+    cr_assert_float_eq(first_value(), want, 1e-9, "field v(1, 0.5) = %s, closed form %.10g", out_text, want);
+    cr_assert_eq(run("transport --target-mean 3 --target-cov 2 --points 0.5 --solver rk45 --with-map"), 0,
+                 "transport at d = 1: %s", err_text);
+    double x1, T1;
+    cr_assert_eq(sscanf(strchr(out_text, '\n') + 1, "%lf %lf", &x1, &T1), 2, "two columns: %s", out_text);
+    cr_assert_float_eq(T1, 3.0 + r * 0.5, 1e-9, "map T(0.5) = %.10g, closed form 3 + sqrt(2)/2", T1);
+    cr_assert_float_eq(x1, 3.0 + r * 0.5, 1e-6, "transported end point %.10g reaches the map", x1);
+    cr_assert_eq(run("transport --target-mean 3 --n 3"), 0, "transport --n at d = 1: %s", err_text);
+    cr_assert_eq(run("w2 --target-mean 3 --target-cov 2"), 0, "w2 at d = 1: %s", err_text);
+    want = 9.0 + (r - 1.0) * (r - 1.0); /* |m|^2 + (sqrt(2) - 1)^2 */
+    double w2, w2sq;
+    cr_assert_eq(sscanf(strstr(out_text, "w2_squared\n") + 11, "%lf %lf", &w2, &w2sq), 2, "%s", out_text);
+    cr_assert_float_eq(w2sq, want, 1e-9, "W2^2 at d = 1 = %.10g, closed form %.10g", w2sq, want);
+}
+
+Test(cli, zero_dimensional_npy_mean_is_a_one_dimensional_problem)
+{
+    double *m;
+    int ndim;
+    size_t shape[FV_NPY_MAX_DIMS];
+    cr_assert_eq(fv_npy_read_f64("tests/fixtures/npy/scalar_f64.npy", &m, &ndim, shape), FV_OK, "read the fixture");
+    cr_assert_eq(ndim, 0, "the fixture is a 0-d array");
+    cr_assert_eq(run("field --target-mean tests/fixtures/npy/scalar_f64.npy --target-cov 2 --t 0.5 --points 1"), 0,
+                 "a 0-d --target-mean: %s", err_text);
+    const double r = sqrt(2.0), want = m[0] + (r - 1.0) * (1.0 - 0.5 * m[0]) / (1.0 + 0.5 * (r - 1.0));
+    cr_assert_float_eq(first_value(), want, 1e-9, "v(1, 0.5) = %s, closed form %.10g", out_text, want);
+    free(m);
+}
+
+Test(cli, one_dimensional_variance_crossover_and_training_commands_run)
+{
+    cr_assert_eq(run("variance --target-mean 3 --target-cov 2 --t 0.5 --mc 100"), 0, "variance at d = 1: %s",
+                 err_text);
+    cr_assert_eq(run("variance --target-mean 3 --target-cov 2 --integrated"), 0, "integrated at d = 1: %s", err_text);
+    cr_assert_eq(run("crossover --target-mean 3 --target-cov 2 --angles 90"), 0, "crossover at d = 1: %s", err_text);
+    char args[512];
+    snprintf(args, sizeof args,
+             "train --target-mean 3 --target-cov 2 --width 8 --depth 1 --batch 16 --steps 20 --out %s/r1", dir);
+    cr_assert_eq(run(args), 0, "train at d = 1: %s", err_text);
+    const char *const cmds[3] = {"sample --run %s/r1 --n 4 --paths-out %s/paths.tsv --steps 4",
+                                 "gap --run %s/r1 --t-grid 2 --n 16", "gradvar --run %s/r1 --t-grid 2 --n 16"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(args, sizeof args, cmds[i], dir, dir);
+        cr_assert_eq(run(args), 0, "%s at d = 1: %s", args, err_text);
+    }
+}
+
+/* A size from a flag that can never be allocated: exit 2, the flag and the machine's memory named. */
+static void expect_size_refused(const char *args, const char *flag)
+{
+    expect_input_error(args, flag);
+    cr_assert(strstr(err_text, "this machine has") != NULL, "the limit is stated: %s", err_text);
+}
+
+Test(cli, sizes_that_wrap_or_exceed_memory_are_bad_input)
+{
+    expect_size_refused("variance " REF " --t-grid 18446744073709551615", "--t-grid");
+    /* 2^61 + 1 times of 8 bytes wraps to 8 bytes: a small buffer written 2^61 times */
+    expect_size_refused("variance " REF " --t-grid 2305843009213693953", "--t-grid");
+    expect_size_refused("transport " REF " --n 100000000000000", "--n");
+    char args[512];
+    snprintf(args, sizeof args, "train " REF " --batch 18446744073709551615 --out %s/b1", dir);
+    cr_assert_eq(run(args), 2, "--batch 2^64 - 1: %s", err_text);
+    cr_assert(strstr(err_text, "--batch") && strstr(err_text, "this machine has"), "%s", err_text);
+    snprintf(args, sizeof args, "train " REF " --batch 1000000000000 --out %s/b2", dir);
+    cr_assert_eq(run(args), 2, "--batch 1e12: %s", err_text);
+    cr_assert(strstr(err_text, "--batch") && strstr(err_text, "TiB"), "%s", err_text);
+}
+
+Test(cli, covariance_output_beyond_memory_is_bad_input)
+{
+    /* d = 2000: the (d + d^2)^2 covariance is 128 TB */
+    double *m = calloc(2000, sizeof *m);
+    size_t shape[1] = {2000};
+    char mean[512], args[1024];
+    snprintf(mean, sizeof mean, "%s/m2000.npy", dir);
+    cr_assert_eq(fv_npy_write_f64(mean, m, 1, shape), FV_OK, "write the mean");
+    free(m);
+    snprintf(args, sizeof args, "variance --target-mean %s --t 0.5 --cov-out %s/cov.npy", mean, dir);
+    cr_assert_eq(run(args), 2, "--cov-out at d = 2000: %s", err_text);
+    cr_assert(strstr(err_text, "--cov-out") && strstr(err_text, "TiB") && strstr(err_text, "this machine has"), "%s",
+              err_text);
+    snprintf(args, sizeof args, "%s/cov.npy", dir);
+    cr_assert(!exists(args), "no covariance file");
+}
+
+/* Rewrite the checkpoint at path with one change: float `index` of tensor `name` set to v (name NULL:
+ * none), a 4-float tensor `extra` added (NULL: none), metadata `key` set to `value` (NULL: none). */
+static void rewrite_checkpoint(const char *path, const char *name, size_t index, float v, const char *extra,
+                               const char *key, const char *value)
+{
+    fv_st_file f;
+    cr_assert_eq(fv_st_read(path, &f), FV_OK, "read %s: %s", path, fv_last_error());
+    size_t n = f.ntensors, nm = f.nmeta;
+    fv_st_entry *e = calloc(n + 1, sizeof *e);
+    void **bufs = calloc(n + 1, sizeof *bufs);
+    const char **mk = calloc(nm + 1, sizeof *mk), **mv = calloc(nm + 1, sizeof *mv);
+    for (size_t i = 0; i < n; i++) {
+        const fv_st_tensor *t = &f.tensors[i];
+        bufs[i] = malloc(t->count * fv_st_dtype_size(t->dtype) + 1);
+        cr_assert_eq(fv_st_get(&f, t->name, t->dtype, t->ndim, t->shape, bufs[i]), FV_OK, "%s", fv_last_error());
+        if (name && strcmp(t->name, name) == 0) {
+            cr_assert(t->dtype == FV_ST_F32 && index < t->count, "tensor %s has float %zu", name, index);
+            ((float *)bufs[i])[index] = v;
+        }
+        e[i] = (fv_st_entry){t->name, t->dtype, t->ndim, t->shape, bufs[i]};
+    }
+    static const float four[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+    static const size_t four_shape[1] = {4};
+    if (extra)
+        e[n++] = (fv_st_entry){extra, FV_ST_F32, 1, four_shape, four};
+    int replaced = 0;
+    for (size_t i = 0; i < nm; i++) {
+        mk[i] = f.meta_keys[i];
+        mv[i] = key && strcmp(key, mk[i]) == 0 ? (replaced = 1, value) : f.meta_values[i];
+    }
+    if (key && !replaced) {
+        mk[nm] = key;
+        mv[nm++] = value;
+    }
+    cr_assert_eq(fv_st_write(path, n, e, nm, mk, mv), FV_OK, "rewrite %s: %s", path, fv_last_error());
+    for (size_t i = 0; i < f.ntensors; i++)
+        free(bufs[i]);
+    free(bufs);
+    free(e);
+    free(mk);
+    free(mv);
+    fv_st_free(&f);
+}
+
+/* `flowvar sample` on run NAME (its checkpoint rewritten before): exit 2 naming needle and needle2. */
+static void expect_run_refused(const char *name, const char *needle, const char *needle2)
+{
+    char args[512];
+    snprintf(args, sizeof args, "sample --run %s/%s --n 3", dir, name);
+    cr_assert_eq(run(args), 2, "exit status, stderr: %s", err_text);
+    cr_assert(strstr(err_text, needle) && strstr(err_text, needle2), "should name '%s' and '%s': %s", needle, needle2,
+              err_text);
+    cr_assert_eq(out_text[0], '\0', "no samples from a refused checkpoint");
+}
+
+/* Copy run SRC to run DST (a fresh folder with the same checkpoint) and return DST's checkpoint path. */
+static const char *copy_run(const char *src, const char *dst)
+{
+    static char path[512];
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf %s/%s && cp -r %s/%s %s/%s", dir, dst, dir, src, dir, dst);
+    cr_assert_eq(system(cmd), 0, "copy the run");
+    snprintf(path, sizeof path, "%s/%s/checkpoint.safetensors", dir, dst);
+    return path;
+}
+
+Test(cli, checkpoint_with_foreign_tensors_or_bad_values_is_refused)
+{
+    cr_assert_eq(train_run("r", "--steps 10"), 0, "%s", err_text);
+    rewrite_checkpoint(copy_run("r", "x"), NULL, 0, 0, "bogus.weight", NULL, NULL);
+    expect_run_refused("x", "bogus.weight", "not part of this run's network");
+    rewrite_checkpoint(copy_run("r", "x"), NULL, 0, 0, "ema.net.0.bias", NULL, NULL); /* no --ema in this run */
+    expect_run_refused("x", "ema.net.0.bias", "not part of");
+    rewrite_checkpoint(copy_run("r", "x"), "net.2.weight", 5, NAN, NULL, NULL, NULL);
+    expect_run_refused("x", "net.2.weight", "index 5");
+    rewrite_checkpoint(copy_run("r", "x"), "net.0.bias", 1, INFINITY, NULL, NULL, NULL);
+    expect_run_refused("x", "net.0.bias", "index 1");
+    rewrite_checkpoint(copy_run("r", "x"), "adam.v.net.4.bias", 0, -1e-3f, NULL, NULL, NULL);
+    expect_run_refused("x", "adam.v.net.4.bias", "negative");
+    rewrite_checkpoint(copy_run("r", "x"), "adam.v.net.0.weight", 2, NAN, NULL, NULL, NULL);
+    expect_run_refused("x", "adam.v.net.0.weight", "index 2");
+    rewrite_checkpoint(copy_run("r", "x"), "adam.m.net.0.weight", 3, -INFINITY, NULL, NULL, NULL);
+    expect_run_refused("x", "adam.m.net.0.weight", "index 3");
+}
+
+Test(cli, checkpoint_step_metadata_is_checked)
+{
+    cr_assert_eq(train_run("r", "--steps 10"), 0, "%s", err_text);
+    rewrite_checkpoint(copy_run("r", "x"), NULL, 0, 0, NULL, "step", "-1");
+    expect_run_refused("x", "'step'", "not a whole number");
+    rewrite_checkpoint(copy_run("r", "x"), NULL, 0, 0, NULL, "step", "18446744073709551615");
+    expect_run_refused("x", "'step'", "2^53");
+    rewrite_checkpoint(copy_run("r", "x"), NULL, 0, 0, NULL, "adam.step", "-3");
+    expect_run_refused("x", "'adam.step'", "not a whole number");
+    rewrite_checkpoint(copy_run("r", "x"), NULL, 0, 0, NULL, "opt.steps", "-5");
+    expect_run_refused("x", "opt.steps", "");
+    rewrite_checkpoint(copy_run("r", "x"), NULL, 0, 0, NULL, "opt.steps", "99999999999999999999");
+    expect_run_refused("x", "opt.steps", "");
+    rewrite_checkpoint(copy_run("r", "x"), NULL, 0, 0, NULL, "opt.steps", "5"); /* below the step reached */
+    expect_run_refused("x", "opt.steps", "beyond");
+}
+
+Test(cli, unet_checkpoint_with_foreign_tensors_or_bad_weights_is_refused, .timeout = 120)
+{
+    if (!exists(FV_FASHION_MNIST_DIR))
+        cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
+    char args[1024];
+    snprintf(args, sizeof args,
+             "train --model unet --data fashion-mnist --images 8 --channels 32 --channel-mult 1,2 --batch 2 "
+             "--steps 1 --out %s/u",
+             dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    /* attention weights that this U-Net's options do not call for */
+    rewrite_checkpoint(copy_run("u", "x"), NULL, 0, 0, "input_blocks.1.1.qkv.weight", NULL, NULL);
+    expect_run_refused("x", "input_blocks.1.1.qkv.weight", "not part of");
+    rewrite_checkpoint(copy_run("u", "x"), "out.2.weight", 7, NAN, NULL, NULL, NULL);
+    expect_run_refused("x", "out.2.weight", "index 7");
+}
+
+Test(cli, mixture_and_pair_counts_beyond_memory_are_bad_input)
+{
+    const char *const cmds[3][2] = {
+        {"train --gmm 100000000000 --dim 2 --out %s/g", "Gaussian mixture"},
+        {"gmm --dims 2 --pairs 100000000000 --steps 1 --out %s/t", "--pairs"},
+        {"reflow " REF " --pairs 100000000000 --out %s/f", "--pairs"},
+    };
+    char args[512];
+    for (int i = 0; i < 3; i++) {
+        snprintf(args, sizeof args, cmds[i][0], dir);
+        cr_assert_eq(run(args), 2, "%s: %s", args, err_text);
+        cr_assert(strstr(err_text, cmds[i][1]) && strstr(err_text, "this machine has"), "%s: %s", args, err_text);
+    }
+}
+
+Test(cli, unet_batch_beyond_memory_is_bad_input)
+{
+    if (!exists(FV_FASHION_MNIST_DIR))
+        cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
+    /* 1e5 images pass the per-row bound of the batch buffers; the U-Net's activations need 1 TiB */
+    char args[512];
+    snprintf(args, sizeof args, "train --model unet --data fashion-mnist --images 8 --batch 100000 --steps 1 --out %s/u",
+             dir);
+    cr_assert_eq(run(args), 2, "%s", err_text);
+    cr_assert(strstr(err_text, "unet: activations") && strstr(err_text, "this machine has"), "%s", err_text);
+}

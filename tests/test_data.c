@@ -237,6 +237,73 @@ Test(data, longer_idx_is_refused)
                       "longer than expected");
 }
 
+/* Append raw bytes to a file. */
+static void append_bytes(const char *path, const unsigned char *b, size_t len)
+{
+    FILE *f = fopen(path, "ab");
+    cr_assert_not_null(f, "open %s to append", path);
+    cr_assert_eq(fwrite(b, 1, len, f), len, "append to %s", path);
+    cr_assert_eq(fclose(f), 0, "close %s", path);
+}
+
+Test(data, idx_header_claiming_huge_images_is_refused_before_allocating)
+{
+    /* 2^31 images of 4096 x 4096 would be 2^57 floats: the header is checked against the file first */
+    write_idx(scratch, "train", 1, 1u << 31, 5 * 784, 4096, 4096, 0x803, 5);
+    expect_load_error(FV_DATASET_FASHION_MNIST, scratch, FV_SPLIT_TRAIN, 0, "train-images-idx3-ubyte.gz",
+                      "truncated: the data ends after 3936 bytes uncompressed");
+    write_idx(scratch, "t10k", 0, 4294967295u, 5 * 784, 4096, 4096, 0x803, 5);
+    expect_load_error(FV_DATASET_FASHION_MNIST, scratch, FV_SPLIT_TEST, 0, "t10k-images-idx3-ubyte",
+                      "truncated: the data ends after 3936 bytes");
+}
+
+Test(data, gzip_idx_with_garbage_after_the_stream_is_refused)
+{
+    write_fashion(scratch, "train", 1, 5);
+    const unsigned char junk[5] = {'j', 'u', 'n', 'k', '\n'};
+    append_bytes(in_scratch("train-labels-idx1-ubyte.gz"), junk, sizeof junk);
+    expect_load_error(FV_DATASET_FASHION_MNIST, scratch, FV_SPLIT_TRAIN, 0, "train-labels-idx1-ubyte.gz",
+                      "garbage after the gzip stream");
+}
+
+Test(data, gzip_idx_of_concatenated_members_loads)
+{
+    /* gzip allows several members back to back (what `cat a.gz b.gz` makes): the data is their concatenation */
+    write_fashion(scratch, "train", 1, 5);
+    unsigned char *b = malloc(16 + 5 * 784);
+    put_be32(b, 0x803);
+    put_be32(b + 4, 5);
+    put_be32(b + 8, 28);
+    put_be32(b + 12, 28);
+    for (size_t k = 0; k < 5 * 784; k++)
+        b[16 + k] = pixel_byte(k);
+    const char *path = in_scratch("train-images-idx3-ubyte.gz");
+    write_bytes(path, 1, b, 1000);
+    char second[512];
+    snprintf(second, sizeof second, "%s/second.gz", scratch);
+    write_bytes(second, 1, b + 1000, 16 + 5 * 784 - 1000);
+    size_t n;
+    unsigned char *tail = th_slurp(second, &n);
+    append_bytes(path, tail, n);
+    free(tail);
+    free(b);
+    fv_dataset ds;
+    cr_assert_eq(fv_dataset_load(&ds, FV_DATASET_FASHION_MNIST, scratch, FV_SPLIT_TRAIN, 0), FV_OK,
+                 "two gzip members load: %s", fv_last_error());
+    cr_assert_eq(ds.n, 5, "five images from two members");
+    for (size_t k = 0; k < 5 * 784; k++)
+        cr_assert_eq(ds.x[k], normalized(pixel_byte(k)), "pixel %zu across the member boundary", k);
+    fv_dataset_free(&ds);
+}
+
+Test(data, cifar_batch_too_large_for_memory_is_bad_input)
+{
+    /* a sparse data_batch_1.bin of 2^28 records (825 GB, no disk used) asks for 3.3 TB of floats */
+    write_cifar_folder();
+    cr_assert_eq(truncate(in_scratch("data_batch_1.bin"), (off_t)3073 << 28), 0, "make a sparse batch");
+    expect_load_error(FV_DATASET_CIFAR10, scratch, FV_SPLIT_TRAIN, 0, "the images", "this machine has");
+}
+
 Test(data, wrong_magic_is_refused)
 {
     write_idx(scratch, "train", 1, 5, 5 * 784, 28, 28, 0x801, 5);

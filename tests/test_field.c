@@ -408,3 +408,61 @@ Test(field, problem_validation_names_the_flag)
     cr_assert(strstr(fv_last_error(), "--target-mean") != NULL, "%s", fv_last_error());
     fv_problem_free(&p);
 }
+
+Test(field, one_dimensional_ot_field_and_map_match_the_closed_form)
+{
+    /* d = 1 once wrote past the d x d workspace (caught by the SAN build). Between N(0, 1) and
+     * N(3, 2) the OT map is x -> 3 + sqrt(2) x, so v(y, t) = 3 + (r - 1)(y - 3t) / (1 + t (r - 1)), r = sqrt 2. */
+    fv_problem p;
+    cr_assert_eq(fv_problem_alloc(&p, 1), FV_OK, "alloc d = 1");
+    p.m1[0] = 3.0;
+    p.S1[0] = 2.0;
+    fv_field f;
+    fv_field_work w;
+    const double X[3] = {-1.0, 0.0, 2.5}, ts[3] = {0.0, 0.5, 1.0}, r = sqrt(2.0);
+    double V[9], T[3];
+    cr_assert_eq(fv_field_build(&f, &p, FV_FIELD_OT), FV_OK, "build the d = 1 OT field");
+    cr_assert_eq(fv_field_work_alloc(&w, 1, 3), FV_OK, "workspace for d = 1");
+    cr_assert_eq(fv_field_eval_times(&f, 3, ts, 3, X, V, &w), FV_OK, "evaluate at three times");
+    for (size_t k = 0; k < 3; k++)
+        for (size_t i = 0; i < 3; i++) {
+            double want = 3.0 + (r - 1.0) * (X[i] - 3.0 * ts[k]) / (1.0 + ts[k] * (r - 1.0));
+            cr_expect_float_eq(V[k * 3 + i], want, 1e-14, "v(%g, %g) = %.17g, closed form %.17g", X[i], ts[k],
+                               V[k * 3 + i], want);
+        }
+    cr_assert_eq(fv_field_map(&f, 3, X, T, &w), FV_OK, "map at d = 1");
+    for (size_t i = 0; i < 3; i++)
+        cr_expect_float_eq(T[i], 3.0 + r * X[i], 1e-14, "T(%g) = %.17g, closed form 3 + sqrt(2) x", X[i], T[i]);
+    fv_field_work_free(&w);
+    fv_field_free(&f);
+    fv_problem_free(&p);
+}
+
+Test(field, rotation_must_be_orthogonal_within_the_stated_tolerance)
+{
+    fv_problem p;
+    random_problem(&p, 2, 7);
+    set_rotation(&p, 30.0);
+    for (int i = 0; i < 4; i++) /* R^T R = (1 + 4e-7)^2 I: off by 8e-7, within the old 1e-6 */
+        p.R[i] *= 1.0 + 4e-7;
+    cr_assert_eq(fv_problem_validate(&p), FV_EINPUT, "a scaled rotation is not orthogonal");
+    cr_expect(strstr(fv_last_error(), "max |R^T R - I| = 8e-07") != NULL, "residual named: %s", fv_last_error());
+    cr_expect(strstr(fv_last_error(), "tolerance 5e-07") != NULL, "tolerance named: %s", fv_last_error());
+    const double reflection[4] = {1.0, 0.0, 0.0, -1.0};
+    memcpy(p.R, reflection, sizeof reflection);
+    cr_expect_eq(fv_problem_validate(&p), FV_OK, "a reflection is orthogonal (THEORY.md: any orthogonal R): %s",
+                 fv_last_error());
+    fv_problem_free(&p);
+    /* an orthogonal matrix rounded to float32 passes at any d: eigenvectors of a random SPD matrix at d = 60 */
+    size_t d = 60;
+    random_problem(&p, d, 8);
+    p.coupling = FV_COUPLING_ROTATION;
+    p.R = malloc(d * d * sizeof *p.R);
+    double *w = malloc(d * sizeof *w);
+    cr_assert_eq(fv_linalg_eigh(d, p.S1, w, p.R), FV_OK, "eigenvectors");
+    for (size_t i = 0; i < d * d; i++)
+        p.R[i] = (double)(float)p.R[i];
+    cr_expect_eq(fv_problem_validate(&p), FV_OK, "a float32 orthogonal matrix at d = 60: %s", fv_last_error());
+    free(w);
+    fv_problem_free(&p);
+}

@@ -10,6 +10,7 @@
 
 #include "src/core/error.h"
 #include "src/core/io.h"
+#include "src/core/size.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -656,4 +657,65 @@ Test(io, parse_list_rejects_space_separated)
 Test(io, parse_list_rejects_trailing_junk)
 {
     expect_list_error("3x", "--target-mean: field 1 '3x' is not a number");
+}
+
+/* ---- checked sizes (core/size.h) ---- */
+
+Test(io, size_products_that_overflow_or_exceed_memory_are_bad_input)
+{
+    size_t out, mem = fv_size_memory();
+    cr_assert_gt(mem, (size_t)1 << 20, "physical memory plus swap is read: %zu bytes", mem);
+    cr_assert_eq(fv_size_mul(&out, "--x", (size_t)1 << 32, (size_t)1 << 31), FV_OK, "2^63 fits");
+    cr_assert_eq(out, (size_t)1 << 63, "2^32 x 2^31 = 2^63");
+    cr_assert_eq(fv_size_mul(&out, "--x", (size_t)1 << 32, (size_t)1 << 32), FV_EINPUT, "2^64 overflows");
+    cr_assert(strstr(fv_last_error(), "--x") && strstr(fv_last_error(), "overflows"), "%s", fv_last_error());
+    cr_assert_eq(fv_size_bytes(&out, "--t-grid", SIZE_MAX, 1, 8), FV_EINPUT, "(2^64 - 1) x 8 bytes");
+    cr_assert(strstr(fv_last_error(), "--t-grid") && strstr(fv_last_error(), "128 EiB") &&
+                  strstr(fv_last_error(), "this machine has"),
+              "size and memory named: %s", fv_last_error());
+    cr_assert_eq(fv_size_bytes(&out, "--n", mem / 8 + 1, 1, 8), FV_EINPUT, "just over memory plus swap");
+    cr_assert_eq(fv_size_bytes(&out, "--n", 1000, 3, 8), FV_OK, "a small size");
+    cr_assert_eq(out, 24000, "1000 x 3 x 8 bytes");
+    int st;
+    double *p = fv_alloc(&st, "--n", 0, 5, sizeof *p);
+    cr_assert(p != NULL && st == FV_OK, "a zero size still allocates (never NULL for success)");
+    free(p);
+    cr_assert_null(fv_alloc(&st, "--n", SIZE_MAX / 2, 3, 1), "an overflowing size allocates nothing");
+    cr_assert_eq(st, FV_EINPUT, "and is bad input");
+}
+
+Test(io, size_format_picks_a_binary_unit)
+{
+    char buf[32];
+    cr_assert_str_eq(fv_size_format(512, buf, sizeof buf), "512 B", "bytes");
+    cr_assert_str_eq(fv_size_format(1536, buf, sizeof buf), "1.5 KiB", "KiB");
+    cr_assert_str_eq(fv_size_format(23.5 * 1073741824.0, buf, sizeof buf), "23.5 GiB", "GiB");
+    cr_assert_str_eq(fv_size_format(147.0 * 1152921504606846976.0, buf, sizeof buf), "147 EiB", "EiB");
+}
+
+Test(io, npy_from_a_pipe_claiming_more_than_memory_is_bad_input)
+{
+    /* a pipe has no length to check the header against: the size alone must be refused */
+    char fifo[128];
+    snprintf(fifo, sizeof fifo, "%s", in_scratch("huge.npy"));
+    cr_assert_eq(mkfifo(fifo, 0600), 0, "make a FIFO");
+    static const char header[] = "{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000000,), }";
+    char block[128];
+    memset(block, ' ', sizeof block);
+    memcpy(block, "\x93NUMPY\x01\x00\x76\x00", 10);
+    memcpy(block + 10, header, sizeof header - 1);
+    block[127] = '\n';
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork the writer");
+    if (pid == 0) { /* the writer: header, then a few bytes of data */
+        int fd = open(fifo, O_WRONLY);
+        ssize_t w = fd >= 0 ? write(fd, block, sizeof block) + write(fd, "\0\0\0\0\0\0\0\0", 8) : -1;
+        _exit(w == (ssize_t)sizeof block + 8 ? 0 : 1);
+    }
+    fv_npy a = {0};
+    int st = fv_npy_read(fifo, &a);
+    waitpid(pid, NULL, 0);
+    cr_assert_eq(st, FV_EINPUT, "status %d: %s", st, fv_last_error());
+    cr_assert(strstr(fv_last_error(), "728 TiB") && strstr(fv_last_error(), "this machine has"), "%s", fv_last_error());
+    fv_npy_free(&a);
 }

@@ -31,7 +31,9 @@ const fv_opt fv_coupling_opts[] = {
 };
 const fv_opt fv_rotation_opts[] = {
     {"angle", "DEG", "rotation angle of the rotational coupling (2x2 blocks in d > 2)"},
-    {"rotation", "R.npy", "any d x d orthogonal matrix for the rotational coupling"},
+    {"rotation", "R.npy",
+     "any d x d orthogonal matrix for the rotational coupling, max |R^T R - I| <= " FV_ORTHOGONAL_TOL_TEXT
+     " (float32 files pass; det -1 makes the rotation field singular at some t in (0,1))"},
     {NULL, NULL, NULL},
 };
 const fv_opt fv_sigma_opts[] = {

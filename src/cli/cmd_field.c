@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 
 #include "core/error.h"
+#include "core/size.h"
 #include "gaussian/field.h"
 
 #include <stdlib.h>
@@ -63,10 +64,8 @@ int fv_cmd_field(int argc, char **argv)
         (st = fv_field_build(&f, &p, kind)) || (st = fv_args_double_in(&a, "cond-max", f.cond_max, FV_DOM_COND, &f.cond_max)) ||
         (st = fv_field_work_alloc(&w, p.d, n)))
         goto done;
-    if (!(V = malloc(n * p.d * sizeof *V))) {
-        st = fv_error(FV_ENOMEM, "out of memory for %zu points", n);
+    if (!(V = fv_alloc(&st, "--points x dimension", n, p.d, sizeof *V)))
         goto done;
-    }
     if ((st = fv_field_eval(&f, t, n, X, V, &w)))
         goto done;
     size_t bad = fv_cli_first_nonfinite(n * p.d, V);

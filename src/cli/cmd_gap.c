@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "core/progress.h"
+#include "core/size.h"
 #include "data/png.h"
 #include "gaussian/variance.h"
 
@@ -144,14 +145,12 @@ int fv_cmd_gap(int argc, char **argv)
         (!r.has_ds && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))) ||
         (!fv_args_get(&a, "samples-png") &&
          (st = fv_cli_unused(&a, (const char *const[]){"ode-steps", NULL}, "without --samples-png"))) ||
-        (st = closed_field(&a, &r, &f, &fitp)))
+        (st = fv_run_check_rows(&r, "--n", n)) || (st = closed_field(&a, &r, &f, &fitp)))
         goto done;
     if (fv_args_get(&a, "samples-png") && (st = samples_png(&a, &r, &fitp)))
         goto done;
-    if (!(rows = malloc(nt * 3 * sizeof *rows))) {
-        st = fv_error(FV_ENOMEM, "out of memory");
+    if (!(rows = fv_alloc(&st, "--t-grid rows", nt, 3, sizeof *rows)))
         goto done;
-    }
     for (size_t k = 0; k < nt && !st; k++) {
         fv_estimate e;
         double t = ((double)k + 0.5) / (double)nt;
@@ -273,12 +272,13 @@ int fv_cmd_gradvar(int argc, char **argv)
         (!fv_args_flag(&a, "exact") &&
          (st = fv_cli_unused(&a, (const char *const[]){"exact-field", "fit-floor", NULL}, "without --exact"))) ||
         (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)) ||
-        (!r.has_ds && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))))
+        (!r.has_ds && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))) ||
+        (st = fv_run_check_rows(&r, "--n", n)))
         goto done;
-    if (!(rows = malloc((nt + 1) * 4 * sizeof *rows))) {
-        st = fv_error(FV_ENOMEM, "out of memory");
+    size_t bytes; /* the grid is checked before its extra row, so that --t-grid SIZE_MAX cannot wrap */
+    if ((st = fv_size_bytes(&bytes, "--t-grid rows", nt, 4, sizeof *rows)) ||
+        !(rows = fv_alloc(&st, "--t-grid rows", nt + 1, 4, sizeof *rows)))
         goto done;
-    }
     double *exact = rows + 3 * (nt + 1);
     int with_exact = fv_args_flag(&a, "exact");
     if (with_exact && (st = exact_variance(&a, &r, nt, exact))) /* first: it may refuse the run */

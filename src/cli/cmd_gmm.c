@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/io.h"
+#include "core/size.h"
 #include "gmm/mixture.h"
 #include "gmm/mmd.h"
 #include "nn/cfm.h"
@@ -109,10 +110,12 @@ static int one_row(const table_cfg *c, size_t d, double sigma, uint64_t seed, ro
     fv_trainer tr = {0};
     fv_loss_log log = {0};
     size_t N = c->npairs, S = c->samples;
-    double *a = malloc(N * d * sizeof *a), *b = malloc(N * d * sizeof *b);
-    double *X = malloc((N > S ? N : S) * d * sizeof *X), *G = malloc(S * d * sizeof *G);
-    int st = (!a || !b || !X || !G) ? fv_error(FV_ENOMEM, "out of memory") : fv_problem_alloc(&p, d);
-    if (st)
+    int st;
+    double *a = fv_alloc(&st, "--pairs x dimension", N, d, sizeof *a), *b = NULL, *X = NULL, *G = NULL;
+    if (a && (b = fv_alloc(&st, "--pairs x dimension", N, d, sizeof *b)) &&
+        (X = fv_alloc(&st, "--pairs or --samples x dimension", N > S ? N : S, d, sizeof *X)))
+        G = fv_alloc(&st, "--samples x dimension", S, d, sizeof *G);
+    if (st || (st = fv_problem_alloc(&p, d)))
         goto done;
     p.sigma = sigma;
     p.coupling = FV_COUPLING_INDEPENDENT;

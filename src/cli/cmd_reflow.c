@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/io.h"
+#include "core/size.h"
 #include "gaussian/field.h"
 #include "gaussian/ot.h"
 #include "nn/cfm.h"
@@ -147,11 +148,11 @@ int fv_cmd_reflow(int argc, char **argv)
     if (!fv_args_get(&a, "coupling"))
         p.coupling = FV_COUPLING_INDEPENDENT;
     size_t n = c.npairs, d = p.d, nrows = ns * (c.rounds + 1);
-    a0 = malloc(n * d * sizeof *a0);
-    b0 = malloc(n * d * sizeof *b0);
-    b = malloc(n * d * sizeof *b);
-    rows = malloc(nrows * 5 * sizeof *rows);
-    if (!st && (!a0 || !b0 || !b || !rows))
+    if (!st && (a0 = fv_alloc(&st, "--pairs x dimension", n, d, sizeof *a0)) &&
+        (b0 = fv_alloc(&st, "--pairs x dimension", n, d, sizeof *b0)) &&
+        (b = fv_alloc(&st, "--pairs x dimension", n, d, sizeof *b)))
+        rows = malloc(nrows * 5 * sizeof *rows);
+    if (!st && !rows)
         st = fv_error(FV_ENOMEM, "out of memory");
     if (st || (st = fv_field_build(&ot, &p, FV_FIELD_OT)) ||
         (st = fv_w2_squared(d, p.m0, p.S0, p.m1, p.S1, &w2sq)) ||

@@ -4,6 +4,7 @@
 #include "cli/run.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "core/size.h"
 #include "data/png.h"
 
 #include <math.h>
@@ -57,8 +58,8 @@ static int sources(const fv_args *a, fv_run *r, double **X, size_t *n)
     uint64_t seed;
     if ((st = fv_args_size(a, "n", 1000, 1, n)) || (st = fv_args_u64(a, "seed", 1, &seed)))
         return st;
-    if (!(*X = malloc(*n * r->p.d * sizeof **X)))
-        return fv_error(FV_ENOMEM, "out of memory");
+    if (!(*X = fv_alloc(&st, "--n points x dimension", *n, r->p.d, sizeof **X)))
+        return st;
     return fv_run_fresh_sources(r, *n, seed, *X);
 }
 
@@ -94,11 +95,13 @@ static int integrate(fv_run *r, int ema, size_t n, double *X, const fv_ode_opts 
     if (!paths)
         return fv_cfm_integrate(&r->tr, ema, n, X, o);
     size_t d = r->p.d, steps = o->steps;
-    double *P = malloc((steps + 1) * n * d * sizeof *P);
+    size_t cells;
+    int st = steps == SIZE_MAX ? fv_error(FV_EINPUT, "--paths-out: --steps %zu has no room for the start", steps)
+                               : fv_size_mul(&cells, "--paths-out (--steps + 1) x points", steps + 1, n);
+    double *P = st ? NULL : fv_alloc(&st, "--paths-out (--steps + 1) x points x dimension", cells, d, sizeof *P);
     if (!P)
-        return fv_error(FV_ENOMEM, "out of memory for %zu trajectories of %zu steps", n, steps);
+        return st;
     memcpy(P, X, n * d * sizeof *P);
-    int st = FV_OK;
     for (size_t k = 0; k < steps && !st; k++) {
         fv_ode_opts one = *o;
         one.steps = 1;

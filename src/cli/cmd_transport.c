@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 
 #include "core/error.h"
+#include "core/size.h"
 #include "gaussian/transport.h"
 
 #include <math.h>
@@ -39,8 +40,8 @@ static int starting_points(const fv_args *a, const fv_problem *p, double **X, si
     int st;
     if ((st = fv_args_size(a, "n", 0, 1, n)) || (st = fv_args_u64(a, "seed", 0, &seed)))
         return st;
-    if (!(*X = malloc(*n * p->d * sizeof **X)))
-        return fv_error(FV_ENOMEM, "out of memory for %zu points", *n);
+    if (!(*X = fv_alloc(&st, "--n points x dimension", *n, p->d, sizeof **X)))
+        return st;
     fv_rng r = fv_rng_make(seed, 0);
     return fv_gaussian_sample(p->d, p->m0, p->S0, *n, &r, *X);
 }
@@ -62,8 +63,10 @@ static int transport_with_map(const fv_field *f, size_t n, double *X, const fv_o
 {
     size_t d = f->d;
     fv_field_work w = {0};
-    double *T = malloc(n * d * sizeof *T), *XT = malloc(2 * n * d * sizeof *XT);
-    int st = (!T || !XT) ? fv_error(FV_ENOMEM, "out of memory for %zu points", n) : fv_field_work_alloc(&w, d, n);
+    int st;
+    double *T = fv_alloc(&st, "points x dimension", n, d, sizeof *T), *XT = NULL;
+    if (!st && (XT = fv_alloc(&st, "points x the columns x and T", n, 2 * d, sizeof *XT)))
+        st = fv_field_work_alloc(&w, d, n);
     if (!st && !(st = fv_field_map(f, n, X, T, &w)) && !(st = fv_field_transport(f, n, X, o, NULL)) &&
         !(st = ends_finite(n, d, X, o))) {
         for (size_t i = 0; i < n; i++) {

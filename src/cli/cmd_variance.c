@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/io.h"
+#include "core/size.h"
 #include "gaussian/variance.h"
 
 #include <math.h>
@@ -97,8 +98,9 @@ static int read_times(const fv_args *a, double **ts, size_t *nt)
     } else {
         if ((st = fv_args_size(a, "t-grid", 0, 1, nt)))
             return st;
-        *ts = malloc(*nt * sizeof **ts);
-        for (size_t k = 0; *ts && k < *nt; k++)
+        if (!(*ts = fv_alloc(&st, "--t-grid", *nt, 1, sizeof **ts)))
+            return st;
+        for (size_t k = 0; k < *nt; k++)
             (*ts)[k] = ((double)k + 0.5) / (double)*nt;
     }
     return *ts ? FV_OK : fv_error(FV_ENOMEM, "out of memory");
@@ -179,10 +181,12 @@ static int write_cov(const fv_args *a, const fv_problem *p, const fv_vfield *f, 
         return FV_OK;
     if (nt != 1)
         return fv_error(FV_EINPUT, "--cov-out goes with --t (one time)");
-    size_t k = p->d + p->d * p->d;
-    double *cov = malloc(k * k * sizeof *cov);
+    size_t k = p->d + p->d * p->d; /* d x d fits in memory (the problem holds it), so k cannot overflow */
     fv_var v;
-    int st = cov ? fv_variance_at(p, f, ts[0], &v, NULL, cov) : fv_error(FV_ENOMEM, "out of memory");
+    int st;
+    double *cov = fv_alloc(&st, "--cov-out (d + d^2) x (d + d^2) covariance", k, k, sizeof *cov);
+    if (cov)
+        st = fv_variance_at(p, f, ts[0], &v, NULL, cov);
     if (!st && !(st = fv_cli_finite(path, k, k, cov))) {
         size_t shape[2] = {k, k};
         st = fv_npy_write_f64(path, cov, 2, shape);
@@ -211,10 +215,8 @@ int fv_cmd_variance(int argc, char **argv)
         (st = check_unused(&a, &p, &f, nt)))
         goto done;
     size_t nrows = nt ? nt : 1, ncols = mc ? 6 : 4;
-    if (!(rows = malloc(nrows * ncols * sizeof *rows))) {
-        st = fv_error(FV_ENOMEM, "out of memory");
+    if (!(rows = fv_alloc(&st, "--t-grid rows of the table", nrows, ncols, sizeof *rows)))
         goto done;
-    }
     for (size_t r = 0; r < nrows && !st; r++)
         st = compute_row(&p, &f, nt ? ts[r] : -1.0, epsrel, B, mc, seed, r, rows + r * ncols);
     if (!st && !(st = write_cov(&a, &p, &f, ts, nt)))

@@ -4,8 +4,10 @@
 
 #include "core/error.h"
 #include "core/io.h"
+#include "core/size.h"
 #include "nn/checkpoint.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,9 @@
 
 /* Streams of a run's own random draws, far above the training steps' (cfm.c uses 2 step, 2 step + 1). */
 #define STREAM_FINITE (1ULL << 62)
+/* A lower bound on the bytes per row and coordinate of a batch: pairs and interpolant in double,
+ * the network's input, target and output in float, and their copies. */
+#define ROW_BYTES (8 * sizeof(double))
 
 const fv_opt fv_train_opts_table[] = {
     {"model", "mlp|unet", "network: mlp (default) or unet (torchcfm's U-Net; needs --data)"},
@@ -302,10 +307,9 @@ static int draw_finite(fv_run *r, fv_cfm_data *fresh)
     if (st)
         return st;
     r->npairs = N;
-    r->a = malloc(N * d * sizeof *r->a);
-    r->b = malloc(N * d * sizeof *r->b);
-    if (!r->a || !r->b)
-        return fv_error(FV_ENOMEM, "out of memory for %zu pairs", N);
+    if (!(r->a = fv_alloc(&st, "--finite pairs x dimension", N, d, sizeof *r->a)) ||
+        !(r->b = fv_alloc(&st, "--finite pairs x dimension", N, d, sizeof *r->b)))
+        return st;
     return fv_cfm_pairs(fresh, r->seed, STREAM_FINITE, N, r->a, r->b);
 }
 
@@ -327,7 +331,7 @@ static int map_pairs(fv_run *r)
 int fv_run_setup(fv_run *r)
 {
     int st;
-    if ((st = read_model(r)) || (st = read_problem(r)))
+    if ((st = read_model(r)) || (st = read_problem(r)) || (st = fv_run_check_rows(r, "--batch", r->batch)))
         return st;
     r->mc.d = r->p.d;
     if (fv_args_get(&r->args, "pairs") && fv_args_get(&r->args, "finite"))
@@ -368,6 +372,12 @@ int fv_run_setup(fv_run *r)
     return fv_trainer_unet_init_on(&r->tr, r->device ? r->device : "auto", &r->uc, &r->ac, r->seed, r->batch, r->tf32);
 }
 
+int fv_run_check_rows(const fv_run *r, const char *what, size_t rows)
+{
+    size_t bytes;
+    return fv_size_bytes(&bytes, what, rows, r->p.d, ROW_BYTES);
+}
+
 void fv_run_meta_free(size_t n, const char **keys, const char **values)
 {
     for (size_t i = 0; keys && i < n; i++)
@@ -396,6 +406,22 @@ int fv_run_meta(const fv_run *r, size_t *n, const char ***keys, const char ***va
         (*keys)[*n] = key;
         (*values)[(*n)++] = a->values[i];
     }
+    return FV_OK;
+}
+
+/* The recorded --steps (absent when it was the default) as checkpoints write it: a step count no
+ * smaller than the step the run reached. */
+static int check_recorded_steps(const fv_run *r, const char *path)
+{
+    uint64_t steps;
+    int st;
+    if (!fv_st_meta(&r->ckpt, "opt.steps"))
+        return FV_OK;
+    if ((st = fv_checkpoint_step_meta(&r->ckpt, path, "opt.steps", &steps)))
+        return st;
+    if (r->step > steps)
+        return fv_error(FV_EINPUT, "%s: metadata 'step' = %" PRIu64 " is beyond the run's 'opt.steps' = %" PRIu64,
+                        path, r->step, steps);
     return FV_OK;
 }
 
@@ -434,15 +460,17 @@ int fv_run_open(fv_run *r, const char *dir, const char *steps_override, const fv
     fv_mlp_config saved;
     if ((st = fv_run_setup(r)))
         return st;
-    if (r->is_unet) /* its tensors' shapes are checked one by one on load */
-        return fv_checkpoint_load(&r->ckpt, path, &r->tr, &r->step, &r->log);
-    if ((st = fv_checkpoint_config(&r->ckpt, path, &saved)))
+    if (!r->is_unet) { /* a U-Net's tensors' shapes are checked one by one on load */
+        if ((st = fv_checkpoint_config(&r->ckpt, path, &saved)))
+            return st;
+        if (saved.d != r->mc.d || saved.width != r->mc.width || saved.depth != r->mc.depth ||
+            saved.act != r->mc.act || saved.temb != r->mc.temb || saved.fourier != r->mc.fourier ||
+            (saved.fourier && saved.fourier_scale != r->mc.fourier_scale))
+            return fv_error(FV_EINPUT, "%s: the stored network does not match the run's options", path);
+    }
+    if ((st = fv_checkpoint_load(&r->ckpt, path, &r->tr, &r->step, &r->log)))
         return st;
-    if (saved.d != r->mc.d || saved.width != r->mc.width || saved.depth != r->mc.depth || saved.act != r->mc.act ||
-        saved.temb != r->mc.temb || saved.fourier != r->mc.fourier ||
-        (saved.fourier && saved.fourier_scale != r->mc.fourier_scale))
-        return fv_error(FV_EINPUT, "%s: the stored network does not match the run's options", path);
-    return fv_checkpoint_load(&r->ckpt, path, &r->tr, &r->step, &r->log);
+    return check_recorded_steps(r, path);
 }
 
 void fv_run_free(fv_run *r)

@@ -62,6 +62,10 @@ int fv_run_open(fv_run *r, const char *dir, const char *steps_override, const fv
 
 void fv_run_free(fv_run *r);
 
+/* FV_EINPUT (size.h) when `rows` rows of the run's interpolant (pairs, x_t, targets, network values:
+ * a few numbers per coordinate) can never fit in this machine's memory; `what` names the flag. */
+int fv_run_check_rows(const fv_run *r, const char *what, size_t rows);
+
 /* n fresh sources of the run into X (n x d) from stream (seed, 0): draws of its Gaussian source, or
  * for a data -> noise image run uniformly drawn images of its set. */
 int fv_run_fresh_sources(fv_run *r, size_t n, uint64_t seed, double *X);

@@ -12,6 +12,7 @@
 #include "io.h"
 
 #include "error.h"
+#include "size.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -389,9 +390,9 @@ static int npy_read_fp(FILE *fp, fv_npy *out)
         return rc;
     if (S_ISREG(st.st_mode) && (rc = check_file_size(&st, h.data_offset, bytes)) != FV_OK)
         return rc;
-    out->data = malloc(bytes ? bytes : 1); /* malloc(0) may return NULL, which would look like failure */
-    if (!out->data)
-        return fv_error(FV_ENOMEM, "cannot allocate %zu bytes for the array", bytes);
+    /* a pipe has no size to check the header against: the header's size must at least fit in memory */
+    if (!(out->data = fv_alloc(&rc, "the array the header describes", count, 1, elsize)))
+        return rc;
     if ((rc = read_data(fp, out->data, bytes)) != FV_OK)
         return rc;
     if (!fv_host_is_little_endian())

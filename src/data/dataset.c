@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/philox.h"
+#include "core/size.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -59,9 +60,11 @@ static int dataset_alloc(fv_dataset *ds, size_t n, size_t c, size_t h, size_t w)
     ds->c = c;
     ds->h = h;
     ds->w = w;
-    ds->x = malloc(n * c * h * w * sizeof *ds->x);
-    ds->labels = malloc(n);
-    if (!ds->x || !ds->labels)
+    int st;
+    /* c h w is at most 3 x 4096 x 4096 (the readers' limits), so only the product with n can overflow */
+    if (!(ds->x = fv_alloc(&st, "the images (count x pixels)", n, c * h * w, sizeof *ds->x)))
+        return st;
+    if (!(ds->labels = malloc(n)))
         return fv_error(FV_ENOMEM, "out of memory for %zu images of %zu x %zu x %zu", n, c, h, w);
     return FV_OK;
 }
@@ -72,6 +75,7 @@ static int dataset_alloc(fv_dataset *ds, size_t n, size_t c, size_t h, size_t w)
 typedef struct {
     gzFile gz;
     const char *path;
+    uint64_t length;   /* the whole file's length after decompression, measured before reading */
     uint64_t pos;      /* bytes (after decompression) read so far */
     uint64_t expect;   /* the size the header implies */
     char layout[96];   /* what makes up `expect`, for messages */
@@ -82,12 +86,89 @@ static uint32_t be32(const unsigned char *b)
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | (uint32_t)b[3];
 }
 
+/* The decompressed length of a gzip file: every member inflated and counted, so that a header is
+ * compared with the real data before anything is allocated from it. gzread would skip what follows
+ * the last member when it is not another gzip member; that is refused here. */
+static int gzip_length(const char *path, FILE *fp, uint64_t *length)
+{
+    unsigned char *in = malloc(CHUNK), *out = malloc(CHUNK);
+    z_stream z = {0};
+    int st = !in || !out || inflateInit2(&z, 16 + MAX_WBITS) != Z_OK ? fv_error(FV_ENOMEM, "out of memory") : FV_OK;
+    int zr = Z_OK, member = 1;
+    uint64_t offset = 0; /* compressed bytes consumed */
+    *length = 0;
+    while (!st && member) {
+        if (z.avail_in == 0) {
+            z.avail_in = (uInt)fread(in, 1, CHUNK, fp);
+            z.next_in = in;
+            if (ferror(fp))
+                st = fv_error(FV_EIO, "%s: read error: %s", path, strerror(errno));
+            else if (z.avail_in == 0)
+                st = fv_error(FV_EINPUT, "%s: truncated: the gzip stream ends early after %" PRIu64
+                                         " bytes uncompressed", path, *length);
+            if (st)
+                break;
+        }
+        uInt before = z.avail_in;
+        z.next_out = out;
+        z.avail_out = CHUNK;
+        zr = inflate(&z, Z_NO_FLUSH);
+        offset += before - z.avail_in;
+        *length += CHUNK - z.avail_out;
+        if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR)
+            st = fv_error(FV_EINPUT, "%s: corrupt compressed data: %s", path, z.msg ? z.msg : "inflate failed");
+        if (st || zr != Z_STREAM_END)
+            continue;
+        /* a member ended: another member may follow (gzip allows concatenation); anything else is refused */
+        if (z.avail_in < 2) { /* top up, so that a following member's two magic bytes are seen together */
+            if (z.avail_in)
+                in[0] = *z.next_in;
+            z.avail_in += (uInt)fread(in + z.avail_in, 1, CHUNK - z.avail_in, fp);
+            z.next_in = in;
+        }
+        if (z.avail_in == 0)
+            member = 0;
+        else if (z.avail_in >= 2 && z.next_in[0] == 0x1f && z.next_in[1] == 0x8b)
+            inflateReset(&z);
+        else
+            st = fv_error(FV_EINPUT, "%s: garbage after the gzip stream at byte %" PRIu64, path, offset);
+    }
+    inflateEnd(&z);
+    free(in);
+    free(out);
+    return st;
+}
+
+/* The length of the data gzread will deliver: the file's size, or its gzip stream's decompressed size. */
+static int idx_length(const char *path, uint64_t *length)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return fv_error(FV_EINPUT, "%s: cannot open: %s", path, strerror(errno));
+    unsigned char magic[2];
+    size_t got = fread(magic, 1, 2, fp);
+    int st = FV_OK;
+    if (got == 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
+        rewind(fp);
+        st = gzip_length(path, fp, length);
+    } else {
+        struct stat sb;
+        st = fstat(fileno(fp), &sb) == 0 ? FV_OK : fv_error(FV_EIO, "%s: cannot stat: %s", path, strerror(errno));
+        *length = st ? 0 : (uint64_t)sb.st_size;
+    }
+    fclose(fp);
+    return st;
+}
+
 static int idx_open(idx_file *f, const char *path, size_t header)
 {
     memset(f, 0, sizeof *f);
     f->path = path;
     f->expect = header;
     snprintf(f->layout, sizeof f->layout, "at least the %zu-byte IDX header", header);
+    int st = idx_length(path, &f->length);
+    if (st)
+        return st;
     errno = 0;
     if (!(f->gz = gzopen(path, "rb")))
         return fv_error(FV_EINPUT, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
@@ -100,6 +181,19 @@ static int idx_truncated(const idx_file *f)
 {
     return fv_error(FV_EINPUT, "%s: truncated: the data ends after %" PRIu64 " %s, expected %" PRIu64 " (%s)",
                     f->path, f->pos, idx_unit(f), f->expect, f->layout);
+}
+
+/* The header's size against the measured length, before anything is allocated from the header. */
+static int idx_check_length(idx_file *f)
+{
+    if (f->length < f->expect) {
+        f->pos = f->length;
+        return idx_truncated(f);
+    }
+    if (f->length > f->expect)
+        return fv_error(FV_EINPUT, "%s: longer than expected: %" PRIu64 " %s, expected %" PRIu64 " (%s)", f->path,
+                        f->length, idx_unit(f), f->expect, f->layout);
+    return FV_OK;
 }
 
 /* zlib's error for a failed read: the OS (FV_EIO) or a corrupt stream (the user's file). */
@@ -171,7 +265,7 @@ static int idx_image_header(idx_file *f, uint32_t *n, uint32_t *rows, uint32_t *
     f->expect = sizeof h + (uint64_t)*n * *rows * *cols;
     snprintf(f->layout, sizeof f->layout, "16-byte header + %" PRIu32 " images of %" PRIu32 " x %" PRIu32, *n, *rows,
              *cols);
-    return FV_OK;
+    return idx_check_length(f);
 }
 
 static int idx_label_header(idx_file *f, uint32_t *n)
@@ -186,7 +280,7 @@ static int idx_label_header(idx_file *f, uint32_t *n)
     *n = be32(h + 4);
     f->expect = sizeof h + (uint64_t)*n;
     snprintf(f->layout, sizeof f->layout, "8-byte header + %" PRIu32 " labels", *n);
-    return FV_OK;
+    return idx_check_length(f);
 }
 
 /* Stream `total` payload bytes; the first `keep` go to out (normalized pixels, or raw labels). */

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,7 +139,7 @@ done:
     return st;
 }
 
-/* A whole number stored as metadata `key`. */
+/* A whole number stored as metadata `key`: digits only (strtoull alone would take "-1" as 2^64 - 1). */
 static int meta_size(const fv_st_file *f, const char *path, const char *key, uint64_t *out)
 {
     const char *s = fv_st_meta(f, key);
@@ -147,10 +148,19 @@ static int meta_size(const fv_st_file *f, const char *path, const char *key, uin
         return fv_error(FV_EINPUT, "%s: not a flowvar checkpoint (no '%s' in its metadata)", path, key);
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || errno)
+    if (*s < '0' || *s > '9' || *end != '\0' || errno)
         return fv_error(FV_EINPUT, "%s: metadata '%s' = '%s' is not a whole number", path, key, s);
     *out = v;
     return FV_OK;
+}
+
+int fv_checkpoint_step_meta(const fv_st_file *f, const char *path, const char *key, uint64_t *out)
+{
+    int st = meta_size(f, path, key, out);
+    if (!st && *out > FV_CHECKPOINT_MAX_STEP)
+        st = fv_error(FV_EINPUT, "%s: metadata '%s' = %" PRIu64 " is beyond any run (at most 2^53 = %" PRIu64 " steps)",
+                      path, key, *out, (uint64_t)FV_CHECKPOINT_MAX_STEP);
+    return st;
 }
 
 int fv_checkpoint_config(const fv_st_file *f, const char *path, fv_mlp_config *mc)
@@ -188,26 +198,66 @@ int fv_checkpoint_config(const fv_st_file *f, const char *path, fv_mlp_config *m
     return FV_OK;
 }
 
+/* One tensor into b.data, marked used; every value finite (a NaN or inf weight is a damaged file, not
+ * a network) and Adam's second moments (role 3) >= 0. The message names the tensor and the index. */
+static int load_block(const fv_st_file *f, const block *b, int role, unsigned char *used)
+{
+    int st = fv_st_get_f32(f, b->name, b->ndim, b->shape, b->data);
+    if (st)
+        return st;
+    used[fv_st_find(f, b->name) - f->tensors] = 1;
+    size_t count = 1;
+    for (int i = 0; i < b->ndim; i++)
+        count *= b->shape[i];
+    for (size_t i = 0; i < count; i++) {
+        if (!isfinite(b->data[i]))
+            return fv_error(FV_EINPUT, "tensor '%s' has the non-finite value %g at index %zu", b->name,
+                            (double)b->data[i], i);
+        if (role == 3 && b->data[i] < 0.0f)
+            return fv_error(FV_EINPUT,
+                            "tensor '%s' has the negative value %g at index %zu (Adam's second moments are >= 0)",
+                            b->name, (double)b->data[i], i);
+    }
+    return FV_OK;
+}
+
+/* Every tensor of the file must be one the trainer loaded (or the loss log): another network's
+ * tensors (attention the options do not call for, a stray "bogus.weight") would be ignored silently. */
+static int check_all_used(const fv_st_file *f, const unsigned char *used)
+{
+    for (size_t i = 0; i < f->ntensors; i++)
+        if (!used[i] && strcmp(f->tensors[i].name, "train.log") != 0)
+            return fv_error(FV_EINPUT,
+                            "tensor '%s' is not part of this run's network (options, EMA and optimizer state)",
+                            f->tensors[i].name);
+    return FV_OK;
+}
+
 int fv_checkpoint_load(const fv_st_file *f, const char *path, fv_trainer *tr, uint64_t *step, fv_loss_log *log)
 {
     size_t nb = count_blocks(tr);
     block *bl = malloc(nb * sizeof *bl);
+    unsigned char *used = calloc(f->ntensors ? f->ntensors : 1, 1);
     uint64_t adam_step;
-    int st = bl ? FV_OK : fv_error(FV_ENOMEM, "out of memory reading a checkpoint");
+    int st = bl && used ? FV_OK : fv_error(FV_ENOMEM, "out of memory reading a checkpoint");
     for (int role = 0; role < 4 && !st; role++) {
         if (!role_base(tr, role))
             continue;
         if ((st = blocks_of(tr, role, role_base(tr, role), bl)))
             break;
         for (size_t k = 0; k < nb && !st; k++)
-            st = fv_st_get_f32(f, bl[k].name, bl[k].ndim, bl[k].shape, bl[k].data);
+            st = load_block(f, &bl[k], role, used);
     }
     free(bl);
     if (!st && tr->model == FV_MODEL_MLP && tr->net.fourier) {
         block fb = fourier_block(&tr->net);
-        st = fv_st_get_f32(f, fb.name, fb.ndim, fb.shape, fb.data);
+        st = load_block(f, &fb, 0, used);
     }
-    if (!st && !(st = meta_size(f, path, "step", step)) && !(st = meta_size(f, path, "adam.step", &adam_step)))
+    if (!st)
+        st = check_all_used(f, used);
+    free(used);
+    if (!st && !(st = fv_checkpoint_step_meta(f, path, "step", step)) &&
+        !(st = fv_checkpoint_step_meta(f, path, "adam.step", &adam_step)))
         tr->opt.step = adam_step;
     const fv_st_tensor *lt = st ? NULL : fv_st_find(f, "train.log");
     if (!st && log && lt) {

@@ -12,6 +12,8 @@
 #include "nn/cfm.h"
 #include "nn/trainer.h"
 
+#include <stdint.h>
+
 /* Written atomically: a crash or a full disk leaves the previous checkpoint in place. */
 int fv_checkpoint_save(const char *path, const fv_trainer *tr, uint64_t step, const fv_loss_log *log, size_t nmeta,
                        const char *const *keys, const char *const *values);
@@ -20,8 +22,19 @@ int fv_checkpoint_save(const char *path, const fv_trainer *tr, uint64_t step, co
  * file holds a U-Net, marked "model.kind" = "unet": its configuration is the run's options). */
 int fv_checkpoint_config(const fv_st_file *f, const char *path, fv_mlp_config *mc);
 
+/* Step counts in metadata ("step", "adam.step", the run's "opt.steps") are at most 2^53: the loss log
+ * stores steps as doubles, exact that far, and no run comes near it. */
+#define FV_CHECKPOINT_MAX_STEP (UINT64_C(1) << 53)
+
+/* A step count stored as metadata `key`: FV_EINPUT unless it is digits only and at most
+ * FV_CHECKPOINT_MAX_STEP. */
+int fv_checkpoint_step_meta(const fv_st_file *f, const char *path, const char *key, uint64_t *out);
+
 /* Load weights, EMA, Adam state, step and log into a trainer built with the checkpoint's config.
- * Every tensor's shape and dtype is checked; a mismatch names the tensor. */
+ * FV_EINPUT naming the tensor or key for: a tensor of the wrong shape or dtype, a tensor the trainer
+ * does not hold (another network's, EMA the run does not keep), a non-finite value in any loaded
+ * tensor (weights, EMA, Adam moments), a negative Adam second moment, step metadata that is not a
+ * whole number up to FV_CHECKPOINT_MAX_STEP. */
 int fv_checkpoint_load(const fv_st_file *f, const char *path, fv_trainer *tr, uint64_t *step, fv_loss_log *log);
 
 #endif

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "core/size.h"
 #include "nn/nn_math.h"
 
 #include <assert.h>
@@ -166,8 +167,10 @@ int fv_mlp_acts_alloc(fv_mlp_acts *a, const fv_mlp *m, size_t B)
     size_t w = m->cfg.width, nh = m->nlayers - 1;
     /* input + pre/post of each hidden layer + two delta buffers + row norms. */
     size_t per_row = m->in[0] + 2 * nh * w + 2 * w + 1;
-    if (B > ((size_t)-1) / sizeof(float) / per_row)
-        return fv_error(FV_ENOMEM, "mlp: activation workspace for %zu rows overflows", B);
+    size_t bytes; /* B is a batch from the user: a workspace that can never fit is bad input */
+    int st = fv_size_bytes(&bytes, "mlp: activations of a batch (rows x floats per row)", B, per_row, sizeof(float));
+    if (st)
+        return st;
     a->mem = malloc(B * per_row * sizeof(float));
     if (!a->mem)
         return fv_error(FV_ENOMEM, "mlp: cannot allocate activations for %zu rows (%zu floats)", B, B * per_row);

@@ -92,7 +92,8 @@ typedef struct {
     size_t rows;                     /* rows of the last forward (backward uses the same B) */
 } fv_mlp_acts;
 
-int fv_mlp_acts_alloc(fv_mlp_acts *a, const fv_mlp *m, size_t B); /* FV_EINPUT if B == 0, FV_ENOMEM */
+/* FV_EINPUT if B == 0 or the workspace exceeds memory (size.h), FV_ENOMEM */
+int fv_mlp_acts_alloc(fv_mlp_acts *a, const fv_mlp *m, size_t B);
 void fv_mlp_acts_free(fv_mlp_acts *a);
 
 /* out (B x d) = net([x, t or emb(t)]). x: B x d, t: B. B must be <= a->B (asserted). */

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "core/size.h"
 #include "nn/mlp.h"
 #include "nn/unet_layers.h"
 
@@ -543,10 +544,13 @@ int fv_unet_acts_place(fv_unet_acts *a, const fv_unet *net, size_t B, float *mem
         return fv_error(FV_ENOMEM, "unet: cannot allocate the workspace's unit table");
     carver k = {NULL, 0};
     carve_acts(net, 1, a, &k); /* one image: every size is at most linear in B */
-    if (B > ((size_t)-1) / sizeof(float) / k.used) {
+    size_t bytes; /* B is a batch from the user: a workspace that can never fit is bad input */
+    int st =
+        fv_size_bytes(&bytes, "unet: activations of a batch (images x floats per image)", B, k.used, sizeof(float));
+    if (st) {
         free(a->u);
         a->u = NULL;
-        return fv_error(FV_ENOMEM, "unet: activation workspace for %zu images overflows", B);
+        return st;
     }
     k = (carver){mem, 0};
     carve_acts(net, B, a, &k);

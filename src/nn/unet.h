@@ -179,7 +179,8 @@ typedef struct {
  * (dropout_seed, dropout_stream) (each unit draws fewer than 2^40 blocks): every backend the same. */
 #define FV_UNET_DROPOUT_BLOCK0(j) ((uint64_t)(j) << 40)
 
-int fv_unet_acts_alloc(fv_unet_acts *a, const fv_unet *net, size_t B); /* FV_EINPUT if B == 0, FV_ENOMEM */
+/* FV_EINPUT if B == 0 or the workspace exceeds memory (size.h), FV_ENOMEM */
+int fv_unet_acts_alloc(fv_unet_acts *a, const fv_unet *net, size_t B);
 
 /* fv_unet_acts_alloc's layout over memory the caller owns (the CUDA backend's device allocation: only
  * pointer arithmetic is done on mem). With mem NULL only *nfloats is set, to the floats B images need;
