@@ -38,7 +38,7 @@ class Field(ctypes.Structure):
 
 class FieldWork(ctypes.Structure):
     _fields_ = [("d", c_size_t), ("n", c_size_t), ("Y", c_double_p), ("Z", c_double_p), ("A", c_double_p),
-                ("N", c_double_p), ("piv", POINTER(c_int))]
+                ("N", c_double_p), ("vec", c_double_p), ("piv", POINTER(c_int))]
 
 
 class OdeOpts(ctypes.Structure):
