@@ -1384,8 +1384,12 @@ static void rewrite_checkpoint(const char *path, const char *name, size_t index,
     }
     static const float four[4] = {0.1f, 0.2f, 0.3f, 0.4f};
     static const size_t four_shape[1] = {4};
+    size_t slot = n; /* an extra tensor of an existing name replaces it */
+    for (size_t i = 0; extra && i < n; i++)
+        if (strcmp(f.tensors[i].name, extra) == 0)
+            slot = i;
     if (extra)
-        e[n++] = (fv_st_entry){extra, FV_ST_F32, 1, four_shape, four};
+        e[slot == n ? n++ : slot] = (fv_st_entry){extra, FV_ST_F32, 1, four_shape, four};
     int replaced = 0;
     for (size_t i = 0; i < nm; i++) {
         mk[i] = f.meta_keys[i];
@@ -1413,6 +1417,8 @@ static void expect_run_refused(const char *name, const char *needle, const char 
     cr_assert_eq(run(args), 2, "exit status, stderr: %s", err_text);
     cr_assert(strstr(err_text, needle) && strstr(err_text, needle2), "should name '%s' and '%s': %s", needle, needle2,
               err_text);
+    const char *first = strstr(err_text, "checkpoint.safetensors");
+    cr_assert(!first || !strstr(first + 1, "checkpoint.safetensors"), "the file is named once: %s", err_text);
     cr_assert_eq(out_text[0], '\0', "no samples from a refused checkpoint");
 }
 
@@ -1444,6 +1450,8 @@ Test(cli, checkpoint_with_foreign_tensors_or_bad_values_is_refused)
     expect_run_refused("x", "adam.v.net.0.weight", "index 2");
     rewrite_checkpoint(copy_run("r", "x"), "adam.m.net.0.weight", 3, -INFINITY, NULL, NULL, NULL);
     expect_run_refused("x", "adam.m.net.0.weight", "index 3");
+    rewrite_checkpoint(copy_run("r", "x"), NULL, 0, 0, "train.log", NULL, NULL); /* a 1-D loss log */
+    expect_run_refused("x", "train.log", "rows");
 }
 
 Test(cli, checkpoint_step_metadata_is_checked)

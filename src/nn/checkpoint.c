@@ -239,7 +239,16 @@ int fv_checkpoint_load(const fv_st_file *f, const char *path, fv_trainer *tr, ui
     block *bl = malloc(nb * sizeof *bl);
     unsigned char *used = calloc(f->ntensors ? f->ntensors : 1, 1);
     uint64_t adam_step;
-    int st = bl && used ? FV_OK : fv_error(FV_ENOMEM, "out of memory reading a checkpoint");
+    /* read first: their messages name the file already */
+    int st = fv_checkpoint_step_meta(f, path, "step", step);
+    if (!st)
+        st = fv_checkpoint_step_meta(f, path, "adam.step", &adam_step);
+    if (st) {
+        free(bl);
+        free(used);
+        return st;
+    }
+    st = bl && used ? FV_OK : fv_error(FV_ENOMEM, "out of memory reading a checkpoint");
     for (int role = 0; role < 4 && !st; role++) {
         if (!role_base(tr, role))
             continue;
@@ -256,12 +265,13 @@ int fv_checkpoint_load(const fv_st_file *f, const char *path, fv_trainer *tr, ui
     if (!st)
         st = check_all_used(f, used);
     free(used);
-    if (!st && !(st = fv_checkpoint_step_meta(f, path, "step", step)) &&
-        !(st = fv_checkpoint_step_meta(f, path, "adam.step", &adam_step)))
+    if (!st)
         tr->opt.step = adam_step;
     const fv_st_tensor *lt = st ? NULL : fv_st_find(f, "train.log");
+    if (lt && (lt->ndim != 2 || lt->shape[1] != 3))
+        st = fv_error(FV_EINPUT, "tensor 'train.log' is not a table of (step, loss, grad norm) rows");
     if (!st && log && lt) {
-        size_t shape[2] = {lt->ndim == 2 ? lt->shape[0] : 0, 3};
+        size_t shape[2] = {lt->shape[0], 3};
         fv_loss_log_free(log);
         log->n = log->cap = shape[0];
         if (shape[0] && !(log->rows = malloc(shape[0] * 3 * sizeof *log->rows)))
