@@ -1,5 +1,5 @@
 /* claims.c: numerical checks of Lemma 1, Proposition 1, Figs. 4 and 5, Lemma 2, Proposition 2,
- * Counter Example 1 and Remark 2 (THEORY.md section 3). The numbers quoted from THEORY.md are the
+ * Counter Example 1 and Remark 2 (docs/THEORY.md section 3). The numbers quoted from docs/THEORY.md are the
  * reference values it derives; everything else is computed here. */
 #include "gaussian/claims.h"
 
@@ -200,7 +200,7 @@ static void fig4_welch(runner *r, double sigma, int ot_lower)
          sqrt(vo), mr, sqrt(vr), right_way ? "" : " (WRONG ORDER)");
 }
 
-/* THEORY.md's critical noise values, to 1e-3. */
+/* docs/THEORY.md's critical noise values, to 1e-3. */
 static void fig4_sigma_star(runner *r, double deg, double want)
 {
     char name[48];
@@ -366,7 +366,7 @@ static void prop2(runner *r, const char *name, int counter_example, size_t steps
 }
 
 /* Counter Example 1 on a grid through t = 1/2: every line meets at (2.5, 2.5), all weights are
- * equal there, and the Euler step from that point cannot tell the pairs apart (THEORY.md's note). */
+ * equal there, and the Euler step from that point cannot tell the pairs apart (docs/THEORY.md's note). */
 static void ce1_crossing(runner *r)
 {
     double a[NPAIRS * 2], b[NPAIRS * 2], err, frac;

@@ -1,4 +1,4 @@
-/* claims.h: the paper's claims that need no training (THEORY.md section 3), verified numerically.
+/* claims.h: the paper's claims that need no training (docs/THEORY.md section 3), verified numerically.
  * Each claim yields rows: what was measured, a value, a threshold and PASS/FAIL. */
 #ifndef FV_CLAIMS_H
 #define FV_CLAIMS_H

@@ -1,4 +1,4 @@
-/* crossover.h: the critical noise sigma*(alpha) of THEORY.md section 3: the noise level at which
+/* crossover.h: the critical noise sigma*(alpha) of docs/THEORY.md section 3: the noise level at which
  * the integrated gradient variances of the OT field and of the pair-optimal (rotational) field are
  * equal, on data from the rotational coupling. Above sigma* the OT field has the lower variance. */
 #ifndef FV_CROSSOVER_H

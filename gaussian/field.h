@@ -1,4 +1,4 @@
-/* field.h: closed-form vector fields between Gaussians (THEORY.md section 2), evaluated exactly in
+/* field.h: closed-form vector fields between Gaussians (docs/THEORY.md section 2), evaluated exactly in
  * double precision at any points and times.
  *
  * Every field here has the form v(x, t) = b + N(t) A(t)^{-1} (x - m0 - t b), b = m1 - m0:

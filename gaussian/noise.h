@@ -1,4 +1,4 @@
-/* noise.h: the interpolant's noise schedules f(t) (THEORY.md section 1), host and device (core/hd.h),
+/* noise.h: the interpolant's noise schedules f(t) (docs/THEORY.md section 1), host and device (core/hd.h),
  * so the CPU data path and the CUDA backend add the same noise to a batch. */
 #ifndef FV_NOISE_H
 #define FV_NOISE_H

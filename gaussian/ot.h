@@ -1,5 +1,5 @@
 /* ot.h: optimal transport between two Gaussians: the linear part of the OT map and the
- * 2-Wasserstein distance (THEORY.md section 2, "General Gaussian source"). */
+ * 2-Wasserstein distance (docs/THEORY.md section 2, "General Gaussian source"). */
 #ifndef FV_OT_H
 #define FV_OT_H
 

@@ -1,6 +1,6 @@
 /* problem.h: one transport problem between Gaussians, shared by every closed-form and learned
  * engine: source N(m0, S0), target N(m1, S1), the coupling that pairs them, and the interpolant's
- * noise schedule (THEORY.md section 1). */
+ * noise schedule (docs/THEORY.md section 1). */
 #ifndef FV_PROBLEM_H
 #define FV_PROBLEM_H
 
@@ -28,7 +28,7 @@ void fv_problem_free(fv_problem *p);
 
 /* R is accepted as orthogonal when max |R^T R - I| <= FV_ORTHOGONAL_TOL (problem.c says why this
  * value); FV_ORTHOGONAL_TOL_TEXT is the same number for help texts. A reflection (det R = -1) is a
- * valid coupling too (THEORY.md: any orthogonal R); its A(t) is singular at some t in (0, 1), which
+ * valid coupling too (docs/THEORY.md: any orthogonal R); its A(t) is singular at some t in (0, 1), which
  * the fields report as a singular time. */
 #define FV_ORTHOGONAL_TOL 5e-7
 #define FV_ORTHOGONAL_TOL_TEXT "5e-7"
@@ -37,11 +37,11 @@ void fv_problem_free(fv_problem *p);
  * sigma (finite, >= 0). Messages name the flag a user would have set. */
 int fv_problem_validate(const fv_problem *p);
 
-/* The default rotation of THEORY.md section 1: 2x2 rotations by `deg` degrees on coordinate pairs
+/* The default rotation of docs/THEORY.md section 1: 2x2 rotations by `deg` degrees on coordinate pairs
  * (1,2), (3,4), ..., and 1 on the last coordinate when d is odd. R is d x d. */
 void fv_rotation_blocks(size_t d, double deg, double *R);
 
-/* The reference problem of THEORY.md section 4: d = 2, target mean (1, -0.5), covariance
+/* The reference problem of docs/THEORY.md section 4: d = 2, target mean (1, -0.5), covariance
  * [[2, 0.6], [0.6, 1]], standard source; the rotational coupling by `deg` degrees when deg >= 0
  * (else OT); noise sigma, constant schedule. */
 int fv_problem_reference(fv_problem *p, double deg, double sigma);

@@ -1,4 +1,4 @@
-/* transport.h: push samples forward through a closed-form field, t = 0 to 1 (THEORY.md section 2). */
+/* transport.h: push samples forward through a closed-form field, t = 0 to 1 (docs/THEORY.md section 2). */
 #ifndef FV_TRANSPORT_H
 #define FV_TRANSPORT_H
 

@@ -1,7 +1,7 @@
 /* variance.c: exact first and second moments of the CFM loss gradient for the affine field family,
  * at one time and integrated over t ~ U(0,1), and the per-sample gradient (see variance.h).
  *
- * Derivation (THEORY.md section 4, extended to theta != b and to a general source; the general-source
+ * Derivation (docs/THEORY.md section 4, extended to theta != b and to a general source; the general-source
  * steps are written out in docs/variance_general_source.md) [derived, checked by Monte Carlo]:
  * Stack the noise as xi ~ N(0, I): xi = (xi0, Z) for the OT and rotational couplings, xi = (xi0, xi1, Z)
  * for the independent one, with X0 = m0 + L0 xi0, L0 = S0^{1/2}, and X1 = m1 + F1 xi0 (F1 = K L0 for
@@ -10,7 +10,7 @@
  *   X_t - m0 - t theta = t delta + L xi,   u = b + U xi,
  *   L = [(1-t) L0 + t F1, f I]  or  [(1-t) L0, t F1, f I],
  *   U = [F1 - L0, f' I]         or  [-L0, F1, f' I]          (f' only with the derivative term).
- * (For the standard source L0 = I, F1 = M^{1/2} R or M^{1/2}: THEORY.md section 4.)
+ * (For the standard source L0 = I, F1 = M^{1/2} R or M^{1/2}: docs/THEORY.md section 4.)
  * With A = I + t Theta (which commutes with Theta):
  *   w = A^{-1} (X_t - m0 - t theta) = w0 + W xi,   w0 = t A^{-1} delta,  W = A^{-1} L,
  *   r = u - v = delta + U xi - Theta w = r0 + Rr xi,  r0 = (I - t Theta A^{-1}) delta = A^{-1} delta,
@@ -26,7 +26,7 @@
  *   E g_Theta = -2 (a0 w0^T + C),  |E g_Theta|^2 = 4 (|a0|^2 |w0|^2 + 2 a0^T C w0 + tr(PQ)), hence
  *   Var_Theta = 4 (|a0|^2 tr Q + |w0|^2 tr P + 2 a0^T C w0 + tr P tr Q + tr(PQ)).
  *   loss = E |r|^2 = |r0|^2 + |Rr|^2.
- * At theta = b (a0 = w0 = 0) this is THEORY.md section 4. The full covariance uses the covariance of
+ * At theta = b (a0 = w0 = 0) this is docs/THEORY.md section 4. The full covariance uses the covariance of
  * products of jointly Gaussian x, y, z, v with means m:
  *   Cov(xy, zv) = mx mz Cov(y,v) + mx mv Cov(y,z) + my mz Cov(x,v) + my mv Cov(x,z)
  *               + Cov(x,z) Cov(y,v) + Cov(x,v) Cov(y,z),
@@ -497,7 +497,7 @@ int fv_cfm_grad(size_t d, const double *theta, const double *Theta, const double
  * field, so its zero variance without noise is not the difference of large terms):
  *   |row i of Rr|^2 = alpha_i^2 e_i^2 H00_ii + z_i^2,  |row i of L'|^2 = (1 - t + t g_i)^2 H00_ii + f^2,
  *   C_ij = alpha_i^2 alpha_j e_i (1 - t + t g_j) H00_ij + delta_ij f alpha_i^2 z_i.
- * For the standard source P0 = I, H00 = I, H01 = P1^T, H11 = diag(s^2) as in THEORY.md. So these
+ * For the standard source P0 = I, H00 = I, H01 = P1^T, H11 = diag(s^2) as in docs/THEORY.md. So these
  * fields cost O(d^2) per t after an O(d^3) setup, C being formed in the eigenbasis; |E g| and the traces
  * do not depend on the basis. */
 

@@ -1,14 +1,14 @@
-/* variance.h: the exact variance of the CFM loss gradient for the affine field family of THEORY.md
- * section 2, at one time, integrated over t ~ U(0,1), and its Monte-Carlo twin (THEORY.md section 4).
+/* variance.h: the exact variance of the CFM loss gradient for the affine field family of docs/THEORY.md
+ * section 2, at one time, integrated over t ~ U(0,1), and its Monte-Carlo twin (docs/THEORY.md section 4).
  *
  * Setting: source X0 ~ N(m0, S0) (p->m0, p->S0; the paper's standard source is m0 = 0, S0 = I), target
  * X1 ~ N(m1, S1) (p->m1, p->S1), coupling p->coupling, interpolant X_t = (1-t) X0 + t X1 + f(t) Z,
  * target u = X1 - X0 (+ f'(t) Z with p->deriv_term). Field family, in the source-centred coordinate
- * (THEORY.md section 2, general source): v(x, t) = theta + Theta (I + t Theta)^{-1} (x - m0 - t theta),
+ * (docs/THEORY.md section 2, general source): v(x, t) = theta + Theta (I + t Theta)^{-1} (x - m0 - t theta),
  * with m0 a fixed shift, not a parameter; per-sample loss l = |u - v(X_t, t)|^2 and its gradient
  * g = (grad_theta l, grad_Theta l) in R^{d + d*d}, the Theta block flattened row-major (entry i*d + j
  * is dl/dTheta_ij). Every "variance" below is the trace of the covariance of g (or of one block of it):
- * E|g|^2 - |E g|^2. For the standard source everything reduces to THEORY.md section 4.
+ * E|g|^2 - |E g|^2. For the standard source everything reduces to docs/THEORY.md section 4.
  *
  * Couplings, with xi0, xi1 ~ N(0, I), L0 = S0^{1/2} (symmetric root) and X0 = m0 + L0 xi0:
  *   OT:          X1 = m1 + G (X0 - m0) = m1 + G L0 xi0, G = S0^{-1/2} (S0^{1/2} S1 S0^{1/2})^{1/2} S0^{-1/2}

@@ -1,5 +1,5 @@
 /* kernel_field.h: the exact minimizer of the empirical CFM loss on a FINITE set of pairs
- * (a_i, b_i) with constant noise s (THEORY.md section 2, "Finite pair set, kernel field"):
+ * (a_i, b_i) with constant noise s (docs/THEORY.md section 2, "Finite pair set, kernel field"):
  *   v_s(x, t) = sum_i w_i (b_i - a_i),  w_i proportional to exp(-|x - (1-t) a_i - t b_i|^2 / (2 s^2)).
  * As s -> 0 it becomes the memorizing nearest-line field of Proposition 2; s = 0 is that limit
  * (all weight on the nearest interpolation line, ties split evenly). */

@@ -1,5 +1,5 @@
 /* mixture.h: Gaussian mixtures sum_k w_k N(mu_k, S_k), the targets of the paper's GMM experiment
- * (THEORY.md section 5, Table 1): construction (by hand or with the section 5 defaults), sampling
+ * (docs/THEORY.md section 5, Table 1): construction (by hand or with the section 5 defaults), sampling
  * from a Philox stream, log density, and the moment-matched Gaussian.
  *
  * A mixture filled by hand must go through fv_gmm_prepare before it is sampled or evaluated: that
@@ -31,7 +31,7 @@ void fv_gmm_free(fv_gmm *g);
  * hand. FV_EINPUT with a message naming the component on bad input. */
 int fv_gmm_prepare(fv_gmm *g);
 
-/* The THEORY.md section 5 defaults: K equal weights, means ~ N(0, mean_scale^2 I), covariances
+/* The docs/THEORY.md section 5 defaults: K equal weights, means ~ N(0, mean_scale^2 I), covariances
  * comp_var I. The K x d means are the first K*d normals of the Philox stream (seed, 0), row by row.
  * Allocates g (free with fv_gmm_free) and prepares it. mean_scale >= 0, comp_var > 0. */
 int fv_gmm_random(fv_gmm *g, size_t K, size_t d, double mean_scale, double comp_var, uint64_t seed);

@@ -1,5 +1,5 @@
 /* mmd.h: the maximum mean discrepancy between two samples, the metric of the paper's GMM
- * experiment (THEORY.md section 5, Table 1: unbiased MMD^2, Gaussian kernel, median bandwidth), and
+ * experiment (docs/THEORY.md section 5, Table 1: unbiased MMD^2, Gaussian kernel, median bandwidth), and
  * the biased estimator (V-statistic), which is 0 for two identical samples.
  *
  * Kernel: k(x, y) = exp(-|x - y|^2 / (2 h^2)).

@@ -286,7 +286,7 @@ Test(cli, crossover_reproduces_theory_sigma_star)
                         &s[1], &a[2], &s[2], &a[3], &s[3]),
                  8, "%s", out_text);
     for (int i = 0; i < 4; i++)
-        cr_assert_lt(fabs(s[i] - want[i]), 1e-3, "angle %g: sigma* %g, THEORY.md %g", a[i], s[i], want[i]);
+        cr_assert_lt(fabs(s[i] - want[i]), 1e-3, "angle %g: sigma* %g, docs/THEORY.md %g", a[i], s[i], want[i]);
     cr_assert(strstr(out_text, "170\tdiverges\n") != NULL, "%s", out_text);
     cr_assert(strstr(err_text, "singular") != NULL, "the reason goes to stderr: %s", err_text);
 }

@@ -328,7 +328,7 @@ Test(field, counter_example_1_is_singular_at_one_half)
 
 Test(field, anisotropic_singular_times_below_180)
 {
-    /* THEORY.md section 2: for the reference problem singular times appear from about 164 deg on;
+    /* docs/THEORY.md section 2: for the reference problem singular times appear from about 164 deg on;
      * at 180 deg they are t = 0.398 and 0.541, not 1/2 */
     double st[2];
     size_t ns;
@@ -450,7 +450,7 @@ Test(field, rotation_must_be_orthogonal_within_the_stated_tolerance)
     cr_expect(strstr(fv_last_error(), "tolerance 5e-07") != NULL, "tolerance named: %s", fv_last_error());
     const double reflection[4] = {1.0, 0.0, 0.0, -1.0};
     memcpy(p.R, reflection, sizeof reflection);
-    cr_expect_eq(fv_problem_validate(&p), FV_OK, "a reflection is orthogonal (THEORY.md: any orthogonal R): %s",
+    cr_expect_eq(fv_problem_validate(&p), FV_OK, "a reflection is orthogonal (docs/THEORY.md: any orthogonal R): %s",
                  fv_last_error());
     fv_problem_free(&p);
     /* an orthogonal matrix rounded to float32 passes at any d: eigenvectors of a random SPD matrix at d = 60 */

@@ -1,5 +1,5 @@
 /* test_variance.c: the exact gradient variance (gaussian/variance.c) against the reference values of
- * THEORY.md section 4, against its Monte-Carlo twin (gaussian/mc.c) on random problems with fields near
+ * docs/THEORY.md section 4, against its Monte-Carlo twin (gaussian/mc.c) on random problems with fields near
  * the OT field (theta != mu exercises the non-central terms), against finite differences, and on its
  * error paths. Values are logged at full precision (--verbose=1) so that they can be recorded. */
 #include <criterion/criterion.h>
@@ -74,7 +74,7 @@ static void expect_ref(const char *what, double value, double ref, int decimals)
 }
 
 /* ------------------------------------------------------------------------------------------------- */
-/* Reference values of THEORY.md section 4 */
+/* Reference values of docs/THEORY.md section 4 */
 
 static void per_t(fv_coupling c, fv_vfield_kind k, double sigma, fv_var *v)
 {

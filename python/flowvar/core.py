@@ -1,6 +1,6 @@
 """core.py: the closed-form engine on numpy arrays, one function per flowvar command (field,
 transport, w2 and its OT map, variance, crossover, check) over one Problem, as the CLI's flags
-describe it (DESIGN.md). Every call goes through libflowvar.so; nothing is recomputed here."""
+describe it. Every call goes through libflowvar.so; nothing is recomputed here."""
 
 import contextlib
 from ctypes import byref, c_double, c_int, c_size_t

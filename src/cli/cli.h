@@ -1,5 +1,5 @@
-/* cli.h: what every flowvar command shares: the option table and parser, the problem flags of
- * DESIGN.md, typed option getters that validate, and the mapping from status to exit code. */
+/* cli.h: what every flowvar command shares: the option table and parser, the problem flags
+ * (README, "Commands"), typed option getters that validate, and the mapping from status to exit code. */
 #ifndef FV_CLI_H
 #define FV_CLI_H
 
@@ -26,7 +26,7 @@ typedef struct {
     size_t nopts;
 } fv_args;
 
-/* The problem flags of DESIGN.md in groups, each NULL-terminated; a command passes to fv_args_parse
+/* The problem flags in groups, each NULL-terminated; a command passes to fv_args_parse
  * only the groups it reads, so any other problem flag is an unknown option for it (README, "Commands"). */
 extern const fv_opt fv_dist_opts[];     /* --target-mean --target-cov --source-mean --source-cov */
 extern const fv_opt fv_coupling_opts[]; /* --coupling */

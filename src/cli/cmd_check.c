@@ -8,7 +8,7 @@
 static const fv_opt check_opts[] = {{NULL, NULL, NULL}};
 
 static const char usage[] =
-    "Verify numerically every claim of THEORY.md section 3 that needs no training (Lemma 1, Prop. 1,\n"
+    "Verify numerically every claim of docs/THEORY.md section 3 that needs no training (Lemma 1, Prop. 1,\n"
     "Figs. 4 and 5 with sigma*, Lemma 2, Prop. 2, Counter Example 1, Remark 2). Prints TSV rows\n"
     "claim, measured, value, threshold, result and a closing 'N passed, M failed' line; exit status 0\n"
     "only if every claim passes.";

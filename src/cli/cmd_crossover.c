@@ -20,7 +20,7 @@ static const fv_opt crossover_opts[] = {
 
 static const char usage[] =
     "Critical noise sigma*: the interpolant noise at which the OT field and the pair-optimal rotational\n"
-    "field have equal integrated gradient variance on the rotational coupling (THEORY.md section 3);\n"
+    "field have equal integrated gradient variance on the rotational coupling (docs/THEORY.md section 3);\n"
     "above it the OT field has the lower variance. Output TSV 'angle sigma_star', where sigma_star is\n"
     "'none' when the two do not cross in (0, sigma-max] and 'diverges' when the rotational field is\n"
     "singular at some t (the reason goes to stderr). Uses --schedule (constant or bridge).\n"

@@ -18,7 +18,7 @@ static const fv_opt field_opts[] = {
 
 static const char usage[] =
     "Evaluate v(x, t) of a closed-form field: the OT field (Lemma 1), the pair-optimal field of the\n"
-    "rotational coupling, or the Markov field of the independent coupling (THEORY.md section 2).\n"
+    "rotational coupling, or the Markov field of the independent coupling (docs/THEORY.md section 2).\n"
     "Example: flowvar field --target-mean 1,-0.5 --target-cov 2,0.6,0.6,1 --field rotation --angle 120 \\\n"
     "           --t 0.6 --points 0.3,0.2";
 

@@ -29,7 +29,7 @@ static const fv_opt figures_opts[] = {
 };
 
 static const char usage[] =
-    "Regenerate the variance figures on the reference problem of THEORY.md section 4 (mu = (1,-0.5),\n"
+    "Regenerate the variance figures on the reference problem of docs/THEORY.md section 4 (mu = (1,-0.5),\n"
     "M = [[2,0.6],[0.6,1]]): fig4 (OT vs rotational field over sigma, 120 deg), fig5 (independent vs\n"
     "120 deg coupling over t), phase (sigma* over the angle for three covariances), angle (variance over\n"
     "the angle for several sigma), vs_t (variance over t for each coupling/field pair), dim (variance\n"

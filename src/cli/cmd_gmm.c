@@ -1,5 +1,5 @@
 /* cmd_gmm.c: `flowvar gmm`: Table 1 of the paper on Gaussian mixtures: does CFM with sigma = 0
- * memorize its finite training set, and does sigma = 0.05 generalize better? (THEORY.md section 5) */
+ * memorize its finite training set, and does sigma = 0.05 generalize better? (docs/THEORY.md section 5) */
 #include "cli/cli.h"
 #include "cli/run.h"
 
@@ -23,7 +23,7 @@ static const fv_opt gmm_opts[] = {
     {"components", "K", "mixture components; default 8"},
     {"pairs", "N", "training pairs (random assignment of sources to mixture samples); default 100"},
     {"steps", "N", "training steps per model; default 8000 (--full: 20000)"},
-    {"full", NULL, "the paper-sized training of THEORY.md section 5 (20000 steps) and 3 seeds"},
+    {"full", NULL, "the paper-sized training of docs/THEORY.md section 5 (20000 steps) and 3 seeds"},
     {"seeds", "K", "independent repetitions (seeds seed, seed+1, ...); the table shows their means; default 1"},
     {"batch", "B", "batch size; default 256"},
     {"lr", "LR", "Adam learning rate; default 3e-3"},
@@ -66,7 +66,7 @@ typedef struct {
     double gen, mem, mem_l2, mem_hit;
 } row_result;
 
-/* The paper's Table 1 (THEORY.md section 5), for reference. */
+/* The paper's Table 1 (docs/THEORY.md section 5), for reference. */
 static void paper_values(size_t d, double sigma, double *gen, double *mem)
 {
     *gen = *mem = NAN;

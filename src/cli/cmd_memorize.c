@@ -56,12 +56,12 @@ static const char usage[] =
     "TSV: coupling sigma pairs l2_ot_mean l2_ot_std l2_target_mean l2_target_std.\n"
     "Example: flowvar memorize --data fashion-mnist --pairs 5000 --coupling shuffled --out mem";
 
-/* The paper's Table 2 (CelebA 64 x 64, 5K pairs), THEORY.md section 5. */
+/* The paper's Table 2 (CelebA 64 x 64, 5K pairs), docs/THEORY.md section 5. */
 static const struct {
     double sigma, l2_ot, l2_target;
 } paper_table2[] = {{0.0, 50.40, 28.57}, {0.05, 34.25, 55.02}};
 
-/* Training settings: memorize's default, the paper's (THEORY.md section 6) with --full; a flag the
+/* Training settings: memorize's default, the paper's (docs/THEORY.md section 6) with --full; a flag the
  * user gave wins. NULL: train's own default. */
 static const struct {
     const char *name, *small, *full;
@@ -269,7 +269,7 @@ static int print_table(FILE *fp, const char *coupling, size_t npairs, size_t ns,
     fprintf(fp, "%s pairs (%zu), L2 of the end points from the training sources, mean +- std:\n", coupling, npairs);
     int t2 = !strcmp(coupling, "shuffled");
     fprintf(fp, "%-12s %-22s %-22s %s\n", "model", "to the OT target", "to the training target",
-            t2 ? "paper's Table 2 (CelebA 64x64, 5K pairs)" : "paper (Table 3's numbers are not in THEORY.md)");
+            t2 ? "paper's Table 2 (CelebA 64x64, 5K pairs)" : "paper (Table 3's numbers are not in docs/THEORY.md)");
     for (size_t k = 0; k < ns; k++) {
         char name[32], paper[64] = "n/a";
         snprintf(name, sizeof name, "CFM(%g)", sigmas[k]);

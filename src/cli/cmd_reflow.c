@@ -1,6 +1,6 @@
 /* cmd_reflow.c: `flowvar reflow`: rounds of ReFlow (train on pairs, re-pair each source with where
  * the trained field takes it) with and without noise, and how far each round moves the coupling
- * toward OT (THEORY.md section 3, Lemma 2 and Remark 2). */
+ * toward OT (docs/THEORY.md section 3, Lemma 2 and Remark 2). */
 #include "cli/cli.h"
 #include "cli/run.h"
 

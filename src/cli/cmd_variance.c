@@ -1,4 +1,4 @@
-/* cmd_variance.c: `flowvar variance`: the exact variance of the CFM loss gradient (THEORY.md
+/* cmd_variance.c: `flowvar variance`: the exact variance of the CFM loss gradient (docs/THEORY.md
  * section 4) at one time, on a grid of times, or integrated over t ~ U(0,1), with an optional
  * Monte-Carlo cross-check. */
 #include "cli/cli.h"

@@ -28,7 +28,7 @@ const fv_opt fv_train_opts_table[] = {
     {"fourier", "M", "mlp: append M random Fourier features sin(F z), cos(F z) of z = [x, t] to the input\n"
                      "      (F fixed, entries ~ N(0, S^2)); lets the MLP fit sharp fields; default 0 = none"},
     {"fourier-scale", "S", "with --fourier: the spread S of F's entries; default 3"},
-    {"gmm", "K", "target: a random K-component Gaussian mixture (THEORY.md section 5) instead of a Gaussian"},
+    {"gmm", "K", "target: a random K-component Gaussian mixture (docs/THEORY.md section 5) instead of a Gaussian"},
     {"dim", "D", "with --gmm: the dimension"},
     {"gmm-scale", "S", "with --gmm: component means ~ N(0, S^2 I); default 5"},
     {"gmm-var", "V", "with --gmm: component covariance V I; default 0.25"},

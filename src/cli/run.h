@@ -74,7 +74,7 @@ int fv_run_fresh_sources(fv_run *r, size_t n, uint64_t seed, double *X);
  * known map (--map). FV_EINPUT when the run has no such map (mixtures, image sets without --map). */
 int fv_run_ot_targets(const fv_run *r, size_t n, const double *X0, double *T);
 
-/* The Gaussian stand-in of an image run (THEORY.md: "Gaussian Fashion-MNIST"): its images fitted by
+/* The Gaussian stand-in of an image run (docs/THEORY.md: "Gaussian Fashion-MNIST"): its images fitted by
  * N(m, S) (eigenvalues floored at rel_floor times the largest, data/fit.h), and the problem between
  * N(0, I) and that fit in the run's direction (N(0, I) -> fit, or fit -> N(0, I) for --direction
  * backward), with the run's noise and the given coupling. `fit` (may be NULL) receives the fit. */

@@ -1,6 +1,6 @@
 /* cfm.h: conditional flow matching, written once for every backend: where training pairs come from
  * (a Gaussian problem and its coupling, a Gaussian mixture, or a finite set of pairs), the noisy
- * interpolant and its regression target (THEORY.md section 1, torchcfm's conventions of section 6),
+ * interpolant and its regression target (docs/THEORY.md section 1, torchcfm's conventions of section 6),
  * and the training loop with checkpoints, resume and a progress bar. */
 #ifndef FV_CFM_H
 #define FV_CFM_H

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """variance_mc.py: an independent numpy oracle for gaussian/variance.c (not used by the tests).
 
-Recomputes the exact gradient variance of THEORY.md section 4, including the non-central terms for
+Recomputes the exact gradient variance of docs/THEORY.md section 4, including the non-central terms for
 theta != mu (same derivation as the comment block of variance.c, written with dense numpy matrices),
-prints the reference values of THEORY.md, and checks a perturbed field against a plain Monte-Carlo
+prints the reference values of docs/THEORY.md, and checks a perturbed field against a plain Monte-Carlo
 estimate of per-sample gradients.  Usage: python3 tests/oracle/variance_mc.py
 """
 import numpy as np
