@@ -21,13 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_write("t10k-labels-idx1-ubyte", data + len, size - len);
     fv_dataset ds;
     if (fv_dataset_load(&ds, FV_DATASET_FASHION_MNIST, fz_scratch_dir(), FV_SPLIT_TEST, limit) == 0) {
-        /* every pixel and label of an accepted set is read (ASan checks the sizes the header gave) */
-        volatile float sum = 0.0f;
-        for (size_t k = 0; k < ds.n * ds.c * ds.h * ds.w; k++)
-            sum += ds.x[k];
-        for (size_t k = 0; k < ds.n; k++)
-            sum += ds.labels[k];
-        (void)sum;
+        fz_touch_dataset(&ds);
         fv_dataset_pad(&ds, 32);
         fv_dataset_free(&ds);
     }

@@ -71,6 +71,15 @@ int th_entries_in(const char *dir)
     return n;
 }
 
+void th_slurp_text(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
+    buf[n] = '\0';
+    if (f)
+        fclose(f);
+}
+
 unsigned char *th_slurp(const char *path, size_t *n)
 {
     FILE *fp = fopen(path, "rb");

@@ -25,6 +25,8 @@ const char *th_path_in(const char *dir, const char *name);
 int th_entries_in(const char *dir);
 
 /* A whole small file (up to 64 KiB), malloc'ed; *n gets its size. */
+/* The text of path into buf (at most size - 1 bytes, NUL-terminated; empty when it cannot be read). */
+void th_slurp_text(const char *path, char *buf, size_t size);
 unsigned char *th_slurp(const char *path, size_t *n);
 
 /* The rest of a random test problem once its means and covariances are drawn: the rotation by deg

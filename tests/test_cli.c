@@ -46,15 +46,6 @@ static void teardown(void)
 
 TestSuite(cli, .init = setup, .fini = teardown);
 
-static void slurp(const char *path, char *buf, size_t size)
-{
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
-    buf[n] = '\0';
-    if (f)
-        fclose(f);
-}
-
 /* Run `flowvar ARGS`; returns its exit status, with stdout and stderr in out_text / err_text. */
 static int run(const char *args)
 {
@@ -62,8 +53,8 @@ static int run(const char *args)
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s", bin, args, out_path, err_path);
     int st = system(cmd);
-    slurp(out_path, out_text, sizeof out_text);
-    slurp(err_path, err_text, sizeof err_text);
+    th_slurp_text(out_path, out_text, sizeof out_text);
+    th_slurp_text(err_path, err_text, sizeof err_text);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
@@ -341,7 +332,7 @@ static int run_argv_in_dir(char *const *argv)
     }
     int st;
     cr_assert_eq(waitpid(pid, &st, 0), pid, "wait for flowvar");
-    slurp(err_path, err_text, sizeof err_text);
+    th_slurp_text(err_path, err_text, sizeof err_text);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
@@ -377,7 +368,7 @@ Test(cli, figures_without_gnuplot_say_so)
     /* a PATH without gnuplot, for flowvar alone */
     snprintf(cmd, sizeof cmd, "PATH=%s %s figures --out %s/figs --mc 100 --plots plots 2>%s", dir, bin, dir, err_path);
     int st = system(cmd);
-    slurp(err_path, err_text, sizeof err_text);
+    th_slurp_text(err_path, err_text, sizeof err_text);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit status 1 without gnuplot: %s", err_text);
     cr_assert(strstr(err_text, "flowvar: error: gnuplot not found on PATH") != NULL, "the message: %s", err_text);
     snprintf(f, sizeof f, "%s/figs/fig4.png", dir);
@@ -425,7 +416,7 @@ Test(cli, full_disk_leaves_no_truncated_picture)
     snprintf(cmd, sizeof cmd, "trap '' XFSZ; ulimit -f 16; %s figures --out %s/full --mc 100 --plots plots 2>%s",
              bin, dir, err_path);
     int st = system(cmd);
-    slurp(err_path, err_text, sizeof err_text);
+    th_slurp_text(err_path, err_text, sizeof err_text);
     cr_assert_neq(st, 0, "the figure cannot be written");
     cr_assert(strstr(err_text, "flowvar: error: ") && strstr(err_text, "fig4.png"), "the message: %s", err_text);
     cr_assert(!exists(th_path_in(dir, "full/fig4.png")), "no truncated fig4.png");
@@ -440,9 +431,9 @@ Test(cli, output_through_a_symlink_keeps_the_link)
     snprintf(cmd, sizeof cmd, "cd %s && ln -s /proc/self/fd/1 so && %s field " REF " --t 0.5 --points 1,1 --out so >x.tsv 2>%s",
              dir, bin, err_path);
     int st = system(cmd);
-    slurp(err_path, err_text, sizeof err_text);
+    th_slurp_text(err_path, err_text, sizeof err_text);
     cr_assert_eq(st, 0, "field --out so succeeds: %s", err_text);
-    slurp(th_path_in(dir, "x.tsv"), out_text, sizeof out_text);
+    th_slurp_text(th_path_in(dir, "x.tsv"), out_text, sizeof out_text);
     cr_assert(strncmp(out_text, "v1\tv2\n", 6) == 0, "the table reached x.tsv: '%s'", out_text);
     struct stat sb;
     cr_assert(lstat(th_path_in(dir, "so"), &sb) == 0 && S_ISLNK(sb.st_mode), "so is still a symbolic link");
@@ -492,8 +483,8 @@ Test(cli, fifo_inputs_are_read_once, .timeout = 90)
         snprintf(flag, sizeof flag, flags[i][0], dir);
         snprintf(cmd, sizeof cmd, "timeout 20 %s field %s %s >%s 2>%s", bin, flag, query, out_path, err_path);
         int st = system(cmd);
-        slurp(out_path, out_text, sizeof out_text);
-        slurp(err_path, err_text, sizeof err_text);
+        th_slurp_text(out_path, out_text, sizeof out_text);
+        th_slurp_text(err_path, err_text, sizeof err_text);
         waitpid(writer, NULL, 0);
         cr_assert_eq(st, 0, "field %s ends (the FIFO is opened once): %s", flag, err_text);
         cr_assert_str_eq(out_text, expected, "field %s reads the numbers of the list", flag);
@@ -747,7 +738,7 @@ Test(cli, full_disk_leaves_no_half_written_checkpoint)
     snprintf(cmd, sizeof cmd, "trap '' XFSZ; ulimit -f 40; %s train " REF " --width 256 --steps 5 --out %s/disk 2>%s",
              bin, dir, err_path);
     int st = system(cmd);
-    slurp(err_path, err_text, sizeof err_text);
+    th_slurp_text(err_path, err_text, sizeof err_text);
     cr_assert_neq(st, 0, "the write must fail");
     cr_assert(strstr(err_text, "flowvar: error:") && strstr(err_text, "write failed"), "%s", err_text);
     snprintf(cmd, sizeof cmd, "ls -A %s/disk", dir);

@@ -27,15 +27,6 @@ static void drop_scratch(void)
     cr_assert_eq(system(cmd), 0, "cleanup: rm -rf %s", scratch);
 }
 
-static void slurp_text(const char *path, char *buf, size_t size)
-{
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
-    buf[n] = '\0';
-    if (f)
-        fclose(f);
-}
-
 /* Runs `scripts/reproduce OPTS STUB scratch/results` with the stubs first on PATH and `env` (may be "")
  * in its environment; returns the exit status, with stdout and stderr in out_text and err_text. */
 static int reproduce(const char *env, const char *opts)
@@ -47,8 +38,8 @@ static int reproduce(const char *env, const char *opts)
     snprintf(cmd, sizeof cmd, "%s PATH='%s/" STUBS ":'\"$PATH\" bash scripts/reproduce %s " STUBS "/flowvar '%s/results' >%s 2>%s",
              env, cwd, opts, scratch, out, err);
     int st = system(cmd);
-    slurp_text(out, out_text, sizeof out_text);
-    slurp_text(err, err_text, sizeof err_text);
+    th_slurp_text(out, out_text, sizeof out_text);
+    th_slurp_text(err, err_text, sizeof err_text);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
@@ -83,7 +74,7 @@ static void expect_embedded_figures(const char *folder)
     static char text[65536];
     char path[512];
     snprintf(path, sizeof path, "%s/REPORT.md", folder);
-    slurp_text(path, text, sizeof text);
+    th_slurp_text(path, text, sizeof text);
     int n = 0;
     for (char *p = strstr(text, "!["); p; p = strstr(p + 2, "![")) {
         char *open = strstr(p, "]("), *close = open ? strchr(open, ')') : NULL;
@@ -100,24 +91,25 @@ static void expect_embedded_figures(const char *folder)
     cr_expect_gt(n, 0, "embedded: the report embeds its figures");
 }
 
-Test(reproduce, default_report_shows_progress_and_embeds_figures, .init = make_scratch, .fini = drop_scratch)
+/* One stub run of scripts/reproduce (opts "" or "--images"), its report in scratch/results/SUB. */
+static void expect_report(const char *opts, const char *sub)
 {
     char folder[128];
-    snprintf(folder, sizeof folder, "%s/results", scratch);
-    cr_assert_eq(reproduce("", ""), 0, "exit_status: the stub run succeeds\nstderr: %s", err_text);
+    snprintf(folder, sizeof folder, "%s/results%s", scratch, sub);
+    cr_assert_eq(reproduce("", opts), 0, "exit_status: the stub run succeeds\nstderr: %s", err_text);
     expect_embedded_figures(folder);
     strcat(folder, "/REPORT.md");
     expect_progress_and_summary(folder);
 }
 
+Test(reproduce, default_report_shows_progress_and_embeds_figures, .init = make_scratch, .fini = drop_scratch)
+{
+    expect_report("", "");
+}
+
 Test(reproduce, image_report_shows_progress_and_embeds_figures, .init = make_scratch, .fini = drop_scratch)
 {
-    char folder[128];
-    snprintf(folder, sizeof folder, "%s/results/images", scratch);
-    cr_assert_eq(reproduce("", "--images"), 0, "exit_status: the stub run succeeds\nstderr: %s", err_text);
-    expect_embedded_figures(folder);
-    strcat(folder, "/REPORT.md");
-    expect_progress_and_summary(folder);
+    expect_report("--images", "/images");
 }
 
 Test(reproduce, missing_figure_fails_without_a_report, .init = make_scratch, .fini = drop_scratch)
