@@ -3,7 +3,7 @@
 # rotational field's curve stops where it becomes singular (about 164 deg); at sigma = 0 it is
 # identically 0 (Proposition 1), which a log axis cannot show. Input: angle.tsv.
 set datafile separator "\t"
-set datafile missing NaN
+set datafile missing "-"
 set key outside right top box opaque
 set grid
 set logscale y

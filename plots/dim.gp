@@ -1,7 +1,7 @@
 # dim.gp: integrated gradient variance against the dimension d (random target N(mu, M) with fixed
 # seeds, 120 deg block rotations, sigma = 0.05). Input: dim.tsv.
 set datafile separator "\t"
-set datafile missing NaN
+set datafile missing "-"
 set key top left box opaque
 set grid
 set logscale xy

@@ -2,6 +2,7 @@
 # rotational field on 120 deg rotational data, against the interpolant noise sigma; lines are exact,
 # points are Monte-Carlo estimates with 2-standard-error bars. Input: flowvar figures' fig4.tsv.
 set datafile separator "\t"
+set datafile missing "-"
 set key top left box opaque
 set grid
 set title "Fig. 4: gradient variance vs noise, 120° rotational coupling (reference problem)"

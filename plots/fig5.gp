@@ -2,6 +2,7 @@
 # (sigma = 0) on independent-coupling data and on 120 deg rotational data; lines exact, points
 # Monte-Carlo with 2-standard-error bars. Input: fig5.tsv.
 set datafile separator "\t"
+set datafile missing "-"
 set key top left box opaque
 set grid
 set title "Fig. 5: OT field variance over t, independent vs 120° rotational coupling, σ = 0"

@@ -2,7 +2,7 @@
 # lower integrated gradient variance, below it the pair-optimal rotational field does. Gaps: no
 # crossing in (0, 2] or a singular rotational field. Input: phase.tsv.
 set datafile separator "\t"
-set datafile missing NaN
+set datafile missing "-"
 set key bottom left box opaque
 set grid
 set logscale y

@@ -1,7 +1,7 @@
 # vs_t.gp: per-time gradient variance for each coupling/field pair at sigma = 0.05 (reference
 # problem, 120 deg for the rotational coupling). Input: vs_t.tsv.
 set datafile separator "\t"
-set datafile missing NaN
+set datafile missing "-"
 set key outside right top box opaque
 set grid
 set logscale y

@@ -64,6 +64,18 @@ static int finish_tsv(fv_atomic_file *af, int st)
     return fv_atomic_commit(af);
 }
 
+/* Tab-separated values after a row's first column; a value that does not exist (NaN: a divergent integral,
+ * a singular time, no crossing) is written "-", the plots' missing-data mark, so every number is finite. */
+static void put_values(FILE *f, size_t n, const double *v)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (isfinite(v[i]))
+            fprintf(f, "\t%.10g", v[i]);
+        else
+            fputs("\t-", f);
+    }
+}
+
 /* Integrated variance of a field on the reference problem; NaN where it diverges. */
 static int ref_integrated(double deg, fv_coupling coupling, fv_vfield_kind kind, double sigma, double *v)
 {
@@ -102,8 +114,11 @@ static int fig4(figctx *c)
         if (!(st = ref_integrated(120, FV_COUPLING_ROTATION, FV_VFIELD_OT, s, &vo)) &&
             !(st = ref_integrated(120, FV_COUPLING_ROTATION, FV_VFIELD_ROTATION, s, &vr)) &&
             !(st = ref_mc(c, 120, FV_COUPLING_ROTATION, FV_VFIELD_OT, s, -1, 2 * (uint64_t)k, &mo, &so)) &&
-            !(st = ref_mc(c, 120, FV_COUPLING_ROTATION, FV_VFIELD_ROTATION, s, -1, 2 * (uint64_t)k + 1, &mr, &sr)))
-            fprintf(f, "%g\t%.10g\t%.10g\t%.10g\t%.10g\t%.10g\t%.10g\n", s, vo, vr, mo, so, mr, sr);
+            !(st = ref_mc(c, 120, FV_COUPLING_ROTATION, FV_VFIELD_ROTATION, s, -1, 2 * (uint64_t)k + 1, &mr, &sr))) {
+            fprintf(f, "%g", s);
+            put_values(f, 6, (const double[]){vo, vr, mo, so, mr, sr});
+            fputc('\n', f);
+        }
         fv_progress_step(&c->bar, 1, "fig4");
     }
     return finish_tsv(&af, st);
@@ -138,8 +153,11 @@ static int fig5(figctx *c)
         if (!(st = ref_at(120, FV_COUPLING_INDEPENDENT, FV_VFIELD_OT, 0.0, t, &vi)) &&
             !(st = ref_at(120, FV_COUPLING_ROTATION, FV_VFIELD_OT, 0.0, t, &vr)) &&
             !(st = ref_mc(c, 120, FV_COUPLING_INDEPENDENT, FV_VFIELD_OT, 0.0, t, 100 + 2 * (uint64_t)k, &mi, &si)) &&
-            !(st = ref_mc(c, 120, FV_COUPLING_ROTATION, FV_VFIELD_OT, 0.0, t, 101 + 2 * (uint64_t)k, &mr, &sr)))
-            fprintf(f, "%g\t%.10g\t%.10g\t%.10g\t%.10g\t%.10g\t%.10g\n", t, vi, vr, mi, si, mr, sr);
+            !(st = ref_mc(c, 120, FV_COUPLING_ROTATION, FV_VFIELD_OT, 0.0, t, 101 + 2 * (uint64_t)k, &mr, &sr))) {
+            fprintf(f, "%g", t);
+            put_values(f, 6, (const double[]){vi, vr, mi, si, mr, sr});
+            fputc('\n', f);
+        }
         fv_progress_step(&c->bar, 1, "fig5");
     }
     return finish_tsv(&af, st);
@@ -166,7 +184,7 @@ static int phase(figctx *c)
             st = fv_crossover_sigma(&p, 2.0, 40, 1e-6, 1e-9, &s, &found);
             if (st == FV_EDIVERGE)
                 st = FV_OK;
-            fprintf(f, "\t%.10g", found ? s : NAN);
+            put_values(f, 1, (const double[]){found ? s : NAN});
             fv_problem_free(&p);
         }
         fprintf(f, "\n");
@@ -191,7 +209,7 @@ static int angle(figctx *c)
             double vo, vr;
             if (!(st = ref_integrated(deg, FV_COUPLING_ROTATION, FV_VFIELD_OT, sig[k], &vo)) &&
                 !(st = ref_integrated(deg, FV_COUPLING_ROTATION, FV_VFIELD_ROTATION, sig[k], &vr)))
-                fprintf(f, "\t%.10g\t%.10g", vo, vr);
+                put_values(f, 2, (const double[]){vo, vr});
         }
         fprintf(f, "\n");
         fv_progress_step(&c->bar, 1, "angle");
@@ -214,8 +232,11 @@ static int vs_t(figctx *c)
             !(st = ref_at(120, FV_COUPLING_ROTATION, FV_VFIELD_OT, 0.05, t, &v[1])) &&
             !(st = ref_at(120, FV_COUPLING_ROTATION, FV_VFIELD_ROTATION, 0.05, t, &v[2])) &&
             !(st = ref_at(120, FV_COUPLING_INDEPENDENT, FV_VFIELD_OT, 0.05, t, &v[3])) &&
-            !(st = ref_at(120, FV_COUPLING_INDEPENDENT, FV_VFIELD_MARKOV, 0.05, t, &v[4])))
-            fprintf(f, "%g\t%.10g\t%.10g\t%.10g\t%.10g\t%.10g\n", t, v[0], v[1], v[2], v[3], v[4]);
+            !(st = ref_at(120, FV_COUPLING_INDEPENDENT, FV_VFIELD_MARKOV, 0.05, t, &v[4]))) {
+            fprintf(f, "%g", t);
+            put_values(f, 5, v);
+            fputc('\n', f);
+        }
         if (k % 20 == 19)
             fv_progress_step(&c->bar, 1, "vs_t");
     }
@@ -255,7 +276,7 @@ static int dim(figctx *c)
             fv_var r;
             p.coupling = cp[j];
             st = fv_variance_integrated(&p, &vf, 1e-8, &r, NULL);
-            fprintf(f, "\t%.10g", st == FV_OK ? r.var_total : NAN);
+            put_values(f, 1, (const double[]){st == FV_OK ? r.var_total : NAN});
             if (st == FV_EDIVERGE)
                 st = FV_OK;
         }
