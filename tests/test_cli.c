@@ -1766,3 +1766,17 @@ Test(cli, w2_digits_17_round_trips_the_library_value)
     expect_refusal("w2 " REF " --digits 0", "--digits");
     expect_refusal("w2 " REF " --digits 18", "--digits");
 }
+
+/* A network whose output overflows: exit 1 naming the time, the point and the coordinate; nothing written. */
+Test(cli, eval_of_an_overflowing_network_names_where)
+{
+    cr_assert_eq(train_run("r", "--steps 5"), 0, "%s", err_text);
+    char ck[300], args[1024];
+    snprintf(ck, sizeof ck, "%s/r/checkpoint.safetensors", dir);
+    rewrite_checkpoint(ck, "net.0.weight", 0, 3e38f, NULL, NULL, NULL);
+    rewrite_checkpoint(ck, "net.2.weight", 0, 3e38f, NULL, NULL, NULL);
+    snprintf(args, sizeof args, "eval --run %s/r --points 0,0,1,1 --times 0,0.5 --out %s", dir, file_path);
+    cr_assert_eq(run(args), 1, "eval: %s%s", out_text, err_text);
+    cr_expect(strstr(err_text, "eval: the network's v at t = 0, point 2, coordinate ") != NULL, "%s", err_text);
+    cr_expect(!exists(file_path), "eval wrote nothing");
+}
