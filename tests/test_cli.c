@@ -8,6 +8,7 @@
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "data/dataset.h"
+#include "gaussian/ot.h"
 #include "nn/checkpoint.h"
 #include "nn/trainer.h"
 
@@ -1504,4 +1505,269 @@ Test(cli, unet_batch_beyond_memory_is_bad_input)
              dir);
     cr_assert_eq(run(args), 2, "%s", err_text);
     cr_assert(strstr(err_text, "unet: activations") && strstr(err_text, "this machine has"), "%s", err_text);
+}
+
+/* ---- flowvar eval ---------------------------------------------------------------------------- */
+
+/* An NPY written by flowvar: its doubles (malloc'ed), its shape in ndim and shape. */
+static double *read_npy(const char *path, int *ndim, size_t shape[FV_NPY_MAX_DIMS])
+{
+    double *v = NULL;
+    cr_assert_eq(fv_npy_read_f64(path, &v, ndim, shape), FV_OK, "reading %s: %s", path, fv_last_error());
+    return v;
+}
+
+/* `flowvar ARGS --out DIR/NAME`, which must succeed; the NPY it wrote. */
+static double *run_npy(const char *args, const char *name, int *ndim, size_t shape[FV_NPY_MAX_DIMS])
+{
+    char full[2048];
+    snprintf(full, sizeof full, "%s --out %s/%s", args, dir, name);
+    cr_assert_eq(run(full), 0, "flowvar %s: %s", full, err_text);
+    return read_npy(th_path_in(dir, name), ndim, shape);
+}
+
+/* One Euler step of `sample` from x0 is x0 + v(x0, 0): eval at t = 0 gives the same v, through the
+ * other path, EMA weights in both by default. */
+Test(cli, eval_at_time_zero_is_one_euler_step_of_sample)
+{
+    cr_assert_eq(train_run("r", "--steps 100 --ema 0.9"), 0, "%s", err_text);
+    static const double x0[6] = {0.3, 0.2, 1, 1, -2, 0.5};
+    char args[1024], points[300];
+    snprintf(points, sizeof points, "%s/x0.npy", dir);
+    cr_assert_eq(fv_npy_write_f64(points, x0, 2, (size_t[]){3, 2}), FV_OK);
+    int ndim;
+    size_t shape[FV_NPY_MAX_DIMS];
+    snprintf(args, sizeof args, "sample --run %s/r --points %s --steps 1", dir, points);
+    double *x1 = run_npy(args, "x1.npy", &ndim, shape);
+    snprintf(args, sizeof args, "eval --run %s/r --points %s --t 0", dir, points);
+    double *v = run_npy(args, "v.npy", &ndim, shape);
+    cr_assert(ndim == 2 && shape[0] == 3 && shape[1] == 2, "eval --t: shape (N, d)");
+    for (int i = 0; i < 6; i++)
+        cr_expect(fabs(v[i] - (x1[i] - x0[i])) <= 1e-12 * (1 + fabs(x1[i])),
+                  "eval at t = 0, entry %d: %.17g, one Euler step of sample gives %.17g", i, v[i], x1[i] - x0[i]);
+    free(x1);
+    free(v);
+}
+
+/* On a well-trained OT run the network is close to the Lemma 1 field, and the closed form eval writes
+ * beside it is exactly what `flowvar field` gives at the same points. */
+Test(cli, eval_field_ot_beside_the_network_of_a_trained_ot_run)
+{
+    char args[1024], points[300];
+    snprintf(args, sizeof args, "train " REF " --width 64 --depth 3 --batch 256 --steps 1500 --out %s/ot", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    double x[200]; /* a 10 x 10 grid over [-1.8, 1.8]^2, where the source N(0, I) has its mass */
+    for (int i = 0; i < 100; i++) {
+        x[2 * i] = -1.8 + 0.4 * (i % 10);
+        x[2 * i + 1] = -1.8 + 0.4 * (i / 10);
+    }
+    snprintf(points, sizeof points, "%s/x.npy", dir);
+    cr_assert_eq(fv_npy_write_f64(points, x, 2, (size_t[]){100, 2}), FV_OK);
+    int ndim;
+    size_t shape[FV_NPY_MAX_DIMS];
+    snprintf(args, sizeof args, "eval --run %s/ot --points %s --t 0.5 --field ot", dir, points);
+    double *vc = run_npy(args, "vc.npy", &ndim, shape);
+    cr_assert(ndim == 3 && shape[0] == 2 && shape[1] == 100 && shape[2] == 2, "--field: shape (2, N, d)");
+    snprintf(args, sizeof args, "eval --run %s/ot --points %s --t 0.5", dir, points);
+    double *v = run_npy(args, "v.npy", &ndim, shape);
+    cr_expect_eq(memcmp(v, vc, 200 * sizeof *v), 0, "[0] with --field is the network's v alone");
+    snprintf(args, sizeof args, "field " REF " --field ot --t 0.5 --points %s", points);
+    double *c = run_npy(args, "c.npy", &ndim, shape);
+    cr_expect_eq(memcmp(c, vc + 200, 200 * sizeof *c), 0, "[1] with --field ot is `flowvar field --field ot`");
+    double err = 0, norm = 0;
+    for (size_t i = 0; i < 200; i++) {
+        err += (vc[i] - c[i]) * (vc[i] - c[i]);
+        norm += c[i] * c[i];
+    }
+    cr_expect(err / norm < 1e-3, "|v_net - v_ot|^2 / |v_ot|^2 = %g on a trained OT run (want < 1e-3)", err / norm);
+    free(v);
+    free(vc);
+    free(c);
+}
+
+/* --times gives (n_times, N, d), each time's slice what --t gives; with --field (2, n_times, N, d); as TSV
+ * a leading t column and the rows of each time in turn. */
+Test(cli, eval_times_shapes_and_tsv)
+{
+    cr_assert_eq(train_run("r", "--steps 20"), 0, "%s", err_text);
+    char args[1024];
+    int ndim;
+    size_t shape[FV_NPY_MAX_DIMS];
+    snprintf(args, sizeof args, "eval --run %s/r --n 5 --times 0,0.5,1", dir);
+    double *V = run_npy(args, "v.npy", &ndim, shape);
+    cr_assert(ndim == 3 && shape[0] == 3 && shape[1] == 5 && shape[2] == 2, "--times: shape (n_times, N, d)");
+    snprintf(args, sizeof args, "eval --run %s/r --n 5 --t 0.5", dir);
+    double *v = run_npy(args, "v1.npy", &ndim, shape);
+    cr_expect_eq(memcmp(V + 10, v, 10 * sizeof *v), 0, "--times slice 1 is --t 0.5");
+    snprintf(args, sizeof args, "eval --run %s/r --n 5 --times 0,0.5,1 --field ot", dir);
+    double *VC = run_npy(args, "vc.npy", &ndim, shape);
+    cr_assert(ndim == 4 && shape[0] == 2 && shape[1] == 3 && shape[2] == 5 && shape[3] == 2,
+              "--times --field: shape (2, n_times, N, d)");
+    cr_expect_eq(memcmp(VC, V, 30 * sizeof *V), 0, "[0] is the network");
+    snprintf(args, sizeof args, "eval --run %s/r --points 0.3,0.2,1,1 --times 0.25,1 --field ot", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_expect(strncmp(out_text, "t\tv1\tv2\tc1\tc2\n0.25\t", 19) == 0, "TSV header and first row: %s", out_text);
+    int rows = 0;
+    for (const char *p = out_text; (p = strchr(p, '\n')); p++)
+        rows++;
+    cr_expect_eq(rows, 5, "a header and n_times x N rows: %s", out_text);
+    cr_expect(strstr(out_text, "\n1\t") != NULL, "the rows of t = 1 follow: %s", out_text);
+    free(V);
+    free(v);
+    free(VC);
+}
+
+/* On a run that keeps an EMA, --no-ema takes the live weights: other values. */
+Test(cli, eval_no_ema_differs_from_the_ema_weights)
+{
+    cr_assert_eq(train_run("r", "--steps 50 --ema 0.9"), 0, "%s", err_text);
+    char args[1024];
+    int ndim;
+    size_t shape[FV_NPY_MAX_DIMS];
+    snprintf(args, sizeof args, "eval --run %s/r --points 0.3,0.2 --t 0.5", dir);
+    double *ema = run_npy(args, "ema.npy", &ndim, shape);
+    snprintf(args, sizeof args, "eval --run %s/r --points 0.3,0.2 --t 0.5 --no-ema", dir);
+    double *live = run_npy(args, "live.npy", &ndim, shape);
+    cr_expect(ema[0] != live[0] || ema[1] != live[1], "--no-ema gives (%g, %g), the EMA (%g, %g)", live[0], live[1],
+              ema[0], ema[1]);
+    free(ema);
+    free(live);
+}
+
+/* Bad command lines: exit 2, an error naming the problem, no output file. */
+Test(cli, eval_refuses_bad_input)
+{
+    cr_assert_eq(train_run("r", "--steps 5"), 0, "%s", err_text);
+    char args[1024], p23[300], r[300];
+    snprintf(p23, sizeof p23, "%s/p23.npy", dir);
+    cr_assert_eq(fv_npy_write_f64(p23, (double[]){1, 2, 3, 4, 5, 6}, 2, (size_t[]){2, 3}), FV_OK);
+    snprintf(r, sizeof r, "%s/r", dir);
+    expect_input_error("eval --points 1,1 --t 0.5", "--run");
+    snprintf(args, sizeof args, "eval --run %s --points 1,1 --n 3 --t 0.5", r);
+    expect_input_error(args, "--points or --n");
+    snprintf(args, sizeof args, "eval --run %s --t 0.5", r);
+    expect_input_error(args, "--points or --n");
+    snprintf(args, sizeof args, "eval --run %s --n 3", r);
+    expect_input_error(args, "--t");
+    snprintf(args, sizeof args, "eval --run %s --n 3 --t 0.5 --times 0,1", r);
+    expect_input_error(args, "--t");
+    snprintf(args, sizeof args, "eval --run %s --n 3 --t 1.5", r);
+    expect_input_error(args, "--t");
+    snprintf(args, sizeof args, "eval --run %s --n 3 --times 0,-0.1", r);
+    expect_input_error(args, "--times");
+    snprintf(args, sizeof args, "eval --run %s --points 1,1,1 --t 0.5", r);
+    expect_input_error(args, "dimension 2");
+    snprintf(args, sizeof args, "eval --run %s --points %s --t 0.5", r, p23);
+    expect_input_error(args, "has shape (2, 3), expected (n, 2) or (2,)");
+    snprintf(args, sizeof args, "eval --run %s --points 1,1 --t 0.5 --seed 3", r);
+    expect_input_error(args, "--seed");
+    snprintf(args, sizeof args, "eval --run %s --points 1,1 --t 0.5 --field nope", r);
+    expect_input_error(args, "--field");
+    snprintf(args, sizeof args, "eval --run %s --points 1,1 --t 0.5 --fit-floor 0.1 --field ot", r);
+    expect_input_error(args, "--fit-floor");
+    snprintf(args, sizeof args, "eval --run %s --points 1,1 --t 0.5 --sigma 1", r);
+    expect_input_error(args, "--sigma");
+    cr_assert_eq(run("eval --help"), 0, "%s", err_text);
+    cr_expect(strstr(out_text, "\n  --out FILE") != NULL, "eval --help: --out FILE: %s", out_text);
+}
+
+/* A U-Net run: points as an NPY of shape (N, C, H, W) and as flat rows of C*H*W numbers give the same v;
+ * an image stack of another shape is refused. */
+Test(cli, eval_unet_run_takes_image_stacks_and_flat_rows, .timeout = 120)
+{
+    if (!exists(FV_FASHION_MNIST_DIR))
+        cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
+    char args[1024], flat[300], stack[300], wrong[300];
+    snprintf(args, sizeof args,
+             "train --model unet --data fashion-mnist --images 8 --channels 32 --channel-mult 1,2 --batch 2 "
+             "--steps 1 --out %s/u",
+             dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    int ndim;
+    size_t shape[FV_NPY_MAX_DIMS];
+    snprintf(args, sizeof args, "sample --run %s/u --n 2 --steps 1", dir);
+    double *x = run_npy(args, "x.npy", &ndim, shape);
+    size_t d = shape[1], side = (size_t)llround(sqrt((double)d));
+    cr_assert(ndim == 2 && shape[0] == 2 && side * side == d, "a grey square image: d = %zu", d);
+    snprintf(flat, sizeof flat, "%s/flat.npy", dir);
+    snprintf(stack, sizeof stack, "%s/stack.npy", dir);
+    snprintf(wrong, sizeof wrong, "%s/wrong.npy", dir);
+    cr_assert_eq(fv_npy_write_f64(flat, x, 2, (size_t[]){2, d}), FV_OK);
+    cr_assert_eq(fv_npy_write_f64(stack, x, 4, (size_t[]){2, 1, side, side}), FV_OK);
+    cr_assert_eq(fv_npy_write_f64(wrong, x, 4, (size_t[]){2, 1, side / 2, 2 * side}), FV_OK);
+    snprintf(args, sizeof args, "eval --run %s/u --points %s --t 0.3", dir, flat);
+    double *vf = run_npy(args, "vf.npy", &ndim, shape);
+    cr_assert(ndim == 2 && shape[0] == 2 && shape[1] == d, "flat rows: shape (N, d)");
+    snprintf(args, sizeof args, "eval --run %s/u --points %s --t 0.3", dir, stack);
+    double *vs = run_npy(args, "vs.npy", &ndim, shape);
+    cr_assert(ndim == 2 && shape[0] == 2 && shape[1] == d, "an image stack: shape (N, d)");
+    cr_expect_eq(memcmp(vf, vs, 2 * d * sizeof *vf), 0, "(N, C, H, W) and flat rows give the same v");
+    snprintf(args, sizeof args, "eval --run %s/u --points %s --t 0.3", dir, wrong);
+    expect_input_error(args, "(n, 1, ");
+    free(x);
+    free(vf);
+    free(vs);
+}
+
+/* ---- flowvar w2: digits and the clamp ---------------------------------------------------------- */
+
+/* The numbers of the line after `header` in out_text. */
+static int row_after(const char *header, double *v, int n)
+{
+    const char *p = strstr(out_text, header);
+    cr_assert(p != NULL, "no '%s' in: %s", header, out_text);
+    p += strlen(header);
+    int k = 0;
+    char *end;
+    for (; k < n; k++, p = end) {
+        v[k] = strtod(p, &end);
+        if (end == p)
+            break;
+    }
+    return k;
+}
+
+Test(cli, w2_of_equal_source_and_target_is_zero_with_the_clamp_reported)
+{
+    cr_assert_eq(run("w2 " REF " --source-mean 1,-0.5 --source-cov 2,0.6,0.6,1"), 0, "%s", err_text);
+    cr_expect(strstr(out_text, "w2\tw2_squared\n0\t0\n") != NULL, "W2 and W2^2 exactly 0: %s", out_text);
+    cr_expect(strstr(out_text, "\n# w2_squared clamped at 0 from -") != NULL, "the clamp is reported: %s", out_text);
+    cr_expect(strstr(out_text, " (rounding)\n") != NULL, "and said to be rounding: %s", out_text);
+    cr_assert_eq(run("w2 " REF), 0, "%s", err_text);
+    cr_expect(strstr(out_text, "clamped") == NULL, "no clamp line when W2^2 > 0: %s", out_text);
+}
+
+Test(cli, w2_digits_17_round_trips_the_library_value)
+{
+    fv_problem p = {0};
+    cr_assert_eq(fv_problem_alloc(&p, 2), FV_OK);
+    memcpy(p.m1, (double[]){1, -0.5}, sizeof(double[2]));
+    memcpy(p.S1, (double[]){2, 0.6, 0.6, 1}, sizeof(double[4]));
+    double w2sq;
+    cr_assert_eq(fv_w2_squared(2, p.m0, p.S0, p.m1, p.S1, &w2sq), FV_OK, "%s", fv_last_error());
+    fv_problem_free(&p);
+    double row[2];
+    cr_assert_eq(run("w2 " REF " --digits 17"), 0, "%s", err_text);
+    cr_assert_eq(row_after("w2\tw2_squared\n", row, 2), 2, "%s", out_text);
+    cr_expect(row[1] == w2sq, "--digits 17: w2_squared %.17g reads back as fv_w2_squared's %.17g", row[1], w2sq);
+    cr_expect(row[0] == sqrt(w2sq), "--digits 17: w2 %.17g is sqrt of it %.17g", row[0], sqrt(w2sq));
+    cr_assert_eq(run("w2 " REF), 0, "%s", err_text);
+    cr_assert_eq(row_after("w2\tw2_squared\n", row, 2), 2, "%s", out_text);
+    cr_expect(row[1] != w2sq, "the default 10 digits do not round-trip this value");
+    expect_refusal("w2 " REF " --digits 0", "--digits");
+    expect_refusal("w2 " REF " --digits 18", "--digits");
+}
+
+/* A network whose output overflows: exit 1 naming the time, the point and the coordinate; nothing written. */
+Test(cli, eval_of_an_overflowing_network_names_where)
+{
+    cr_assert_eq(train_run("r", "--steps 5"), 0, "%s", err_text);
+    char ck[300], args[1024];
+    snprintf(ck, sizeof ck, "%s/r/checkpoint.safetensors", dir);
+    rewrite_checkpoint(ck, "net.0.weight", 0, 3e38f, NULL, NULL, NULL);
+    rewrite_checkpoint(ck, "net.2.weight", 0, 3e38f, NULL, NULL, NULL);
+    snprintf(args, sizeof args, "eval --run %s/r --points 0,0,1,1 --times 0,0.5 --out %s", dir, file_path);
+    cr_assert_eq(run(args), 1, "eval: %s%s", out_text, err_text);
+    cr_expect(strstr(err_text, "eval: the network's v at t = 0, point 2, coordinate ") != NULL, "%s", err_text);
+    cr_expect(!exists(file_path), "eval wrote nothing");
 }

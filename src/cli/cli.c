@@ -234,19 +234,33 @@ int fv_cli_unused(const fv_args *a, const char *const *names, const char *why)
 
 int fv_cli_points(const fv_args *a, size_t d, double **X, size_t *n)
 {
+    return fv_cli_points_images(a, d, NULL, X, n);
+}
+
+/* An NPY of n images of shape (C, H, W) as image[] gives it. */
+static int is_image_stack(int ndim, const size_t *shape, const size_t *image)
+{
+    return image && ndim == 4 && shape[0] > 0 && shape[1] == image[0] && shape[2] == image[1] && shape[3] == image[2];
+}
+
+int fv_cli_points_images(const fv_args *a, size_t d, const size_t *image, double **X, size_t *n)
+{
     if (!fv_args_get(a, "points"))
         return fv_error(FV_EINPUT, "--points is required (an .npy file of shape (n, %zu) or a comma list)", d);
     size_t count, shape[FV_NPY_MAX_DIMS];
     int ndim, st = fv_args_array(a, "points", X, &count, &ndim, shape);
     if (st)
         return st;
-    if (ndim && !(ndim == 2 && shape[1] == d && shape[0] > 0) && !(ndim == 1 && shape[0] == d)) {
-        char found[96];
+    if (ndim && !(ndim == 2 && shape[1] == d && shape[0] > 0) && !(ndim == 1 && shape[0] == d) &&
+        !is_image_stack(ndim, shape, image)) {
+        char found[96], images[96] = "";
         fv_args_shape_text(ndim, shape, found, sizeof found);
+        if (image)
+            snprintf(images, sizeof images, " or (n, %zu, %zu, %zu)", image[0], image[1], image[2]);
         free(*X);
         *X = NULL;
-        return fv_error(FV_EINPUT, "--points: %s has shape %s, expected (n, %zu) or (%zu,)", fv_args_get(a, "points"),
-                        found, d, d);
+        return fv_error(FV_EINPUT, "--points: %s has shape %s, expected (n, %zu)%s or (%zu,)", fv_args_get(a, "points"),
+                        found, d, images, d);
     }
     if (count == 0 || count % d != 0) {
         free(*X);

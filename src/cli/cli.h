@@ -95,6 +95,9 @@ size_t fv_cli_first_nonfinite(size_t n, const double *v);
 /* Points for a command: --points FILE.npy|LIST: an .npy of shape (n, d) or (d,), or a comma list of
  * rows of d numbers. */
 int fv_cli_points(const fv_args *a, size_t d, double **X, size_t *n);
+/* The same for a run on images: an .npy of shape (n, C, H, W) with image = {C, H, W} (C H W = d) is
+ * also n points (image NULL: as fv_cli_points). */
+int fv_cli_points_images(const fv_args *a, size_t d, const size_t *image, double **X, size_t *n);
 
 /* Write an n x d matrix: NPY when `path` ends in .npy, else TSV with columns <prefix>1..<prefix>d,
  * to standard output when `path` is NULL or "-". Files are written atomically. */
@@ -146,5 +149,6 @@ int fv_cmd_reproduce(int argc, char **argv);
 int fv_cmd_gmm(int argc, char **argv);
 int fv_cmd_reflow(int argc, char **argv);
 int fv_cmd_fit(int argc, char **argv);
+int fv_cmd_eval(int argc, char **argv);
 
 #endif

@@ -43,7 +43,7 @@ static const char gap_usage[] =
 
 /* The closed form to compare with: --field, else the pair field of the run's coupling (Markov for
  * the independent coupling); for an image run the Lemma 1 field of its fit unless --field markov. */
-static int closed_field(const fv_args *a, const fv_run *r, fv_field *f, fv_problem *fitp)
+int fv_run_closed_field(const fv_args *a, const fv_run *r, fv_field *f, fv_problem *fitp)
 {
     if (r->has_gmm)
         return fv_error(FV_EINPUT, "the run's target is a mixture: no closed-form field to compare with");
@@ -145,7 +145,7 @@ int fv_cmd_gap(int argc, char **argv)
         (!r.has_ds && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))) ||
         (!fv_args_get(&a, "samples-png") &&
          (st = fv_cli_unused(&a, (const char *const[]){"ode-steps", NULL}, "without --samples-png"))) ||
-        (st = fv_run_check_rows(&r, "--n", n)) || (st = closed_field(&a, &r, &f, &fitp)))
+        (st = fv_run_check_rows(&r, "--n", n)) || (st = fv_run_closed_field(&a, &r, &f, &fitp)))
         goto done;
     if (fv_args_get(&a, "samples-png") && (st = samples_png(&a, &r, &fitp)))
         goto done;

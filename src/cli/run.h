@@ -80,6 +80,11 @@ int fv_run_ot_targets(const fv_run *r, size_t n, const double *X0, double *T);
  * backward), with the run's noise and the given coupling. `fit` (may be NULL) receives the fit. */
 int fv_run_fit_problem(const fv_run *r, double rel_floor, fv_coupling coupling, fv_problem *p, fv_fit *fit);
 
+/* The closed form to compare a run's network with (cmd_gap.c): --field, else the pair field of the run's
+ * coupling (Markov for the independent coupling); for an image run the Lemma 1 field (or with --field
+ * markov the Markov field) of its Gaussian fit (--fit-floor) into fitp. */
+int fv_run_closed_field(const fv_args *a, const fv_run *r, fv_field *f, fv_problem *fitp);
+
 /* The checkpoint path of a run folder. */
 void fv_run_checkpoint_path(const char *dir, char *buf, size_t size);
 

@@ -791,10 +791,17 @@ int fv_tsv_header(FILE *fp, int ncols, const char *const *names)
 
 int fv_tsv_row(FILE *fp, int ncols, const double *values)
 {
+    return fv_tsv_row_digits(fp, ncols, values, FV_TSV_DIGITS);
+}
+
+int fv_tsv_row_digits(FILE *fp, int ncols, const double *values, int digits)
+{
     if (ncols < 0)
         return fv_error(FV_EINPUT, "TSV row with %d columns", ncols);
+    if (digits < 1 || digits > FV_TSV_MAX_DIGITS)
+        return fv_error(FV_EINPUT, "TSV row with %d significant digits (1 to %d)", digits, FV_TSV_MAX_DIGITS);
     for (int j = 0; j < ncols; j++)
-        if (fprintf(fp, j ? "\t%.10g" : "%.10g", values[j]) < 0)
+        if (fprintf(fp, j ? "\t%.*g" : "%.*g", digits, values[j]) < 0)
             return tsv_status(fp);
     fputc('\n', fp);
     return tsv_status(fp);

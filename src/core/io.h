@@ -56,6 +56,11 @@ const char *fv_atomic_name(const fv_atomic_file *f);
 /* TSV: a header line of column names, then rows of numbers printed with %.10g, tab-separated. */
 int fv_tsv_header(FILE *fp, int ncols, const char *const *names);
 int fv_tsv_row(FILE *fp, int ncols, const double *values);
+/* The same with `digits` significant digits, 1 to FV_TSV_MAX_DIGITS (17: strtod gives back the very
+ * double that was printed); FV_TSV_DIGITS is fv_tsv_row's. */
+#define FV_TSV_DIGITS 10
+#define FV_TSV_MAX_DIGITS 17
+int fv_tsv_row_digits(FILE *fp, int ncols, const double *values, int digits);
 
 /* Byte order: NPY and safetensors data are little-endian; big-endian hosts swap. */
 int fv_host_is_little_endian(void);
