@@ -1079,7 +1079,7 @@ Test(cli, flags_without_effect_or_in_contradiction_are_refused)
 Test(cli, every_out_option_says_file_or_folder)
 {
     static const char *const commands[] = {"field", "transport", "variance", "crossover", "figures", "train", "sample",
-                                           "gap", "gradvar", "gmm", "memorize", "reflow", "fit", "reproduce"};
+                                           "eval", "gap", "gradvar", "gmm", "memorize", "reflow", "fit", "reproduce"};
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
         char args[64];
         snprintf(args, sizeof args, "%s --help", commands[i]);
