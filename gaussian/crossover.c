@@ -7,6 +7,7 @@
 #include <gsl/gsl_errno.h>
 #include <gsl/gsl_roots.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 int fv_crossover_gap(const fv_problem *p, double sigma, double epsrel, double *gap)
@@ -65,14 +66,41 @@ static int refine(gap_ctx *c, double lo, double hi, double xtol, double *root)
     return FV_OK;
 }
 
+int fv_crossover_coupling_distance(const fv_problem *p, double *distance)
+{
+    size_t dd = p->d * p->d;
+    double *w = malloc(3 * dd * sizeof *w);
+    if (!w)
+        return fv_error(FV_ENOMEM, "out of memory comparing the couplings of a %zu-dimensional problem", p->d);
+    double *L0 = w, *G = w + dd, *K = w + 2 * dd, diff = 0.0, size = 0.0;
+    fv_problem q = *p;
+    q.coupling = FV_COUPLING_OT;
+    int st = fv_variance_factors(&q, L0, G);
+    q.coupling = FV_COUPLING_ROTATION;
+    if (!st)
+        st = fv_variance_factors(&q, L0, K);
+    for (size_t i = 0; i < dd && !st; i++) {
+        diff = fmax(diff, fabs(K[i] - G[i]));
+        size = fmax(size, fabs(G[i]));
+    }
+    free(w);
+    if (!st)
+        *distance = diff / size;
+    return st;
+}
+
 int fv_crossover_sigma(const fv_problem *p, double sigma_max, size_t nscan, double xtol, double epsrel,
                        double *sigma_star, int *found)
 {
     if (!(sigma_max > 0) || nscan == 0 || !(xtol > 0))
         return fv_error(FV_EINPUT, "crossover search needs sigma_max > 0, nscan >= 1 and xtol > 0");
+    double distance;
+    int st = fv_crossover_coupling_distance(p, &distance);
+    *found = 0;
+    if (st || distance <= FV_CROSSOVER_SAME_COUPLING)
+        return st;
     gap_ctx c = {p, epsrel, FV_OK};
     double prev_s = 0.0, prev_g = gap_fn(0.0, &c);
-    *found = 0;
     for (size_t k = 1; k <= nscan && !c.status; k++) {
         double s = sigma_max * (double)k / (double)nscan, g = gap_fn(s, &c);
         if (c.status)

@@ -285,6 +285,21 @@ Test(cli, crossover_reproduces_theory_sigma_star)
 
 Test(cli, crossover_rejects_missing_angles) { expect_input_error("crossover " REF, "--angles is required"); }
 
+/* At angle 0 (standard source) and at every angle in d = 1 the rotational coupling is the OT coupling, so
+ * the variance gap is rounding noise for every sigma: a "crossover" found there (it printed 1.65 and 0.15)
+ * was the sign of that noise. Small nonzero angles keep their real crossover near sigma* = 0.99. */
+Test(cli, crossover_of_identical_fields_is_none)
+{
+    cr_assert_eq(run("crossover " REF " --angles 0,0.1"), 0, "%s", err_text);
+    double s01 = 0;
+    cr_assert_eq(sscanf(out_text, "angle\tsigma_star\n0\tnone\n0.1\t%lf\n", &s01), 1, "angle 0 none: %s", out_text);
+    cr_assert_lt(fabs(s01 - 0.9929), 1e-3, "angle 0.1 keeps its crossover: %g", s01);
+    cr_assert(strstr(err_text, "angle 0: the rotational coupling is the OT coupling") != NULL, "why, on stderr: %s",
+              err_text);
+    cr_assert_eq(run("crossover --target-mean 1 --target-cov 2 --angles 0,90"), 0, "%s", err_text);
+    cr_assert_str_eq(out_text, "angle\tsigma_star\n0\tnone\n90\tnone\n", "d = 1: one field at every angle");
+}
+
 Test(cli, check_passes_every_claim, .timeout = 120)
 {
     int rc = run("check");

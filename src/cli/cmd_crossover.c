@@ -22,8 +22,9 @@ static const char usage[] =
     "Critical noise sigma*: the interpolant noise at which the OT field and the pair-optimal rotational\n"
     "field have equal integrated gradient variance on the rotational coupling (docs/THEORY.md section 3);\n"
     "above it the OT field has the lower variance. Output TSV 'angle sigma_star', where sigma_star is\n"
-    "'none' when the two do not cross in (0, sigma-max] and 'diverges' when the rotational field is\n"
-    "singular at some t (the reason goes to stderr). Uses --schedule (constant or bridge).\n"
+    "'none' when the two do not cross in (0, sigma-max] (also when the rotational coupling is the OT\n"
+    "coupling, e.g. angle 0 or d = 1: then the fields are the same) and 'diverges' when the rotational\n"
+    "field is singular at some t (the reason goes to stderr). Uses --schedule (constant or bridge).\n"
     "Example: flowvar crossover --target-mean 1,-0.5 --target-cov 2,0.6,0.6,1 --angles 60,90,120,150";
 
 int fv_cmd_crossover(int argc, char **argv)
@@ -68,6 +69,14 @@ int fv_cmd_crossover(int argc, char **argv)
     p.coupling = FV_COUPLING_ROTATION;
     for (size_t i = 0; i < na && !st; i++) {
         fv_rotation_blocks(p.d, angles[i], p.R);
+        double distance;
+        if ((st = fv_crossover_coupling_distance(&p, &distance)))
+            break;
+        if (distance <= FV_CROSSOVER_SAME_COUPLING)
+            fprintf(stderr,
+                    "flowvar: crossover: angle %g: the rotational coupling is the OT coupling (relative distance "
+                    "%.1e): the two fields are one field, so there is no crossover\n",
+                    angles[i], distance);
         st = fv_crossover_sigma(&p, smax, nscan, xtol, 1e-10, &sig[i], &state[i]);
         if (st == FV_EDIVERGE) {
             fprintf(stderr, "flowvar: crossover: angle %g: %s\n", angles[i], fv_last_error());
