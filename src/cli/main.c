@@ -22,6 +22,7 @@ static const command commands[] = {
     {"eval", fv_cmd_eval, "a trained network's v(x, t) at points and times, beside a closed form"},
     {"gap", fv_cmd_gap, "approximation gap of a trained field against a closed form, over t"},
     {"gradvar", fv_cmd_gradvar, "per-sample gradient variance of a trained network's weights, over t"},
+    {"copies", fv_cmd_copies, "copies among a run's samples: distances to the nearest two training points"},
     {"gmm", fv_cmd_gmm, "Table 1 on Gaussian mixtures: memorization and generalization MMD"},
     {"memorize", fv_cmd_memorize, "Tables 2 and 3 on images: memorization of shuffled or regenerated pairs of a known OT map"},
     {"reflow", fv_cmd_reflow, "rounds of ReFlow with and without noise: how far the coupling moves toward OT"},

@@ -49,6 +49,8 @@ const fv_opt fv_train_opts_table[] = {
     {"heads", "N", "unet: attention heads; default 1"},
     {"head-channels", "N", "unet: channels per head (0: use --heads); default 0"},
     {"dropout", "P", "unet: dropout rate in the residual blocks; default 0"},
+    {"targets", "Y.npy", "target: this finite set, shape (N, d) (or a pairs file (N, 2, d): its targets), rows drawn\n"
+                         "      uniformly; N(0, I) sources in d dimensions, the independent coupling, the noise flags"},
     {"pairs", "P.npy", "train on this finite set of pairs, shape (N, 2, d): [i,0] source, [i,1] target\n"
                        "      (with --data: image pairs of that set's shape, e.g. from sample --pairs-out)"},
     {"finite", "N", "train on N pairs drawn once from the coupling (or mixture) instead of fresh draws"},
@@ -219,13 +221,54 @@ static int read_images(fv_run *r)
     return sampled_target_problem(r, r->ds.c * r->ds.h * r->ds.w, "data");
 }
 
+/* --targets Y.npy: a finite target set, kept in float as the image sets are. */
+static int read_targets(fv_run *r)
+{
+    const fv_args *a = &r->args;
+    static const char *const others[] = {"gmm", "pairs", "finite", "shuffle", NULL};
+    for (int i = 0; others[i]; i++)
+        if (fv_args_get(a, others[i]))
+            return fv_error(FV_EINPUT, "--%s does not go with --targets (a finite target set with fresh sources)",
+                            others[i]);
+    const char *path = fv_args_get(a, "targets");
+    double *Y;
+    int ndim, st;
+    size_t shape[FV_NPY_MAX_DIMS];
+    if ((st = fv_npy_read_f64(path, &Y, &ndim, shape)))
+        return fv_error_context(st, "--targets: ");
+    int pairs = ndim == 3 && shape[1] == 2; /* a pairs file: row i's target is its second half */
+    if (!(ndim == 2 || pairs) || shape[0] == 0 || shape[ndim - 1] == 0) {
+        free(Y);
+        return fv_error(FV_EINPUT, "--targets: %s must have shape (N, d) or (N, 2, d) with N, d >= 1", path);
+    }
+    size_t n = shape[0], d = shape[ndim - 1], stride = pairs ? 2 * d : d;
+    if ((st = sampled_target_problem(r, d, "targets")) || !(r->y = fv_alloc(&st, "--targets rows x dimension", n, d, sizeof *r->y))) {
+        free(Y);
+        return st;
+    }
+    r->ny = n;
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < d; k++)
+            r->y[i * d + k] = (float)Y[i * stride + (pairs ? d : 0) + k];
+    free(Y);
+    for (size_t i = 0; i < n * d; i++)
+        if (!isfinite(r->y[i]))
+            return fv_error(FV_EINPUT, "--targets: %s: row %zu, column %zu is %g in float", path, i / d + 1, i % d + 1,
+                            (double)r->y[i]);
+    return FV_OK;
+}
+
 /* The problem: the problem flags, with --gmm a standard source in --dim dimensions, with --data the
  * image set's dimension. */
 static int read_problem(fv_run *r)
 {
     const fv_args *a = &r->args;
+    if (fv_args_get(a, "data") && fv_args_get(a, "targets"))
+        return fv_error(FV_EINPUT, "give --data or --targets, not both");
     if (fv_args_get(a, "data"))
         return read_images(r);
+    if (fv_args_get(a, "targets"))
+        return read_targets(r);
     if (!fv_args_get(a, "gmm"))
         return fv_cli_problem(a, &r->p);
     size_t K, d;
@@ -359,6 +402,8 @@ int fv_run_setup(fv_run *r)
     if (r->has_ds && !r->a) {
         if (!(st = fv_cfm_data_targets(&r->data, &r->p, r->ds.n, r->ds.x, r->batch)))
             r->data.reverse = r->reverse;
+    } else if (r->y) {
+        st = fv_cfm_data_targets(&r->data, &r->p, r->ny, r->y, r->batch);
     } else {
         fv_data_kind kind = r->a ? FV_DATA_PAIRS : fresh_kind;
         st = fv_cfm_data_init(&r->data, kind, &r->p, r->has_gmm ? &r->gmm : NULL, r->npairs, r->a, r->b, r->batch);
@@ -480,6 +525,7 @@ void fv_run_free(fv_run *r)
     fv_cfm_data_free(&r->data);
     free(r->a);
     free(r->b);
+    free(r->y);
     if (r->has_gmm)
         fv_gmm_free(&r->gmm);
     if (r->has_ds)

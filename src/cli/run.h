@@ -12,6 +12,7 @@
 #include "gmm/mixture.h"
 #include "core/safetensors.h"
 #include "nn/cfm.h"
+#include "nn/monitor.h"
 
 extern const fv_opt fv_train_opts_table[]; /* the options of `flowvar train` that define a run */
 extern const fv_opt fv_device_opts[];      /* --device, --precision: where a run computes (not recorded) */
@@ -31,6 +32,8 @@ typedef struct {
     fv_unet_config uc;   /* --model unet */
     int is_unet;
     double *a, *b;       /* finite training set (npairs x d each), NULL otherwise */
+    float *y;            /* --targets: the finite target set (ny x d), NULL otherwise */
+    size_t ny;
     size_t npairs;
     fv_cfm_data data;
     fv_trainer tr;
@@ -84,6 +87,11 @@ int fv_run_fit_problem(const fv_run *r, double rel_floor, fv_coupling coupling, 
  * coupling (Markov for the independent coupling); for an image run the Lemma 1 field (or with --field
  * markov the Markov field) of its Gaussian fit (--fit-floor) into fitp. */
 int fv_run_closed_field(const fv_args *a, const fv_run *r, fv_field *f, fv_problem *fitp);
+
+/* The run's finite training set as the copy criterion sees it (cmd_copies.c): an image run's images,
+ * --targets, or the targets of --pairs / --finite / --map pairs. FV_EINPUT naming why for a run
+ * without one (fresh Gaussian or mixture targets; data -> noise, whose samples are noise). */
+int fv_run_copy_set(const fv_run *r, fv_copy_set *s);
 
 /* The checkpoint path of a run folder. */
 void fv_run_checkpoint_path(const char *dir, char *buf, size_t size);
