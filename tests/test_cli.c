@@ -1771,3 +1771,172 @@ Test(cli, eval_of_an_overflowing_network_names_where)
     cr_expect(strstr(err_text, "eval: the network's v at t = 0, point 2, coordinate ") != NULL, "%s", err_text);
     cr_expect(!exists(file_path), "eval wrote nothing");
 }
+
+/* `copies --out FILE` rows (d1 d2 ratio) into v (at most n rows); returns the row count, and the
+ * summary comment line into summary. */
+static size_t copies_rows(const char *path, double *v, size_t n, char *summary, size_t size)
+{
+    char text[16384];
+    th_slurp_text(path, text, sizeof text);
+    cr_assert(strncmp(text, "d1\td2\tratio\n", 12) == 0, "copies header: %.60s", text);
+    const char *p = text + 12;
+    size_t k = 0;
+    summary[0] = '\0';
+    while (*p) {
+        const char *eol = strchr(p, '\n');
+        if (*p == '#') {
+            snprintf(summary, size, "%.*s", (int)(eol ? eol - p : (long)strlen(p)), p);
+        } else {
+            cr_assert(k < n, "more than %zu rows", n);
+            cr_assert_eq(sscanf(p, "%lf\t%lf\t%lf", &v[3 * k], &v[3 * k + 1], &v[3 * k + 2]), 3, "row %zu: %.60s", k, p);
+            k++;
+        }
+        if (!eol)
+            break;
+        p = eol + 1;
+    }
+    return k;
+}
+
+/* The MLP of a --depth 1 --width W run outputs exactly 0 once its last layer (net.2) is zeroed: its
+ * samples are then its fresh sources themselves. */
+static void zero_output_layer(const char *run_name, size_t width, size_t d)
+{
+    char ck[300];
+    snprintf(ck, sizeof ck, "%s/%s/checkpoint.safetensors", dir, run_name);
+    for (size_t i = 0; i < width * d; i++)
+        rewrite_checkpoint(ck, "net.2.weight", i, 0.0f, NULL, NULL, NULL);
+    for (size_t i = 0; i < d; i++)
+        rewrite_checkpoint(ck, "net.2.bias", i, 0.0f, NULL, NULL, NULL);
+}
+
+/* A run whose samples are exactly its training points: every sample is a copy, d1 = 0. The samples of a
+ * zero network are its fresh sources; a second run is trained on exactly those points. */
+Test(cli, copies_of_a_run_whose_samples_are_its_training_points)
+{
+    char args[1024], tsv[300], summary[200];
+    const double Y[] = {3, 0, 0, 3, -3, 0, 0, -3};
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "y.npy"), Y, 2, (size_t[]){4, 2}), FV_OK);
+    snprintf(args, sizeof args, "train --targets %s/y.npy --width 2 --depth 1 --steps 2 --batch 8 --out %s/a", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    zero_output_layer("a", 2, 2);
+    snprintf(args, sizeof args, "sample --run %s/a --n 6 --seed 5 --out %s/x.npy", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "train --targets %s/x.npy --width 2 --depth 1 --steps 2 --batch 8 --out %s/b", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    zero_output_layer("b", 2, 2);
+    snprintf(tsv, sizeof tsv, "%s/c.tsv", dir);
+    snprintf(args, sizeof args, "copies --run %s/b --n 6 --seed 5 --steps 3 --out %s", dir, tsv);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    double v[3 * 6];
+    cr_assert_eq(copies_rows(tsv, v, 6, summary, sizeof summary), 6, "one row per sample");
+    for (size_t i = 0; i < 6; i++) {
+        /* the set is the float rounding of the samples: d1 is that rounding, far below d2 */
+        cr_expect_lt(v[3 * i], 1e-6, "sample %zu sits on a training point: d1 %g", i, v[3 * i]);
+        cr_expect_gt(v[3 * i + 1], 1e-3, "sample %zu: d2 %g is the distance to another point", i, v[3 * i + 1]);
+        cr_expect_lt(v[3 * i + 2], 1e-3, "sample %zu: ratio %g", i, v[3 * i + 2]);
+    }
+    cr_expect(strstr(summary, "# copies: 6 of 6 samples (fraction 1)") != NULL, "summary: %s", summary);
+    cr_expect(strstr(out_text, "# copies: 6 of 6") != NULL, "the summary on stdout with --out FILE: %s", out_text);
+    /* against run a's set, the same samples are the sources: checked by a brute-force search */
+    snprintf(args, sizeof args, "copies --run %s/a --n 6 --seed 5 --out %s", dir, tsv);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert_eq(copies_rows(tsv, v, 6, summary, sizeof summary), 6, "one row per sample");
+    int ndim;
+    size_t shape[FV_NPY_MAX_DIMS];
+    double *X = read_npy(th_path_in(dir, "x.npy"), &ndim, shape);
+    size_t copies = 0;
+    for (size_t i = 0; i < 6; i++) {
+        double b1 = INFINITY, b2 = INFINITY;
+        for (size_t j = 0; j < 4; j++) {
+            double q = hypot(X[2 * i] - Y[2 * j], X[2 * i + 1] - Y[2 * j + 1]);
+            b2 = q < b1 ? b1 : fmin(b2, q);
+            b1 = fmin(b1, q);
+        }
+        cr_expect_float_eq(v[3 * i], b1, 1e-9 * b2, "sample %zu: d1 %g, brute force %g", i, v[3 * i], b1);
+        cr_expect_float_eq(v[3 * i + 1], b2, 1e-9 * b2, "sample %zu: d2 %g, brute force %g", i, v[3 * i + 1], b2);
+        copies += b1 / b2 < 1.0 / 3.0;
+    }
+    char want[64];
+    snprintf(want, sizeof want, "# copies: %zu of 6 samples", copies);
+    cr_expect(strstr(summary, want) != NULL, "summary %s, brute force %zu copies", summary, copies);
+    free(X);
+}
+
+Test(cli, copies_refuses_runs_without_a_finite_set_and_bad_input)
+{
+    char args[1024];
+    cr_assert_eq(train_run("g", "--steps 2"), 0, "%s", err_text);
+    snprintf(args, sizeof args, "copies --run %s/g --n 4", dir);
+    expect_input_error(args, "no finite training set");
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "one.npy"), (double[]){1, 2}, 2, (size_t[]){1, 2}), FV_OK);
+    snprintf(args, sizeof args, "train --targets %s/one.npy --width 4 --depth 1 --steps 2 --batch 4 --out %s/one", dir, dir);
+    cr_assert_eq(run(args), 0, "a one-point set trains: %s", err_text);
+    snprintf(args, sizeof args, "copies --run %s/one --n 4", dir);
+    expect_input_error(args, "1 distinct point");
+    const double Y[] = {3, 0, 0, 3, -3, 0};
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "y.npy"), Y, 2, (size_t[]){3, 2}), FV_OK);
+    snprintf(args, sizeof args, "train --targets %s/y.npy --width 4 --depth 1 --steps 2 --batch 4 --out %s/y", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "copies --run %s/y --n 4 --png %s/w.png", dir, dir);
+    expect_input_error(args, "not images");
+    cr_expect(!exists(th_path_in(dir, "w.png")), "no PNG after the refusal");
+    snprintf(args, sizeof args, "copies --run %s/y --n 0", dir);
+    expect_input_error(args, "--n");
+    snprintf(args, sizeof args, "copies --run %s/y --steps 0", dir);
+    expect_input_error(args, "--steps");
+    expect_input_error("copies --n 4", "--run DIR is required");
+    snprintf(args, sizeof args, "copies --run %s/nothing", dir);
+    expect_input_error(args, "nothing");
+}
+
+/* --targets takes a set (N, d) or a pairs file (N, 2, d) (its targets); other shapes and mixing it
+ * with another target are refused. */
+Test(cli, train_targets_shapes_and_conflicts)
+{
+    char args[1024];
+    const double P[] = {0, 0, 3, 0, 0, 0, 0, 3, 0, 0, -3, 0}; /* pairs (0 -> y_i) of the three points */
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "p.npy"), P, 3, (size_t[]){3, 2, 2}), FV_OK);
+    snprintf(args, sizeof args, "train --targets %s/p.npy --width 4 --depth 1 --steps 2 --batch 4 --out %s/p", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "copies --run %s/p --n 5 --steps 2 --out %s/c.tsv", dir, dir);
+    cr_assert_eq(run(args), 0, "the pairs' targets are the set: %s", err_text);
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "bad.npy"), P, 3, (size_t[]){2, 3, 2}), FV_OK);
+    snprintf(args, sizeof args, "train --targets %s/bad.npy --steps 2 --out %s/q", dir, dir);
+    expect_refusal(args, "(N, d) or (N, 2, d)");
+    snprintf(args, sizeof args, "train --targets %s/p.npy --finite 3 --steps 2 --out %s/q", dir, dir);
+    expect_refusal(args, "--finite does not go with --targets");
+    snprintf(args, sizeof args, "train --targets %s/p.npy --data fashion-mnist --steps 2 --out %s/q", dir, dir);
+    expect_refusal(args, "--data or --targets");
+    snprintf(args, sizeof args, "train --targets %s/p.npy --target-mean 1,2 --steps 2 --out %s/q", dir, dir);
+    expect_refusal(args, "--target-mean does not go with --targets");
+    cr_expect(!exists(th_path_in(dir, "q")), "no run folder after a refusal");
+}
+
+/* An image run: the PNG of the worst copies beside their nearest training images; a data -> noise run
+ * has no training set for its samples (they are noise). */
+Test(cli, copies_of_an_image_run_draw_the_worst_copies)
+{
+    if (!exists(FV_FASHION_MNIST_DIR))
+        cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
+    char args[1024];
+    const char *net = "--model unet --data fashion-mnist --images 8 --channels 32 --channel-mult 1,2 --batch 2 --steps 1";
+    snprintf(args, sizeof args, "train %s --out %s/u", net, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "copies --run %s/u --n 3 --steps 2 --png %s/w.png --out %s/c.tsv", dir, dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    size_t n;
+    unsigned char *png = th_slurp(th_path_in(dir, "w.png"), &n);
+    cr_assert(png && n > 8 && memcmp(png, "\x89PNG", 4) == 0, "a PNG file");
+    /* 3 pairs of 28 x 28 cells at zoom 2: 3 (56 + 2) + 2 = 176 wide, 2 (56 + 2) + 2 = 118 high */
+    cr_expect_eq((png[16] << 24 | png[17] << 16 | png[18] << 8 | png[19]), 176, "PNG width");
+    cr_expect_eq((png[20] << 24 | png[21] << 16 | png[22] << 8 | png[23]), 118, "PNG height");
+    free(png);
+    char summary[200];
+    double v[9];
+    cr_expect_eq(copies_rows(th_path_in(dir, "c.tsv"), v, 3, summary, sizeof summary), 3, "3 rows");
+    snprintf(args, sizeof args, "train %s --direction backward --out %s/b", net, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "copies --run %s/b --n 3", dir);
+    expect_input_error(args, "--direction backward");
+}
