@@ -63,6 +63,10 @@ const fv_opt fv_train_opts_table[] = {
     {"ema", "DECAY", "EMA decay of the weights (0: none); default 0"},
     {"checkpoint-every", "K", "write the checkpoint every K steps (0: only at the end); default 500"},
     {"log-every", "K", "loss log resolution in steps; default 10"},
+    {"monitor-every", "K", "every K steps append rows step t loss floor excess gradvar copy_fraction at t = 0.1, 0.5,\n"
+                           "      0.9 to DIR/monitor.tsv (runs on --data or --targets, noise -> data); 0: off (default);\n"
+                           "      the measured choice is 500 (under 10 % of the training time, README)"},
+    {"monitor-n", "M", "with --monitor-every: rows per time and generated samples per measure (>= 2); default 64"},
     {NULL, NULL, NULL},
 };
 
