@@ -1940,3 +1940,110 @@ Test(cli, copies_of_an_image_run_draw_the_worst_copies)
     snprintf(args, sizeof args, "copies --run %s/b --n 3", dir);
     expect_input_error(args, "--direction backward");
 }
+
+/* Two points far apart: a network trained on them memorizes within a few hundred steps. */
+static void write_two_points(const char *name)
+{
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, name), (double[]){5, 0, -5, 0}, 2, (size_t[]){2, 2}), FV_OK);
+}
+
+#define MONITORED "--width 32 --depth 2 --batch 64 --monitor-every 5 --monitor-n 16"
+
+/* monitor.tsv: the header, three rows (t = 0.1, 0.5, 0.9) per multiple of K, the floor the same at every
+ * step, and after a resume the very file of an uninterrupted run: rows of steps past the checkpoint
+ * (a run killed after a monitor row, before its checkpoint) are replaced, never repeated. */
+Test(cli, monitor_rows_and_resume)
+{
+    char args[1024], ref[16384], got[16384], path[300];
+    write_two_points("y.npy");
+    snprintf(args, sizeof args, "train --targets %s/y.npy " MONITORED " --steps 20 --out %s/full", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(path, sizeof path, "%s/full/monitor.tsv", dir);
+    th_slurp_text(path, ref, sizeof ref);
+    cr_assert(strncmp(ref, "step\tt\tloss\tfloor\texcess\tgradvar\tcopy_fraction\n", 47) == 0, "header: %.80s", ref);
+    double rows[12][7];
+    static const double times[3] = {0.1, 0.5, 0.9};
+    const char *p = strchr(ref, '\n') + 1;
+    for (int i = 0; i < 12; i++) {
+        cr_assert_eq(sscanf(p, "%lf\t%lf\t%lf\t%lf\t%lf\t%lf\t%lf", &rows[i][0], &rows[i][1], &rows[i][2], &rows[i][3],
+                            &rows[i][4], &rows[i][5], &rows[i][6]), 7, "row %d: %.80s", i, p);
+        p = strchr(p, '\n') + 1;
+        cr_expect_eq(rows[i][0], 5.0 * (i / 3 + 1), "row %d: step %g", i, rows[i][0]);
+        cr_expect_eq(rows[i][1], times[i % 3], "row %d: t %g", i, rows[i][1]);
+        cr_expect_eq(rows[i][3], rows[i % 3][3], "row %d: the floor is computed once per t", i);
+        cr_expect_eq(rows[i][6], rows[i - i % 3][6], "row %d: one copy fraction per step", i);
+        cr_expect(rows[i][4] >= 0 && rows[i][5] >= 0, "row %d: excess %g and gradvar %g are >= 0", i, rows[i][4],
+                  rows[i][5]);
+    }
+    cr_expect_eq(*p, '\0', "12 rows and no more: %s", p);
+    /* 10 steps, a fake row of step 15 (as if killed before its checkpoint), then resumed to 20 */
+    snprintf(args, sizeof args, "train --targets %s/y.npy " MONITORED " --steps 10 --out %s/part", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(path, sizeof path, "%s/part/monitor.tsv", dir);
+    FILE *fp = fopen(path, "a");
+    cr_assert(fp != NULL);
+    fprintf(fp, "15\t0.1\t1\t1\t1\t1\t0\n");
+    fclose(fp);
+    snprintf(args, sizeof args, "train --out %s/part --resume --steps 20", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    th_slurp_text(path, got, sizeof got);
+    cr_expect_str_eq(got, ref, "the resumed run's monitor.tsv is the uninterrupted run's");
+    /* a damaged file is refused on resume, naming it */
+    fp = fopen(path, "a");
+    fprintf(fp, "25\tnot-a-number\n");
+    fclose(fp);
+    snprintf(args, sizeof args, "train --out %s/part --resume --steps 30", dir);
+    expect_refusal(args, "monitor.tsv: line 14");
+}
+
+/* The warning comes once, the first time the copy fraction passes 1/2. */
+Test(cli, monitor_warns_once_when_memorizing)
+{
+    char args[1024];
+    write_two_points("y.npy");
+    snprintf(args, sizeof args,
+             "train --targets %s/y.npy --width 64 --depth 2 --batch 128 --lr 3e-3 --monitor-every 100 --monitor-n 32 "
+             "--steps 600 --out %s/m", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    const char *w = strstr(err_text, "flowvar: memorizing: at step ");
+    cr_assert(w != NULL, "a memorizing warning: %s", err_text);
+    cr_expect(strstr(w + strlen("flowvar: memorizing:"), "memorizing:") == NULL, "only one warning: %s", err_text);
+    unsigned long long step;
+    cr_assert_eq(sscanf(w, "flowvar: memorizing: at step %llu", &step), 1, "%s", w);
+    /* the rows: the fraction passes 1/2 first at that step */
+    char text[16384];
+    th_slurp_text(th_path_in(dir, "m/monitor.tsv"), text, sizeof text);
+    const char *p = strchr(text, '\n') + 1;
+    double first = -1, row[7];
+    while (*p && sscanf(p, "%lf\t%lf\t%lf\t%lf\t%lf\t%lf\t%lf", &row[0], &row[1], &row[2], &row[3], &row[4], &row[5],
+                        &row[6]) == 7) {
+        if (first < 0 && row[6] > 0.5)
+            first = row[0];
+        p = strchr(p, '\n') + 1;
+    }
+    cr_expect_eq(first, (double)step, "first row above 1/2 at step %g, warned at %llu", first, step);
+    /* resumed, the run does not warn again */
+    snprintf(args, sizeof args, "train --out %s/m --resume --steps 700", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_expect(strstr(err_text, "memorizing") == NULL, "no second warning after a resume: %s", err_text);
+}
+
+Test(cli, monitor_refusals)
+{
+    char args[1024];
+    write_two_points("y.npy");
+    snprintf(args, sizeof args, "train " TINY " --monitor-every 5 --steps 5 --out %s/q", dir);
+    expect_refusal(args, "--monitor-every needs a finite target set");
+    snprintf(args, sizeof args, "train --targets %s/y.npy --monitor-n 8 --steps 5 --out %s/q", dir, dir);
+    expect_refusal(args, "--monitor-n is not used without --monitor-every");
+    snprintf(args, sizeof args, "train --targets %s/y.npy --monitor-every 5 --monitor-n 1 --steps 5 --out %s/q", dir, dir);
+    expect_refusal(args, "--monitor-n");
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "one.npy"), (double[]){1, 2}, 2, (size_t[]){1, 2}), FV_OK);
+    snprintf(args, sizeof args, "train --targets %s/one.npy --monitor-every 5 --steps 5 --out %s/q", dir, dir);
+    expect_refusal(args, "1 distinct point");
+    cr_expect(!exists(th_path_in(dir, "q")), "no run folder after a refusal");
+    snprintf(args, sizeof args, "train --targets %s/y.npy --steps 5 --out %s/r", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "train --out %s/r --resume --steps 10 --monitor-every 5", dir);
+    expect_refusal(args, "--monitor-every cannot be changed on --resume");
+}
