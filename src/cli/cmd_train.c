@@ -84,7 +84,7 @@ static int start_monitor(fv_run *r, const char *dir, char *path, size_t size, fv
 {
     size_t every, m;
     int st;
-    if ((st = fv_args_size(&r->args, "monitor-every", 0, 0, &every)) || (st = fv_args_size(&r->args, "monitor-n", 64, 2, &m)))
+    if ((st = fv_args_size(&r->args, "monitor-every", 0, 0, &every)) || (st = fv_args_size(&r->args, "monitor-n", 32, 2, &m)))
         return st;
     if (!every)
         return fv_cli_unused(&r->args, (const char *const[]){"monitor-n", NULL}, "without --monitor-every K");

@@ -66,7 +66,7 @@ const fv_opt fv_train_opts_table[] = {
     {"monitor-every", "K", "every K steps append rows step t loss floor excess gradvar copy_fraction at t = 0.1, 0.5,\n"
                            "      0.9 to DIR/monitor.tsv (runs on --data or --targets, noise -> data); 0: off (default);\n"
                            "      the measured choice is 500 (under 10 % of the training time, README)"},
-    {"monitor-n", "M", "with --monitor-every: rows per time and generated samples per measure (>= 2); default 64"},
+    {"monitor-n", "M", "with --monitor-every: rows per time and generated samples per measure (>= 2); default 32"},
     {NULL, NULL, NULL},
 };
 
