@@ -384,7 +384,7 @@ int fv_empirical_draw(const fv_empirical *e, double t, size_t n, fv_rng *r, doub
         return fv_error(FV_EINPUT, "the interpolant's time t = %g is outside [0, 1]", t);
     fv_noise(e->schedule, e->sigma, t, &f, &fp);
     fp = e->deriv_term ? fp : 0.0;
-    if (!isfinite(fp))
+    if (U && !isfinite(fp))
         return fv_error(FV_EINPUT, "the derivative term f'(t) of the bridge is infinite at t = %g: the regression "
                         "target has no finite value there", t);
     int st;
@@ -404,7 +404,8 @@ int fv_empirical_draw(const fv_empirical *e, double t, size_t n, fv_rng *r, doub
         const double *x0 = fwd ? g : y, *x1 = fwd ? y : g;
         for (size_t k = 0; k < d; k++) {
             X[i * d + k] = (1.0 - t) * x0[k] + t * x1[k] + f * z[k];
-            U[i * d + k] = x1[k] - x0[k] + fp * z[k];
+            if (U)
+                U[i * d + k] = x1[k] - x0[k] + fp * z[k];
         }
     }
     free(s);
