@@ -223,11 +223,10 @@ int fv_empirical_check_time(const fv_empirical *e, double t)
     double cmin = c.g * c.g * lmin + c.f2;
     if (!(cmin > 0.0) || !isfinite(1.0 / cmin))
         return fv_error(FV_ESINGULAR,
-                        "the empirical field (%s) is singular at t = %g: C_t = %s has no inverse there (the %s "
-                        "end is a finite set of points and the noise f(t) is 0)",
+                        "the empirical field (%s) is singular at t = %g: C_t = %s has no inverse there (without "
+                        "noise, X_t at that end is one of the data points)",
                         fv_emp_direction_name(e->dir), t,
-                        e->dir == FV_EMP_FORWARD ? "(1-t)^2 S0 + f^2 I" : "t^2 S1 + f^2 I",
-                        e->dir == FV_EMP_FORWARD ? "data" : "data (t = 0)");
+                        e->dir == FV_EMP_FORWARD ? "(1-t)^2 S0 + f^2 I" : "t^2 S1 + f^2 I");
     return FV_OK;
 }
 
