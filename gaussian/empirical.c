@@ -223,11 +223,10 @@ int fv_empirical_check_time(const fv_empirical *e, double t)
     double cmin = c.g * c.g * lmin + c.f2;
     if (!(cmin > 0.0) || !isfinite(1.0 / cmin))
         return fv_error(FV_ESINGULAR,
-                        "the empirical field (%s) is singular at t = %g: C_t = %s has no inverse there (the %s "
-                        "end is a finite set of points and the noise f(t) is 0)",
+                        "the empirical field (%s) is singular at t = %g: C_t = %s has no inverse there (without "
+                        "noise, X_t at that end is one of the data points)",
                         fv_emp_direction_name(e->dir), t,
-                        e->dir == FV_EMP_FORWARD ? "(1-t)^2 S0 + f^2 I" : "t^2 S1 + f^2 I",
-                        e->dir == FV_EMP_FORWARD ? "data" : "data (t = 0)");
+                        e->dir == FV_EMP_FORWARD ? "(1-t)^2 S0 + f^2 I" : "t^2 S1 + f^2 I");
     return FV_OK;
 }
 
@@ -384,7 +383,7 @@ int fv_empirical_draw(const fv_empirical *e, double t, size_t n, fv_rng *r, doub
         return fv_error(FV_EINPUT, "the interpolant's time t = %g is outside [0, 1]", t);
     fv_noise(e->schedule, e->sigma, t, &f, &fp);
     fp = e->deriv_term ? fp : 0.0;
-    if (!isfinite(fp))
+    if (U && !isfinite(fp))
         return fv_error(FV_EINPUT, "the derivative term f'(t) of the bridge is infinite at t = %g: the regression "
                         "target has no finite value there", t);
     int st;
@@ -404,7 +403,8 @@ int fv_empirical_draw(const fv_empirical *e, double t, size_t n, fv_rng *r, doub
         const double *x0 = fwd ? g : y, *x1 = fwd ? y : g;
         for (size_t k = 0; k < d; k++) {
             X[i * d + k] = (1.0 - t) * x0[k] + t * x1[k] + f * z[k];
-            U[i * d + k] = x1[k] - x0[k] + fp * z[k];
+            if (U)
+                U[i * d + k] = x1[k] - x0[k] + fp * z[k];
         }
     }
     free(s);

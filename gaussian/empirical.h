@@ -83,8 +83,8 @@ int fv_empirical_check_time(const fv_empirical *e, double t);
 int fv_empirical_eval(const fv_empirical *e, double t, size_t n, const double *X, double *out, fv_empirical_work *w);
 
 /* n rows of the interpolant at time t: X (n x d) = X_t and U (n x d) = the regression target u, from
- * the stream r (the Gaussian end's draw, then the data index J, then Z, per row). Either end of the
- * data may be drawn; J is uniform over the n data rows. */
+ * the stream r (per row: the Gaussian end's d normals, the data index J uniform over the data, Z's d
+ * normals). U may be NULL (X_t alone: then a bridge's infinite f'(t) at t = 0 or 1 does not matter). */
 int fv_empirical_draw(const fv_empirical *e, double t, size_t n, fv_rng *r, double *X, double *U);
 
 /* The excess of a field at n points X at time t: mean over rows of |V_i - v*(X_i, t)|^2 and its

@@ -1772,6 +1772,195 @@ Test(cli, eval_of_an_overflowing_network_names_where)
     cr_expect(!exists(file_path), "eval wrote nothing");
 }
 
+/* ---- --field empirical, floor, gap --field empirical (docs/THEORY.md section 7) ---- */
+
+/* n x d data as DIR/NAME; its path (static until the next call). */
+static const char *emp_data(const char *name, size_t n, size_t d, const double *Y)
+{
+    const char *path = th_path_in(dir, name);
+    cr_assert_eq(fv_npy_write_f64(path, Y, 2, (size_t[]){n, d}), FV_OK, "writing %s: %s", path, fv_last_error());
+    return path;
+}
+
+/* Five points in the plane, close enough for their weights to mix at intermediate t. */
+static const double emp_five[10] = {0.5, 1.0, -1.2, 0.3, 2.0, -0.7, 0.1, -1.5, -0.8, 1.9};
+
+Test(cli, empirical_field_of_one_point_is_the_straight_line_to_it)
+{
+    char args[1024];
+    double v[2];
+    /* x0 = (0.4, 0.2) and y = (2, -1): at t = 0.5 the path is at (1.2, -0.4) with velocity y - x0 */
+    const char *y = emp_data("y1.npy", 1, 2, (double[]){2.0, -1.0});
+    snprintf(args, sizeof args, "field --field empirical --targets %s --t 0.5 --points 1.2,-0.4", y);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert_eq(row_after("v1\tv2\n", v, 2), 2, "%s", out_text);
+    cr_expect(fabs(v[0] - 1.6) < 1e-9 && fabs(v[1] + 1.2) < 1e-9, "v* = y - x0 = (1.6, -1.2): (%g, %g)", v[0], v[1]);
+    /* backward: x = (1-t) y + t x1 with x1 = (0.4, 0.2) has velocity x1 - y */
+    snprintf(args, sizeof args, "field --field empirical --direction backward --targets %s --t 0.5 --points 1.2,-0.4",
+             y);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert_eq(row_after("v1\tv2\n", v, 2), 2, "%s", out_text);
+    cr_expect(fabs(v[0] + 1.6) < 1e-9 && fabs(v[1] - 1.2) < 1e-9, "backward v* = x1 - y = (-1.6, 1.2): (%g, %g)",
+              v[0], v[1]);
+}
+
+/* The largest distance from a row of X (n x 2) to its nearest point of emp_five. */
+static double emp_worst_distance(size_t n, const double *X)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double best = INFINITY;
+        for (size_t j = 0; j < 5; j++)
+            best = fmin(best, hypot(X[2 * i] - emp_five[2 * j], X[2 * i + 1] - emp_five[2 * j + 1]));
+        worst = fmax(worst, best);
+    }
+    return worst;
+}
+
+Test(cli, empirical_transport_lands_on_training_points_without_noise)
+{
+    char args[1024];
+    int ndim;
+    size_t shape[FV_NPY_MAX_DIMS];
+    const char *y = emp_data("y5.npy", 5, 2, emp_five);
+    static const char *const solvers[] = {"--solver rk4", "--solver euler --steps 400", "--solver rk45"};
+    for (int s = 0; s < 3; s++) {
+        snprintf(args, sizeof args, "transport --field empirical --targets %s --n 32 --seed 3 %s", y, solvers[s]);
+        double *X = run_npy(args, "x.npy", &ndim, shape);
+        cr_assert(ndim == 2 && shape[0] == 32 && shape[1] == 2, "32 end points of dimension 2");
+        cr_expect_lt(emp_worst_distance(32, X), 1e-6, "%s: every end point is a training point (worst %g)",
+                     solvers[s], emp_worst_distance(32, X));
+        free(X);
+    }
+    /* with noise the minimizer no longer memorizes: some end points stay off the data */
+    snprintf(args, sizeof args, "transport --field empirical --targets %s --n 32 --seed 3 --sigma 0.5", y);
+    double *X = run_npy(args, "x.npy", &ndim, shape);
+    cr_expect_gt(emp_worst_distance(32, X), 1e-3, "sigma = 0.5: some end point is off the data (worst %g)",
+                 emp_worst_distance(32, X));
+    free(X);
+    snprintf(args, sizeof args, "transport --field empirical --direction backward --targets %s --n 4", y);
+    expect_input_error(args, "singular at t = 0");
+}
+
+/* Columns 2 and 3 (floor, floor_se) of the floor table's rows, n rows. */
+static void floor_rows(size_t n, double *floor, double *se)
+{
+    double v[3 * 8];
+    cr_assert_eq(row_after("t\tfloor\tfloor_se\n", v, (int)(3 * n)), (int)(3 * n), "%s", out_text);
+    for (size_t k = 0; k < n; k++) {
+        floor[k] = v[3 * k + 1];
+        se[k] = v[3 * k + 2];
+    }
+}
+
+Test(cli, floor_limits_of_section_7)
+{
+    char args[1024];
+    double fl[2], se[2], mean[2] = {0, 0}, trcov = 0;
+    const char *y = emp_data("y5.npy", 5, 2, emp_five);
+    for (size_t j = 0; j < 10; j++)
+        mean[j % 2] += emp_five[j] / 5;
+    for (size_t j = 0; j < 10; j++)
+        trcov += (emp_five[j] - mean[j % 2]) * (emp_five[j] - mean[j % 2]) / 5;
+    /* f = 0, S0 = I: floor(0) = tr Cov(Y) (population), floor(t -> 1) -> 0, t = 1 itself refused */
+    snprintf(args, sizeof args, "floor --targets %s --t 0,0.999 --mc 20000", y);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    floor_rows(2, fl, se);
+    cr_expect_leq(fabs(fl[0] - trcov), 4 * se[0], "floor(0) = tr Cov(Y) = %g: %g +- %g", trcov, fl[0], se[0]);
+    cr_expect_lt(se[0], 0.05 * trcov, "floor(0)'s standard error is small: %g", se[0]);
+    cr_expect_lt(fl[1], 1e-6 * trcov, "floor(0.999) is near 0: %g", fl[1]);
+    snprintf(args, sizeof args, "floor --targets %s --t 0.5,1", y);
+    expect_input_error(args, "singular at t = 1");
+    /* sigma > 0, points 50 apart: J is known from X_t and floor(t) = d sigma^2 / ((1-t)^2 + sigma^2), not 0 at 1 */
+    double grid[8] = {0, 0, 50, 0, 0, 50, 50, 50};
+    y = emp_data("grid.npy", 4, 2, grid);
+    snprintf(args, sizeof args, "floor --targets %s --sigma 0.1 --t 0.9,1 --mc 20000 --seed 5", y);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    floor_rows(2, fl, se);
+    cr_expect_leq(fabs(fl[0] - 1.0), 4 * se[0], "sigma 0.1: floor(0.9) = 2 * 0.01 / 0.02 = 1: %g +- %g", fl[0], se[0]);
+    cr_expect_leq(fabs(fl[1] - 2.0), 4 * se[1], "sigma 0.1: floor(1) = d = 2: %g +- %g", fl[1], se[1]);
+    cr_expect_lt(se[1], 0.05, "floor(1)'s standard error is small: %g", se[1]);
+    /* the grid of gap by default, written to a file */
+    snprintf(args, sizeof args, "floor --targets %s --sigma 0.1 --t-grid 4 --mc 100 --out %s/floor.tsv", y, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    th_slurp_text(th_path_in(dir, "floor.tsv"), out_text, sizeof out_text);
+    cr_expect(strncmp(out_text, "t\tfloor\tfloor_se\n0.125\t", 23) == 0, "floor.tsv: %s", out_text);
+}
+
+/* gap --field empirical on a tiny MLP run on 8 Fashion-MNIST images (both directions): the network's loss
+ * is the floor plus the gap to v* within Monte-Carlo error, at each t. */
+Test(cli, gap_empirical_decomposes_the_loss_of_an_image_run, .timeout = 120)
+{
+    if (!exists(FV_FASHION_MNIST_DIR))
+        cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
+    char args[1024];
+    double v[3 * 7];
+    for (int back = 0; back < 2; back++) {
+        snprintf(args, sizeof args,
+                 "train --data fashion-mnist --images 8 --width 32 --depth 2 --steps 200 --batch 16 --sigma 0.05 %s "
+                 "--out %s/m%d",
+                 back ? "--direction backward" : "", dir, back);
+        cr_assert_eq(run(args), 0, "%s", err_text);
+        snprintf(args, sizeof args, "gap --run %s/m%d --field empirical --t-grid 3 --n 256 --out %s/g%d", dir, back, dir,
+                 back);
+        cr_assert_eq(run(args), 0, "%s", err_text);
+        snprintf(args, sizeof args, "%s/g%d/gap_empirical.png", dir, back);
+        cr_expect(exists(args), "--out DIR draws the figure %s", args);
+        cr_assert_eq(row_after("t\tgap\tgap_se\tloss\tloss_se\tfloor\tfloor_se\n", v, 21), 21, "%s", out_text);
+        for (int k = 0; k < 3; k++) {
+            const double *r = v + 7 * k;
+            double tol = 4 * sqrt(r[2] * r[2] + r[4] * r[4] + r[6] * r[6]);
+            cr_expect_leq(fabs(r[3] - r[5] - r[1]), tol, "%s run, t = %g: loss %g = floor %g + gap %g within %g",
+                          back ? "backward" : "forward", r[0], r[3], r[5], r[1], tol);
+            cr_expect_gt(r[1], 8 * r[2], "t = %g: the barely trained network is far from v* (gap %g +- %g)", r[0],
+                         r[1], r[2]);
+        }
+    }
+    snprintf(args, sizeof args, "gap --run %s/m0 --field empirical --fit-floor 0.1", dir);
+    expect_refusal(args, "--fit-floor is not used with --field empirical");
+    cr_assert_eq(train_run("g", "--steps 2"), 0, "%s", err_text);
+    snprintf(args, sizeof args, "gap --run %s/g --field empirical", dir);
+    expect_refusal(args, "--field empirical: the run does not train on a finite data set");
+}
+
+Test(cli, empirical_bad_inputs_exit_2)
+{
+    char args[1024];
+    const char *y = emp_data("y5.npy", 5, 2, emp_five);
+    static const char *const cases[][2] = {
+        {"field --field empirical --targets %s --t 0.5 --points 1,2,3", "--points has 3 numbers"},
+        {"field --field empirical --targets %s --t 0.5 --points 1,2 --source-mean 1,2,3", "--source-mean has 3 numbers"},
+        {"field --field empirical --targets %s --t 0.5 --points 1,2 --target-mean 1,2",
+         "--target-mean is not used with --field empirical forward"},
+        {"field --field empirical --direction backward --targets %s --t 0.5 --points 1,2 --source-cov 2,0,0,2",
+         "--source-cov is not used with --field empirical backward"},
+        {"field --field empirical --targets %s --t 0.5 --points 1,2 --angle 30", "--angle is not used with --field "
+                                                                                "empirical"},
+        {"field --field ot --target-mean 1,1 --targets %s --t 0.5 --points 1,2", "--targets is not used without "
+                                                                               "--field empirical"},
+        {"field --field empirical --targets %s --data fashion-mnist --t 0.5 --points 1,2", "--targets or --data"},
+        {"field --field empirical --targets %s --images 3 --t 0.5 --points 1,2", "--images is not used without --data"},
+        {"field --field empirical --targets %s --t 1 --points 1,2", "singular at t = 1"},
+        {"transport --field empirical --targets %s --n 2 --with-map", "--with-map is not used with --field empirical"},
+        {"floor --targets %s --t 0.5,1.5", "--t: time 2 is 1.5, outside [0, 1]"},
+        {"floor --targets %s --mc 1", "--mc"},
+        {"floor --targets %s --t 0.5 --t-grid 3", "--t-grid is not used with --t"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(args, sizeof args, cases[i][0], y);
+        expect_input_error(args, cases[i][1]);
+    }
+    expect_input_error("field --field empirical --t 0.5 --points 1,2", "needs its data");
+    expect_input_error("floor --data fashion-mnist --images 0", "--images must be at least 1, got 0");
+    expect_input_error("floor --targets 1,2,3", "the data must be an .npy of shape (N, d)");
+    snprintf(args, sizeof args, "floor --targets %s", emp_data("empty.npy", 0, 2, emp_five));
+    expect_input_error(args, "is of shape (0, 2)");
+    const char *flat = th_path_in(dir, "flat.npy");
+    cr_assert_eq(fv_npy_write_f64(flat, emp_five, 1, (size_t[]){10}), FV_OK, "writing %s", flat);
+    snprintf(args, sizeof args, "floor --targets %s", flat);
+    expect_input_error(args, "is of shape (10,)");
+}
+
 /* `copies --out FILE` rows (d1 d2 ratio) into v (at most n rows); returns the row count, and the
  * summary comment line into summary. */
 static size_t copies_rows(const char *path, double *v, size_t n, char *summary, size_t size)
