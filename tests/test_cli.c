@@ -2236,3 +2236,31 @@ Test(cli, monitor_refusals)
     snprintf(args, sizeof args, "train --out %s/r --resume --steps 10 --monitor-every 5", dir);
     expect_refusal(args, "--monitor-every cannot be changed on --resume");
 }
+
+/* A --targets run has the closed forms of an image run: v* of its set (gap --field empirical, where the
+ * loss is the floor plus the gap within Monte-Carlo error) and the fields of its Gaussian fit. */
+Test(cli, targets_run_gap_to_v_star_and_to_the_fit)
+{
+    char args[1024];
+    const double Y[] = {3, 0, 0, 3, -3, 0, 0, -3, 1, 1};
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "y.npy"), Y, 2, (size_t[]){5, 2}), FV_OK);
+    snprintf(args, sizeof args, "train --targets %s/y.npy --width 32 --depth 2 --batch 64 --steps 200 --out %s/r", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "gap --run %s/r --field empirical --t-grid 4 --n 2000", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    const char *p = strchr(out_text, '\n');
+    static const char header[] = "t\tgap\tgap_se\tloss\tloss_se\tfloor\tfloor_se\n";
+    cr_assert(strncmp(out_text, header, strlen(header)) == 0, "%s", out_text);
+    for (int k = 0; k < 4; k++) {
+        double r[7];
+        cr_assert_eq(sscanf(p + 1, "%lf\t%lf\t%lf\t%lf\t%lf\t%lf\t%lf", &r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]), 7,
+                     "row %d: %s", k, p + 1);
+        double se = r[2] + r[4] + r[6];
+        cr_expect_leq(fabs(r[3] - r[5] - r[1]), 4 * se, "t = %g: loss %g = floor %g + gap %g within 4 SE (%g)", r[0], r[3],
+                      r[5], r[1], se);
+        p = strchr(p + 1, '\n');
+    }
+    snprintf(args, sizeof args, "gap --run %s/r --field markov --t-grid 2 --n 100 --fit-floor 1e-3", dir);
+    cr_assert_eq(run(args), 0, "the Markov field of the set's Gaussian fit: %s", err_text);
+    cr_expect(strncmp(out_text, "t\tgap\tgap_se\n0.25\t", 18) == 0, "%s", out_text);
+}

@@ -42,10 +42,10 @@ int fv_run_copy_set(const fv_run *r, fv_copy_set *s)
     if (r->has_ds && r->reverse)
         return fv_error(FV_EINPUT, "the run goes data -> noise (--direction backward): its samples are N(0, I) "
                                    "draws, not images, so there is no training set for them to copy");
-    if (r->has_ds && !r->a)
-        return fv_copy_set_init(s, r->ds.n, d, r->ds.x, NULL);
-    if (r->y)
-        return fv_copy_set_init(s, r->ny, d, r->y, NULL);
+    size_t n;
+    const float *Y = fv_run_targets(r, &n);
+    if (Y)
+        return fv_copy_set_init(s, n, d, Y, NULL);
     if (r->b)
         return fv_copy_set_init(s, r->npairs, d, NULL, r->b);
     return fv_error(FV_EINPUT, "the run has no finite training set (its targets are drawn afresh from a %s at every "

@@ -54,12 +54,12 @@ int fv_run_closed_field(const fv_args *a, const fv_run *r, fv_field *f, fv_probl
 {
     if (r->has_gmm)
         return fv_error(FV_EINPUT, "the run's target is a mixture: no closed-form field to compare with");
-    fv_field_kind kind = r->has_ds                               ? FV_FIELD_OT
+    fv_field_kind kind = fv_run_fitted(r)                        ? FV_FIELD_OT
                          : r->p.coupling == FV_COUPLING_OT       ? FV_FIELD_OT
                          : r->p.coupling == FV_COUPLING_ROTATION ? FV_FIELD_ROTATION
                                                                  : FV_FIELD_MARKOV;
     int st = fv_args_get(a, "field") ? fv_cli_field_kind(a, &kind) : FV_OK;
-    if (st || !r->has_ds)
+    if (st || !fv_run_fitted(r))
         return st ? st : fv_field_build(f, &r->p, kind);
     if (kind == FV_FIELD_ROTATION)
         return fv_error(FV_EINPUT, "--field rotation: an image run has no rotational coupling (use ot or markov)");
@@ -228,7 +228,9 @@ static int gap_empirical(const fv_args *a, fv_run *r, size_t nt, size_t n, uint6
     if (r->data.kind != FV_DATA_TARGETS)
         return fv_error(FV_EINPUT, "--field empirical: the run does not train on a finite data set with a Gaussian at "
                         "the other end (only a run on --data without --map does); it has no empirical minimizer");
-    if ((st = fv_empirical_build_f32(&e, &r->p, r->reverse ? FV_EMP_BACKWARD : FV_EMP_FORWARD, r->ds.n, r->ds.x)) ||
+    size_t ny;
+    const float *Y = fv_run_targets(r, &ny);
+    if ((st = fv_empirical_build_f32(&e, &r->p, r->reverse ? FV_EMP_BACKWARD : FV_EMP_FORWARD, ny, Y)) ||
         (st = fv_empirical_work_alloc(&w, &e, 0)) || (st = gap_rows_alloc(&g, n, r->p.d)) ||
         !(rows = fv_alloc(&st, "--t-grid rows", nt, 7, sizeof *rows)))
         goto done;
@@ -267,7 +269,7 @@ int fv_cmd_gap(int argc, char **argv)
         st = fv_error(FV_EINPUT, "--run DIR is required");
     if (st || (st = fv_args_size(&a, "t-grid", 20, 1, &nt)) || (st = fv_args_size(&a, "n", 4096, 2, &n)) ||
         (st = fv_args_u64(&a, "seed", 1, &seed)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)) ||
-        (!r.has_ds && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))) ||
+        (!fv_run_fitted(&r) && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))) ||
         (!fv_args_get(&a, "samples-png") &&
          (st = fv_cli_unused(&a, (const char *const[]){"ode-steps", NULL}, "without --samples-png"))) ||
         (st = fv_run_check_rows(&r, "--n", n)))
@@ -338,7 +340,7 @@ static int exact_variance(const fv_args *a, const fv_run *r, size_t nt, double *
     int st = FV_OK;
     if (r->has_gmm)
         return fv_error(FV_EINPUT, "--exact: the run's target is a mixture (no closed form)");
-    if (r->has_ds && !(st = fv_args_double_in(a, "fit-floor", FV_FIT_DEFAULT_FLOOR, FV_DOM_UNIT_OPEN, &floor)) &&
+    if (fv_run_fitted(r) && !(st = fv_args_double_in(a, "fit-floor", FV_FIT_DEFAULT_FLOOR, FV_DOM_UNIT_OPEN, &floor)) &&
         !(st = fv_run_fit_problem(r, floor, FV_COUPLING_INDEPENDENT, &fitp, NULL)))
         p = &fitp;
     static const char *const members[] = {"ot", "markov", NULL};
@@ -403,7 +405,7 @@ int fv_cmd_gradvar(int argc, char **argv)
         (!fv_args_flag(&a, "exact") &&
          (st = fv_cli_unused(&a, (const char *const[]){"exact-field", "fit-floor", NULL}, "without --exact"))) ||
         (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)) ||
-        (!r.has_ds && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))) ||
+        (!fv_run_fitted(&r) && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))) ||
         (st = fv_run_check_rows(&r, "--n", n)))
         goto done;
     size_t bytes; /* the grid is checked before its extra row, so that --t-grid SIZE_MAX cannot wrap */

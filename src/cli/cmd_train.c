@@ -88,9 +88,9 @@ static int start_monitor(fv_run *r, const char *dir, char *path, size_t size, fv
         return st;
     if (!every)
         return fv_cli_unused(&r->args, (const char *const[]){"monitor-n", NULL}, "without --monitor-every K");
-    size_t n = r->y ? r->ny : r->ds.n;
-    const float *Y = r->y ? r->y : r->ds.x;
-    if (r->reverse || r->a || !(r->y || r->has_ds))
+    size_t n;
+    const float *Y = fv_run_targets(r, &n);
+    if (r->reverse || !Y)
         return fv_error(FV_EINPUT, "--monitor-every needs a finite target set drawn with fresh N(0, I) sources (--data "
                                    "noise -> data without --map or --pairs, or --targets): the memorizing field v* is "
                                    "that of section 7");

@@ -576,13 +576,25 @@ int fv_run_ot_targets(const fv_run *r, size_t n, const double *X0, double *T)
     return st;
 }
 
+const float *fv_run_targets(const fv_run *r, size_t *n)
+{
+    *n = r->data.kind == FV_DATA_TARGETS ? r->data.npairs : 0;
+    return r->data.kind == FV_DATA_TARGETS ? r->data.targets : NULL;
+}
+
+int fv_run_fitted(const fv_run *r)
+{
+    return r->has_ds || r->y;
+}
+
 int fv_run_fit_problem(const fv_run *r, double rel_floor, fv_coupling coupling, fv_problem *p, fv_fit *fit)
 {
-    if (!r->has_ds)
-        return fv_error(FV_EINPUT, "the run was not trained on an image set (--data): there is no fit to make");
+    if (!fv_run_fitted(r))
+        return fv_error(FV_EINPUT, "the run was not trained on an image set (--data) or --targets: there is no fit "
+                                   "to make");
     fv_fit f;
     size_t d = r->p.d;
-    int st = fv_fit_compute(&f, r->ds.n, d, r->ds.x, rel_floor, NULL);
+    int st = fv_fit_compute(&f, r->has_ds ? r->ds.n : r->ny, d, r->has_ds ? r->ds.x : r->y, rel_floor, NULL);
     if (st)
         return st;
     if (!(st = fv_fit_problem(&f, p)) && r->reverse) { /* swap the two ends: fit -> N(0, I) */
