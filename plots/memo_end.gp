@@ -23,15 +23,19 @@ do for [fmt in "png svg"] {
     set title "gap to the memorizing field v* of the training set"
     set ylabel "E|v_{net} - v*|^2"
     plot for [i=1:6] f("gapemp", i) using 1:2 skip 1 with linespoints lw 2 pt 7 ps 0.5 dt style(i) lc rgb word(colors, i) title label(i)
+    unset key
     set title "gap to the field of the set's Gaussian fit"
     set ylabel "E|v_{net} - v_{fit}|^2"
     plot for [i=1:6] f("gapfit", i) using 1:2 skip 1 with linespoints lw 2 pt 7 ps 0.5 dt style(i) lc rgb word(colors, i) notitle
     set title "network loss (points) and loss floor L*(t) (lines)"
     set ylabel "E|u - v|^2"
+    set yrange [1e-3:*]
     plot for [i=1:6] f("gapemp", i) using 1:4 skip 1 with points pt 7 ps 0.7 lc rgb word(colors, i) notitle, \
          for [i=1:6] f("gapemp", i) using 1:6 skip 1 with lines lw 2 dt style(i) lc rgb word(colors, i) notitle
+    set autoscale y
     set title "per-sample gradient variance of the weights"
     set ylabel "Var[grad_w l]"
     plot for [i=1:6] f("gradvar", i) using 1:2 skip 1 with linespoints lw 2 pt 7 ps 0.5 dt style(i) lc rgb word(colors, i) notitle
     unset multiplot
+    set key
 }
