@@ -258,7 +258,6 @@ int fv_monitor_init(fv_monitor *mo, fv_trainer *tr, fv_cfm_data *D, size_t n, co
 {
     size_t d = D->d;
     int st;
-    memset(mo, 0, sizeof *mo);
     *mo = (fv_monitor){.every = every, .m = m, .seed = seed, .use_ema = use_ema, .tr = tr, .D = D, .path = path};
     if (m < 2)
         return fv_error(FV_EINPUT, "--monitor-n must be at least 2 (the gradient variance needs 2 rows); got %zu", m);
