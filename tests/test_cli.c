@@ -1901,8 +1901,11 @@ Test(cli, gap_empirical_decomposes_the_loss_of_an_image_run, .timeout = 120)
                  "--out %s/m%d",
                  back ? "--direction backward" : "", dir, back);
         cr_assert_eq(run(args), 0, "%s", err_text);
-        snprintf(args, sizeof args, "gap --run %s/m%d --field empirical --t-grid 3 --n 256", dir, back);
+        snprintf(args, sizeof args, "gap --run %s/m%d --field empirical --t-grid 3 --n 256 --out %s/g%d", dir, back, dir,
+                 back);
         cr_assert_eq(run(args), 0, "%s", err_text);
+        snprintf(args, sizeof args, "%s/g%d/gap_empirical.png", dir, back);
+        cr_expect(exists(args), "--out DIR draws the figure %s", args);
         cr_assert_eq(row_after("t\tgap\tgap_se\tloss\tloss_se\tfloor\tfloor_se\n", v, 21), 21, "%s", out_text);
         for (int k = 0; k < 3; k++) {
             const double *r = v + 7 * k;
@@ -1948,6 +1951,7 @@ Test(cli, empirical_bad_inputs_exit_2)
         expect_input_error(args, cases[i][1]);
     }
     expect_input_error("field --field empirical --t 0.5 --points 1,2", "needs its data");
+    expect_input_error("floor --data fashion-mnist --images 0", "--images must be at least 1, got 0");
     expect_input_error("floor --targets 1,2,3", "the data must be an .npy of shape (N, d)");
     snprintf(args, sizeof args, "floor --targets %s", emp_data("empty.npy", 0, 2, emp_five));
     expect_input_error(args, "is of shape (0, 2)");
