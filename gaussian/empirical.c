@@ -29,8 +29,8 @@ static int is_isotropic(size_t d, const double *S, double *s)
     return 1;
 }
 
-/* Everything but the data: the Gaussian end, its eigenbasis, the noise. Y's rows are checked finite by
- * the caller's `bad_row` (the first non-finite row, n when none). */
+/* Everything but the data: the Gaussian end, its eigenbasis, the noise, and room for a double copy of
+ * the data when need_copy (always when S is not isotropic: the data are kept rotated). */
 static int build_common(fv_empirical *e, const fv_problem *p, fv_emp_direction dir, size_t n, int need_copy)
 {
     size_t d = p->d, count;
@@ -170,7 +170,6 @@ int fv_empirical_work_alloc(fv_empirical_work *w, const fv_empirical *e, size_t 
         return st;
     w->chunk = chunk;
     w->block = block;
-    w->d = d;
     w->xr = w->buf;
     w->acc = w->xr + chunk * d;
     w->out = w->acc + chunk * d;

@@ -49,7 +49,7 @@ typedef struct {
 /* Caller-owned scratch for evaluating at up to `chunk` points at a time (more are done in chunks),
  * with the data in blocks of `block` rows. */
 typedef struct {
-    size_t chunk, block, d;
+    size_t chunk, block;
     double *xr;               /* chunk x d: points, shifted and rotated */
     double *logit;            /* chunk x block */
     double *yb;               /* block x d: a block of data as doubles (float storage only) */

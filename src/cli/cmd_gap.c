@@ -34,7 +34,8 @@ static const fv_opt gap_opts[] = {
     {"samples-png", "FILE", "image runs: a PNG FILE of 16 sources integrated by the network and by the closed form,\n"
                             "      side by side"},
     {"ode-steps", "N", "with --samples-png: Euler steps of the network's integration (>= 1); default 100"},
-    {"out", "DIR", "also write DIR/gap.tsv and the figure DIR/gap.png, DIR/gap.svg (the TSV always goes to stdout)"},
+    {"out", "DIR", "also write DIR/gap.tsv and the figure DIR/gap.png, DIR/gap.svg (the TSV always goes to stdout;\n"
+                   "      --field empirical: DIR/gap_empirical.tsv, .png, .svg, the loss, floor and gap over t)"},
     {"plots", "DIR", "folder of the gnuplot scripts (see flowvar figures --help)"},
     {NULL, NULL, NULL},
 };
@@ -244,7 +245,7 @@ static int gap_empirical(const fv_args *a, fv_run *r, size_t nt, size_t n, uint6
     fv_progress_end(&bar);
     static const char *const names[] = {"t", "gap", "gap_se", "loss", "loss_se", "floor", "floor_se"};
     if (!st)
-        st = emit(a, "gap", 7, names, nt, rows);
+        st = emit(a, "gap_empirical", 7, names, nt, rows);
 done:
     free(rows);
     gap_rows_free(&g);
