@@ -94,6 +94,9 @@ static int start_monitor(fv_run *r, const char *dir, char *path, size_t size, fv
         return fv_error(FV_EINPUT, "--monitor-every needs a finite target set drawn with fresh N(0, I) sources (--data "
                                    "noise -> data without --map or --pairs, or --targets): the memorizing field v* is "
                                    "that of section 7");
+    if (r->is_unet && strcmp(r->tr.ops->name, "cpu"))
+        return fv_error(FV_EINPUT, "--monitor-every on a U-Net needs --device cpu: the monitor's per-sample gradient "
+                                   "variance of a U-Net runs on the CPU only");
     snprintf(path, size, "%s/monitor.tsv", dir);
     fv_monitor_free(mo);
     return fv_monitor_init(mo, &r->tr, &r->data, n, Y, every, m, r->seed, 1, path, r->step);
