@@ -1786,3 +1786,496 @@ Test(cli, eval_of_an_overflowing_network_names_where)
     cr_expect(strstr(err_text, "eval: the network's v at t = 0, point 2, coordinate ") != NULL, "%s", err_text);
     cr_expect(!exists(file_path), "eval wrote nothing");
 }
+
+/* ---- --field empirical, floor, gap --field empirical (docs/THEORY.md section 7) ---- */
+
+/* n x d data as DIR/NAME; its path (static until the next call). */
+static const char *emp_data(const char *name, size_t n, size_t d, const double *Y)
+{
+    const char *path = th_path_in(dir, name);
+    cr_assert_eq(fv_npy_write_f64(path, Y, 2, (size_t[]){n, d}), FV_OK, "writing %s: %s", path, fv_last_error());
+    return path;
+}
+
+/* Five points in the plane, close enough for their weights to mix at intermediate t. */
+static const double emp_five[10] = {0.5, 1.0, -1.2, 0.3, 2.0, -0.7, 0.1, -1.5, -0.8, 1.9};
+
+Test(cli, empirical_field_of_one_point_is_the_straight_line_to_it)
+{
+    char args[1024];
+    double v[2];
+    /* x0 = (0.4, 0.2) and y = (2, -1): at t = 0.5 the path is at (1.2, -0.4) with velocity y - x0 */
+    const char *y = emp_data("y1.npy", 1, 2, (double[]){2.0, -1.0});
+    snprintf(args, sizeof args, "field --field empirical --targets %s --t 0.5 --points 1.2,-0.4", y);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert_eq(row_after("v1\tv2\n", v, 2), 2, "%s", out_text);
+    cr_expect(fabs(v[0] - 1.6) < 1e-9 && fabs(v[1] + 1.2) < 1e-9, "v* = y - x0 = (1.6, -1.2): (%g, %g)", v[0], v[1]);
+    /* backward: x = (1-t) y + t x1 with x1 = (0.4, 0.2) has velocity x1 - y */
+    snprintf(args, sizeof args, "field --field empirical --direction backward --targets %s --t 0.5 --points 1.2,-0.4",
+             y);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert_eq(row_after("v1\tv2\n", v, 2), 2, "%s", out_text);
+    cr_expect(fabs(v[0] + 1.6) < 1e-9 && fabs(v[1] - 1.2) < 1e-9, "backward v* = x1 - y = (-1.6, 1.2): (%g, %g)",
+              v[0], v[1]);
+}
+
+/* The largest distance from a row of X (n x 2) to its nearest point of emp_five. */
+static double emp_worst_distance(size_t n, const double *X)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double best = INFINITY;
+        for (size_t j = 0; j < 5; j++)
+            best = fmin(best, hypot(X[2 * i] - emp_five[2 * j], X[2 * i + 1] - emp_five[2 * j + 1]));
+        worst = fmax(worst, best);
+    }
+    return worst;
+}
+
+Test(cli, empirical_transport_lands_on_training_points_without_noise)
+{
+    char args[1024];
+    int ndim;
+    size_t shape[FV_NPY_MAX_DIMS];
+    const char *y = emp_data("y5.npy", 5, 2, emp_five);
+    static const char *const solvers[] = {"--solver rk4", "--solver euler --steps 400", "--solver rk45"};
+    for (int s = 0; s < 3; s++) {
+        snprintf(args, sizeof args, "transport --field empirical --targets %s --n 32 --seed 3 %s", y, solvers[s]);
+        double *X = run_npy(args, "x.npy", &ndim, shape);
+        cr_assert(ndim == 2 && shape[0] == 32 && shape[1] == 2, "32 end points of dimension 2");
+        cr_expect_lt(emp_worst_distance(32, X), 1e-6, "%s: every end point is a training point (worst %g)",
+                     solvers[s], emp_worst_distance(32, X));
+        free(X);
+    }
+    /* with noise the minimizer no longer memorizes: some end points stay off the data */
+    snprintf(args, sizeof args, "transport --field empirical --targets %s --n 32 --seed 3 --sigma 0.5", y);
+    double *X = run_npy(args, "x.npy", &ndim, shape);
+    cr_expect_gt(emp_worst_distance(32, X), 1e-3, "sigma = 0.5: some end point is off the data (worst %g)",
+                 emp_worst_distance(32, X));
+    free(X);
+    snprintf(args, sizeof args, "transport --field empirical --direction backward --targets %s --n 4", y);
+    expect_input_error(args, "singular at t = 0");
+}
+
+/* Columns 2 and 3 (floor, floor_se) of the floor table's rows, n rows. */
+static void floor_rows(size_t n, double *floor, double *se)
+{
+    double v[3 * 8];
+    cr_assert_eq(row_after("t\tfloor\tfloor_se\n", v, (int)(3 * n)), (int)(3 * n), "%s", out_text);
+    for (size_t k = 0; k < n; k++) {
+        floor[k] = v[3 * k + 1];
+        se[k] = v[3 * k + 2];
+    }
+}
+
+Test(cli, floor_limits_of_section_7)
+{
+    char args[1024];
+    double fl[2], se[2], mean[2] = {0, 0}, trcov = 0;
+    const char *y = emp_data("y5.npy", 5, 2, emp_five);
+    for (size_t j = 0; j < 10; j++)
+        mean[j % 2] += emp_five[j] / 5;
+    for (size_t j = 0; j < 10; j++)
+        trcov += (emp_five[j] - mean[j % 2]) * (emp_five[j] - mean[j % 2]) / 5;
+    /* f = 0, S0 = I: floor(0) = tr Cov(Y) (population), floor(t -> 1) -> 0, t = 1 itself refused */
+    snprintf(args, sizeof args, "floor --targets %s --t 0,0.999 --mc 20000", y);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    floor_rows(2, fl, se);
+    cr_expect_leq(fabs(fl[0] - trcov), 4 * se[0], "floor(0) = tr Cov(Y) = %g: %g +- %g", trcov, fl[0], se[0]);
+    cr_expect_lt(se[0], 0.05 * trcov, "floor(0)'s standard error is small: %g", se[0]);
+    cr_expect_lt(fl[1], 1e-6 * trcov, "floor(0.999) is near 0: %g", fl[1]);
+    snprintf(args, sizeof args, "floor --targets %s --t 0.5,1", y);
+    expect_input_error(args, "singular at t = 1");
+    /* sigma > 0, points 50 apart: J is known from X_t and floor(t) = d sigma^2 / ((1-t)^2 + sigma^2), not 0 at 1 */
+    double grid[8] = {0, 0, 50, 0, 0, 50, 50, 50};
+    y = emp_data("grid.npy", 4, 2, grid);
+    snprintf(args, sizeof args, "floor --targets %s --sigma 0.1 --t 0.9,1 --mc 20000 --seed 5", y);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    floor_rows(2, fl, se);
+    cr_expect_leq(fabs(fl[0] - 1.0), 4 * se[0], "sigma 0.1: floor(0.9) = 2 * 0.01 / 0.02 = 1: %g +- %g", fl[0], se[0]);
+    cr_expect_leq(fabs(fl[1] - 2.0), 4 * se[1], "sigma 0.1: floor(1) = d = 2: %g +- %g", fl[1], se[1]);
+    cr_expect_lt(se[1], 0.05, "floor(1)'s standard error is small: %g", se[1]);
+    /* the grid of gap by default, written to a file */
+    snprintf(args, sizeof args, "floor --targets %s --sigma 0.1 --t-grid 4 --mc 100 --out %s/floor.tsv", y, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    th_slurp_text(th_path_in(dir, "floor.tsv"), out_text, sizeof out_text);
+    cr_expect(strncmp(out_text, "t\tfloor\tfloor_se\n0.125\t", 23) == 0, "floor.tsv: %s", out_text);
+}
+
+/* gap --field empirical on a tiny MLP run on 8 Fashion-MNIST images (both directions): the network's loss
+ * is the floor plus the gap to v* within Monte-Carlo error, at each t. */
+Test(cli, gap_empirical_decomposes_the_loss_of_an_image_run, .timeout = 120)
+{
+    if (!exists(FV_FASHION_MNIST_DIR))
+        cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
+    char args[1024];
+    double v[3 * 7];
+    for (int back = 0; back < 2; back++) {
+        snprintf(args, sizeof args,
+                 "train --data fashion-mnist --images 8 --width 32 --depth 2 --steps 200 --batch 16 --sigma 0.05 %s "
+                 "--out %s/m%d",
+                 back ? "--direction backward" : "", dir, back);
+        cr_assert_eq(run(args), 0, "%s", err_text);
+        snprintf(args, sizeof args, "gap --run %s/m%d --field empirical --t-grid 3 --n 256 --out %s/g%d", dir, back, dir,
+                 back);
+        cr_assert_eq(run(args), 0, "%s", err_text);
+        snprintf(args, sizeof args, "%s/g%d/gap_empirical.png", dir, back);
+        cr_expect(exists(args), "--out DIR draws the figure %s", args);
+        cr_assert_eq(row_after("t\tgap\tgap_se\tloss\tloss_se\tfloor\tfloor_se\n", v, 21), 21, "%s", out_text);
+        for (int k = 0; k < 3; k++) {
+            const double *r = v + 7 * k;
+            double tol = 4 * sqrt(r[2] * r[2] + r[4] * r[4] + r[6] * r[6]);
+            cr_expect_leq(fabs(r[3] - r[5] - r[1]), tol, "%s run, t = %g: loss %g = floor %g + gap %g within %g",
+                          back ? "backward" : "forward", r[0], r[3], r[5], r[1], tol);
+            cr_expect_gt(r[1], 8 * r[2], "t = %g: the barely trained network is far from v* (gap %g +- %g)", r[0],
+                         r[1], r[2]);
+        }
+    }
+    snprintf(args, sizeof args, "gap --run %s/m0 --field empirical --fit-floor 0.1", dir);
+    expect_refusal(args, "--fit-floor is not used with --field empirical");
+    cr_assert_eq(train_run("g", "--steps 2"), 0, "%s", err_text);
+    snprintf(args, sizeof args, "gap --run %s/g --field empirical", dir);
+    expect_refusal(args, "--field empirical: the run does not train on a finite data set");
+}
+
+Test(cli, empirical_bad_inputs_exit_2)
+{
+    char args[1024];
+    const char *y = emp_data("y5.npy", 5, 2, emp_five);
+    static const char *const cases[][2] = {
+        {"field --field empirical --targets %s --t 0.5 --points 1,2,3", "--points has 3 numbers"},
+        {"field --field empirical --targets %s --t 0.5 --points 1,2 --source-mean 1,2,3", "--source-mean has 3 numbers"},
+        {"field --field empirical --targets %s --t 0.5 --points 1,2 --target-mean 1,2",
+         "--target-mean is not used with --field empirical forward"},
+        {"field --field empirical --direction backward --targets %s --t 0.5 --points 1,2 --source-cov 2,0,0,2",
+         "--source-cov is not used with --field empirical backward"},
+        {"field --field empirical --targets %s --t 0.5 --points 1,2 --angle 30", "--angle is not used with --field "
+                                                                                "empirical"},
+        {"field --field ot --target-mean 1,1 --targets %s --t 0.5 --points 1,2", "--targets is not used without "
+                                                                               "--field empirical"},
+        {"field --field empirical --targets %s --data fashion-mnist --t 0.5 --points 1,2", "--targets or --data"},
+        {"field --field empirical --targets %s --images 3 --t 0.5 --points 1,2", "--images is not used without --data"},
+        {"field --field empirical --targets %s --t 1 --points 1,2", "singular at t = 1"},
+        {"transport --field empirical --targets %s --n 2 --with-map", "--with-map is not used with --field empirical"},
+        {"floor --targets %s --t 0.5,1.5", "--t: time 2 is 1.5, outside [0, 1]"},
+        {"floor --targets %s --mc 1", "--mc"},
+        {"floor --targets %s --t 0.5 --t-grid 3", "--t-grid is not used with --t"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(args, sizeof args, cases[i][0], y);
+        expect_input_error(args, cases[i][1]);
+    }
+    expect_input_error("field --field empirical --t 0.5 --points 1,2", "needs its data");
+    expect_input_error("floor --data fashion-mnist --images 0", "--images must be at least 1, got 0");
+    expect_input_error("floor --targets 1,2,3", "the data must be an .npy of shape (N, d)");
+    snprintf(args, sizeof args, "floor --targets %s", emp_data("empty.npy", 0, 2, emp_five));
+    expect_input_error(args, "is of shape (0, 2)");
+    const char *flat = th_path_in(dir, "flat.npy");
+    cr_assert_eq(fv_npy_write_f64(flat, emp_five, 1, (size_t[]){10}), FV_OK, "writing %s", flat);
+    snprintf(args, sizeof args, "floor --targets %s", flat);
+    expect_input_error(args, "is of shape (10,)");
+}
+
+/* `copies --out FILE` rows (d1 d2 ratio) into v (at most n rows); returns the row count, and the
+ * summary comment line into summary. */
+static size_t copies_rows(const char *path, double *v, size_t n, char *summary, size_t size)
+{
+    char text[16384];
+    th_slurp_text(path, text, sizeof text);
+    cr_assert(strncmp(text, "d1\td2\tratio\n", 12) == 0, "copies header: %.60s", text);
+    const char *p = text + 12;
+    size_t k = 0;
+    summary[0] = '\0';
+    while (*p) {
+        const char *eol = strchr(p, '\n');
+        if (*p == '#') {
+            snprintf(summary, size, "%.*s", (int)(eol ? eol - p : (long)strlen(p)), p);
+        } else {
+            cr_assert(k < n, "more than %zu rows", n);
+            cr_assert_eq(sscanf(p, "%lf\t%lf\t%lf", &v[3 * k], &v[3 * k + 1], &v[3 * k + 2]), 3, "row %zu: %.60s", k, p);
+            k++;
+        }
+        if (!eol)
+            break;
+        p = eol + 1;
+    }
+    return k;
+}
+
+/* The MLP of a --depth 1 --width W run outputs exactly 0 once its last layer (net.2) is zeroed: its
+ * samples are then its fresh sources themselves. */
+static void zero_output_layer(const char *run_name, size_t width, size_t d)
+{
+    char ck[300];
+    snprintf(ck, sizeof ck, "%s/%s/checkpoint.safetensors", dir, run_name);
+    for (size_t i = 0; i < width * d; i++)
+        rewrite_checkpoint(ck, "net.2.weight", i, 0.0f, NULL, NULL, NULL);
+    for (size_t i = 0; i < d; i++)
+        rewrite_checkpoint(ck, "net.2.bias", i, 0.0f, NULL, NULL, NULL);
+}
+
+/* A run whose samples are exactly its training points: every sample is a copy, d1 = 0. The samples of a
+ * zero network are its fresh sources; a second run is trained on exactly those points. */
+Test(cli, copies_of_a_run_whose_samples_are_its_training_points)
+{
+    char args[1024], tsv[300], summary[200];
+    const double Y[] = {3, 0, 0, 3, -3, 0, 0, -3};
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "y.npy"), Y, 2, (size_t[]){4, 2}), FV_OK);
+    snprintf(args, sizeof args, "train --targets %s/y.npy --width 2 --depth 1 --steps 2 --batch 8 --out %s/a", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    zero_output_layer("a", 2, 2);
+    snprintf(args, sizeof args, "sample --run %s/a --n 6 --seed 5 --out %s/x.npy", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "train --targets %s/x.npy --width 2 --depth 1 --steps 2 --batch 8 --out %s/b", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    zero_output_layer("b", 2, 2);
+    snprintf(tsv, sizeof tsv, "%s/c.tsv", dir);
+    snprintf(args, sizeof args, "copies --run %s/b --n 6 --seed 5 --steps 3 --out %s", dir, tsv);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    double v[3 * 6];
+    cr_assert_eq(copies_rows(tsv, v, 6, summary, sizeof summary), 6, "one row per sample");
+    for (size_t i = 0; i < 6; i++) {
+        /* the set is the float rounding of the samples: d1 is that rounding, far below d2 */
+        cr_expect_lt(v[3 * i], 1e-6, "sample %zu sits on a training point: d1 %g", i, v[3 * i]);
+        cr_expect_gt(v[3 * i + 1], 1e-3, "sample %zu: d2 %g is the distance to another point", i, v[3 * i + 1]);
+        cr_expect_lt(v[3 * i + 2], 1e-3, "sample %zu: ratio %g", i, v[3 * i + 2]);
+    }
+    cr_expect(strstr(summary, "# copies: 6 of 6 samples (fraction 1)") != NULL, "summary: %s", summary);
+    cr_expect(strstr(out_text, "# copies: 6 of 6") != NULL, "the summary on stdout with --out FILE: %s", out_text);
+    /* against run a's set, the same samples are the sources: checked by a brute-force search */
+    snprintf(args, sizeof args, "copies --run %s/a --n 6 --seed 5 --out %s", dir, tsv);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_assert_eq(copies_rows(tsv, v, 6, summary, sizeof summary), 6, "one row per sample");
+    int ndim;
+    size_t shape[FV_NPY_MAX_DIMS];
+    double *X = read_npy(th_path_in(dir, "x.npy"), &ndim, shape);
+    size_t copies = 0;
+    for (size_t i = 0; i < 6; i++) {
+        double b1 = INFINITY, b2 = INFINITY;
+        for (size_t j = 0; j < 4; j++) {
+            double q = hypot(X[2 * i] - Y[2 * j], X[2 * i + 1] - Y[2 * j + 1]);
+            b2 = q < b1 ? b1 : fmin(b2, q);
+            b1 = fmin(b1, q);
+        }
+        cr_expect_float_eq(v[3 * i], b1, 1e-9 * b2, "sample %zu: d1 %g, brute force %g", i, v[3 * i], b1);
+        cr_expect_float_eq(v[3 * i + 1], b2, 1e-9 * b2, "sample %zu: d2 %g, brute force %g", i, v[3 * i + 1], b2);
+        copies += b1 / b2 < 1.0 / 3.0;
+    }
+    char want[64];
+    snprintf(want, sizeof want, "# copies: %zu of 6 samples", copies);
+    cr_expect(strstr(summary, want) != NULL, "summary %s, brute force %zu copies", summary, copies);
+    free(X);
+}
+
+Test(cli, copies_refuses_runs_without_a_finite_set_and_bad_input)
+{
+    char args[1024];
+    cr_assert_eq(train_run("g", "--steps 2"), 0, "%s", err_text);
+    snprintf(args, sizeof args, "copies --run %s/g --n 4", dir);
+    expect_input_error(args, "no finite training set");
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "one.npy"), (double[]){1, 2}, 2, (size_t[]){1, 2}), FV_OK);
+    snprintf(args, sizeof args, "train --targets %s/one.npy --width 4 --depth 1 --steps 2 --batch 4 --out %s/one", dir, dir);
+    cr_assert_eq(run(args), 0, "a one-point set trains: %s", err_text);
+    snprintf(args, sizeof args, "copies --run %s/one --n 4", dir);
+    expect_input_error(args, "1 distinct point");
+    const double Y[] = {3, 0, 0, 3, -3, 0};
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "y.npy"), Y, 2, (size_t[]){3, 2}), FV_OK);
+    snprintf(args, sizeof args, "train --targets %s/y.npy --width 4 --depth 1 --steps 2 --batch 4 --out %s/y", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "copies --run %s/y --n 4 --png %s/w.png", dir, dir);
+    expect_input_error(args, "not images");
+    cr_expect(!exists(th_path_in(dir, "w.png")), "no PNG after the refusal");
+    snprintf(args, sizeof args, "copies --run %s/y --n 0", dir);
+    expect_input_error(args, "--n");
+    snprintf(args, sizeof args, "copies --run %s/y --steps 0", dir);
+    expect_input_error(args, "--steps");
+    expect_input_error("copies --n 4", "--run DIR is required");
+    snprintf(args, sizeof args, "copies --run %s/nothing", dir);
+    expect_input_error(args, "nothing");
+}
+
+/* --targets takes a set (N, d) or a pairs file (N, 2, d) (its targets); other shapes and mixing it
+ * with another target are refused. */
+Test(cli, train_targets_shapes_and_conflicts)
+{
+    char args[1024];
+    const double P[] = {0, 0, 3, 0, 0, 0, 0, 3, 0, 0, -3, 0}; /* pairs (0 -> y_i) of the three points */
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "p.npy"), P, 3, (size_t[]){3, 2, 2}), FV_OK);
+    snprintf(args, sizeof args, "train --targets %s/p.npy --width 4 --depth 1 --steps 2 --batch 4 --out %s/p", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "copies --run %s/p --n 5 --steps 2 --out %s/c.tsv", dir, dir);
+    cr_assert_eq(run(args), 0, "the pairs' targets are the set: %s", err_text);
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "bad.npy"), P, 3, (size_t[]){2, 3, 2}), FV_OK);
+    snprintf(args, sizeof args, "train --targets %s/bad.npy --steps 2 --out %s/q", dir, dir);
+    expect_refusal(args, "(N, d) or (N, 2, d)");
+    snprintf(args, sizeof args, "train --targets %s/p.npy --finite 3 --steps 2 --out %s/q", dir, dir);
+    expect_refusal(args, "--finite does not go with --targets");
+    snprintf(args, sizeof args, "train --targets %s/p.npy --data fashion-mnist --steps 2 --out %s/q", dir, dir);
+    expect_refusal(args, "--data or --targets");
+    snprintf(args, sizeof args, "train --targets %s/p.npy --target-mean 1,2 --steps 2 --out %s/q", dir, dir);
+    expect_refusal(args, "--target-mean does not go with --targets");
+    cr_expect(!exists(th_path_in(dir, "q")), "no run folder after a refusal");
+}
+
+/* An image run: the PNG of the worst copies beside their nearest training images; a data -> noise run
+ * has no training set for its samples (they are noise). */
+Test(cli, copies_of_an_image_run_draw_the_worst_copies)
+{
+    if (!exists(FV_FASHION_MNIST_DIR))
+        cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
+    char args[1024];
+    const char *net = "--model unet --data fashion-mnist --images 8 --channels 32 --channel-mult 1,2 --batch 2 --steps 1";
+    snprintf(args, sizeof args, "train %s --out %s/u", net, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "copies --run %s/u --n 3 --steps 2 --png %s/w.png --out %s/c.tsv", dir, dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    size_t n;
+    unsigned char *png = th_slurp(th_path_in(dir, "w.png"), &n);
+    cr_assert(png && n > 8 && memcmp(png, "\x89PNG", 4) == 0, "a PNG file");
+    /* 3 pairs of 28 x 28 cells at zoom 2: 3 (56 + 2) + 2 = 176 wide, 2 (56 + 2) + 2 = 118 high */
+    cr_expect_eq((png[16] << 24 | png[17] << 16 | png[18] << 8 | png[19]), 176, "PNG width");
+    cr_expect_eq((png[20] << 24 | png[21] << 16 | png[22] << 8 | png[23]), 118, "PNG height");
+    free(png);
+    char summary[200];
+    double v[9];
+    cr_expect_eq(copies_rows(th_path_in(dir, "c.tsv"), v, 3, summary, sizeof summary), 3, "3 rows");
+    snprintf(args, sizeof args, "train %s --direction backward --out %s/b", net, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "copies --run %s/b --n 3", dir);
+    expect_input_error(args, "--direction backward");
+}
+
+/* Two points far apart: a network trained on them memorizes within a few hundred steps. */
+static void write_two_points(const char *name)
+{
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, name), (double[]){5, 0, -5, 0}, 2, (size_t[]){2, 2}), FV_OK);
+}
+
+#define MONITORED "--width 32 --depth 2 --batch 64 --monitor-every 5 --monitor-n 16"
+
+/* monitor.tsv: the header, three rows (t = 0.1, 0.5, 0.9) per multiple of K, the floor the same at every
+ * step, and after a resume the very file of an uninterrupted run: rows of steps past the checkpoint
+ * (a run killed after a monitor row, before its checkpoint) are replaced, never repeated. */
+Test(cli, monitor_rows_and_resume)
+{
+    char args[1024], ref[16384], got[16384], path[300];
+    write_two_points("y.npy");
+    snprintf(args, sizeof args, "train --targets %s/y.npy " MONITORED " --steps 20 --out %s/full", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(path, sizeof path, "%s/full/monitor.tsv", dir);
+    th_slurp_text(path, ref, sizeof ref);
+    cr_assert(strncmp(ref, "step\tt\tloss\tfloor\texcess\tgradvar\tcopy_fraction\n", 47) == 0, "header: %.80s", ref);
+    double rows[12][7];
+    static const double times[3] = {0.1, 0.5, 0.9};
+    const char *p = strchr(ref, '\n') + 1;
+    for (int i = 0; i < 12; i++) {
+        cr_assert_eq(sscanf(p, "%lf\t%lf\t%lf\t%lf\t%lf\t%lf\t%lf", &rows[i][0], &rows[i][1], &rows[i][2], &rows[i][3],
+                            &rows[i][4], &rows[i][5], &rows[i][6]), 7, "row %d: %.80s", i, p);
+        p = strchr(p, '\n') + 1;
+        cr_expect_eq(rows[i][0], 5.0 * (i / 3 + 1), "row %d: step %g", i, rows[i][0]);
+        cr_expect_eq(rows[i][1], times[i % 3], "row %d: t %g", i, rows[i][1]);
+        cr_expect_eq(rows[i][3], rows[i % 3][3], "row %d: the floor is computed once per t", i);
+        cr_expect_eq(rows[i][6], rows[i - i % 3][6], "row %d: one copy fraction per step", i);
+        cr_expect(rows[i][4] >= 0 && rows[i][5] >= 0, "row %d: excess %g and gradvar %g are >= 0", i, rows[i][4],
+                  rows[i][5]);
+    }
+    cr_expect_eq(*p, '\0', "12 rows and no more: %s", p);
+    /* 10 steps, a fake row of step 15 (as if killed before its checkpoint), then resumed to 20 */
+    snprintf(args, sizeof args, "train --targets %s/y.npy " MONITORED " --steps 10 --out %s/part", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(path, sizeof path, "%s/part/monitor.tsv", dir);
+    FILE *fp = fopen(path, "a");
+    cr_assert(fp != NULL);
+    fprintf(fp, "15\t0.1\t1\t1\t1\t1\t0\n");
+    fclose(fp);
+    snprintf(args, sizeof args, "train --out %s/part --resume --steps 20", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    th_slurp_text(path, got, sizeof got);
+    cr_expect_str_eq(got, ref, "the resumed run's monitor.tsv is the uninterrupted run's");
+    /* a damaged file is refused on resume, naming it */
+    fp = fopen(path, "a");
+    fprintf(fp, "25\tnot-a-number\n");
+    fclose(fp);
+    snprintf(args, sizeof args, "train --out %s/part --resume --steps 30", dir);
+    expect_refusal(args, "monitor.tsv: line 14");
+}
+
+/* The warning comes once, the first time the copy fraction passes 1/2. */
+Test(cli, monitor_warns_once_when_memorizing)
+{
+    char args[1024];
+    write_two_points("y.npy");
+    snprintf(args, sizeof args,
+             "train --targets %s/y.npy --width 64 --depth 2 --batch 128 --lr 3e-3 --monitor-every 100 --monitor-n 32 "
+             "--steps 600 --out %s/m", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    const char *w = strstr(err_text, "flowvar: memorizing: at step ");
+    cr_assert(w != NULL, "a memorizing warning: %s", err_text);
+    cr_expect(strstr(w + strlen("flowvar: memorizing:"), "memorizing:") == NULL, "only one warning: %s", err_text);
+    unsigned long long step;
+    cr_assert_eq(sscanf(w, "flowvar: memorizing: at step %llu", &step), 1, "%s", w);
+    /* the rows: the fraction passes 1/2 first at that step */
+    char text[16384];
+    th_slurp_text(th_path_in(dir, "m/monitor.tsv"), text, sizeof text);
+    const char *p = strchr(text, '\n') + 1;
+    double first = -1, row[7];
+    while (*p && sscanf(p, "%lf\t%lf\t%lf\t%lf\t%lf\t%lf\t%lf", &row[0], &row[1], &row[2], &row[3], &row[4], &row[5],
+                        &row[6]) == 7) {
+        if (first < 0 && row[6] > 0.5)
+            first = row[0];
+        p = strchr(p, '\n') + 1;
+    }
+    cr_expect_eq(first, (double)step, "first row above 1/2 at step %g, warned at %llu", first, step);
+    /* resumed, the run does not warn again */
+    snprintf(args, sizeof args, "train --out %s/m --resume --steps 700", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    cr_expect(strstr(err_text, "memorizing") == NULL, "no second warning after a resume: %s", err_text);
+}
+
+Test(cli, monitor_refusals)
+{
+    char args[1024];
+    write_two_points("y.npy");
+    snprintf(args, sizeof args, "train " TINY " --monitor-every 5 --steps 5 --out %s/q", dir);
+    expect_refusal(args, "--monitor-every needs a finite target set");
+    snprintf(args, sizeof args, "train --targets %s/y.npy --monitor-n 8 --steps 5 --out %s/q", dir, dir);
+    expect_refusal(args, "--monitor-n is not used without --monitor-every");
+    snprintf(args, sizeof args, "train --targets %s/y.npy --monitor-every 5 --monitor-n 1 --steps 5 --out %s/q", dir, dir);
+    expect_refusal(args, "--monitor-n");
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "one.npy"), (double[]){1, 2}, 2, (size_t[]){1, 2}), FV_OK);
+    snprintf(args, sizeof args, "train --targets %s/one.npy --monitor-every 5 --steps 5 --out %s/q", dir, dir);
+    expect_refusal(args, "1 distinct point");
+    cr_expect(!exists(th_path_in(dir, "q")), "no run folder after a refusal");
+    snprintf(args, sizeof args, "train --targets %s/y.npy --steps 5 --out %s/r", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "train --out %s/r --resume --steps 10 --monitor-every 5", dir);
+    expect_refusal(args, "--monitor-every cannot be changed on --resume");
+}
+
+/* A --targets run has the closed forms of an image run: v* of its set (gap --field empirical, where the
+ * loss is the floor plus the gap within Monte-Carlo error) and the fields of its Gaussian fit. */
+Test(cli, targets_run_gap_to_v_star_and_to_the_fit)
+{
+    char args[1024];
+    const double Y[] = {3, 0, 0, 3, -3, 0, 0, -3, 1, 1};
+    cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "y.npy"), Y, 2, (size_t[]){5, 2}), FV_OK);
+    snprintf(args, sizeof args, "train --targets %s/y.npy --width 32 --depth 2 --batch 64 --steps 200 --out %s/r", dir, dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    snprintf(args, sizeof args, "gap --run %s/r --field empirical --t-grid 4 --n 2000", dir);
+    cr_assert_eq(run(args), 0, "%s", err_text);
+    const char *p = strchr(out_text, '\n');
+    static const char header[] = "t\tgap\tgap_se\tloss\tloss_se\tfloor\tfloor_se\n";
+    cr_assert(strncmp(out_text, header, strlen(header)) == 0, "%s", out_text);
+    for (int k = 0; k < 4; k++) {
+        double r[7];
+        cr_assert_eq(sscanf(p + 1, "%lf\t%lf\t%lf\t%lf\t%lf\t%lf\t%lf", &r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]), 7,
+                     "row %d: %s", k, p + 1);
+        double se = r[2] + r[4] + r[6];
+        cr_expect_leq(fabs(r[3] - r[5] - r[1]), 4 * se, "t = %g: loss %g = floor %g + gap %g within 4 SE (%g)", r[0], r[3],
+                      r[5], r[1], se);
+        p = strchr(p + 1, '\n');
+    }
+    snprintf(args, sizeof args, "gap --run %s/r --field markov --t-grid 2 --n 100 --fit-floor 1e-3", dir);
+    cr_assert_eq(run(args), 0, "the Markov field of the set's Gaussian fit: %s", err_text);
+    cr_expect(strncmp(out_text, "t\tgap\tgap_se\n0.25\t", 18) == 0, "%s", out_text);
+}

@@ -45,6 +45,15 @@ const fv_opt fv_schedule_opts[] = {
     {"deriv-term", NULL, "add f'(t) Z to the regression target (needs --schedule bridge)"},
     {NULL, NULL, NULL},
 };
+const fv_opt fv_empirical_opts[] = {
+    {"targets", "Y.npy", "--field empirical: the finite data set, an .npy of shape (N, d) (or (N, C, H, W))"},
+    {"data", "fashion-mnist|cifar10", "--field empirical: the data set is the training images of this set"},
+    {"data-dir", "DIR", "with --data: the folder of the files (Fashion-MNIST: Debian's by default)"},
+    {"images", "N", "with --data: the first N training images (default all)"},
+    {"direction", "forward|backward",
+     "--field empirical: forward = Gaussian source -> data (default), backward = data -> Gaussian target"},
+    {NULL, NULL, NULL},
+};
 const fv_opt fv_seed_opts[] = {
     {"seed", "N", "random seed; default 0"},
     {NULL, NULL, NULL},
@@ -221,8 +230,31 @@ done:
     return st;
 }
 
+int fv_cli_problem_dim(const fv_args *a, size_t d, fv_problem *p)
+{
+    static const char *const names[4] = {"target-mean", "target-cov", "source-mean", "source-cov"};
+    flag_array arr[4] = {{0}};
+    int st;
+    memset(p, 0, sizeof *p);
+    if ((st = fv_problem_alloc(p, d)))
+        return st;
+    double *const dst[4] = {p->m1, p->S1, p->m0, p->S0};
+    for (int i = 0; i < 4 && !st; i++)
+        if (!(st = read_flag(a, names[i], &arr[i])))
+            st = copy_fixed(a, names[i], &arr[i], d, dst[i]);
+    p->coupling = FV_COUPLING_INDEPENDENT;
+    if (!st && !(st = fv_cli_noise(a, p)) && !(st = fv_problem_validate(p)))
+        st = check_scale(p);
+    for (int i = 0; i < 4; i++)
+        free(arr[i].v);
+    if (st)
+        fv_problem_free(p);
+    return st;
+}
+
 const char *const fv_rotation_flags[] = {"angle", "rotation", NULL};
 const char *const fv_noise_flags[] = {"sigma", "schedule", "deriv-term", NULL};
+const char *const fv_empirical_flags[] = {"targets", "data", "data-dir", "images", "direction", NULL};
 
 int fv_cli_unused(const fv_args *a, const char *const *names, const char *why)
 {

@@ -3,6 +3,8 @@
 #ifndef FV_CLI_H
 #define FV_CLI_H
 
+#include "data/dataset.h"
+#include "gaussian/empirical.h"
 #include "gaussian/field.h"
 #include "gaussian/problem.h"
 #include "core/io.h"
@@ -34,6 +36,8 @@ extern const fv_opt fv_rotation_opts[]; /* --angle --rotation: the rotation of t
 extern const fv_opt fv_sigma_opts[];    /* --sigma */
 extern const fv_opt fv_schedule_opts[]; /* --schedule --deriv-term */
 extern const fv_opt fv_seed_opts[];     /* --seed */
+/* --targets --data --data-dir --images --direction: the finite data set of --field empirical */
+extern const fv_opt fv_empirical_opts[];
 /* All of them, for fv_args_parse's list: the options of a run (train). */
 #define FV_PROBLEM_GROUPS fv_dist_opts, fv_coupling_opts, fv_rotation_opts, fv_sigma_opts, fv_schedule_opts, fv_seed_opts
 
@@ -80,11 +84,17 @@ int fv_cli_noise(const fv_args *a, fv_problem *p);
 /* Build and validate the problem described by the problem flags. */
 int fv_cli_problem(const fv_args *a, fv_problem *p);
 
+/* The problem flags of a problem whose dimension d comes from elsewhere (a data set): the means and
+ * covariances given (shapes checked against d; N(0, I) where absent), the noise flags, the independent
+ * coupling. */
+int fv_cli_problem_dim(const fv_args *a, size_t d, fv_problem *p);
+
 /* FV_EINPUT "COMMAND: --NAME is not used WHY" for the first of the NULL-terminated flags given: a flag
  * this command takes but that the rest of its command line makes meaningless. */
 int fv_cli_unused(const fv_args *a, const char *const *names, const char *why);
 extern const char *const fv_rotation_flags[]; /* angle, rotation */
 extern const char *const fv_noise_flags[];    /* sigma, schedule, deriv-term */
+extern const char *const fv_empirical_flags[]; /* the flags of fv_empirical_opts */
 
 /* FV_ENUMERIC naming `what`, the row and the column (from 1) of the first non-finite entry of an
  * nrows x ncols table; FV_OK when every entry is finite. Every writer below checks with it first. */
@@ -119,6 +129,20 @@ int fv_cli_find_scripts(char *dir, size_t size);
 /* Draw one figure: gnuplot reads DIR/NAME.tsv with PLOTS/NAME.gp and writes DIR/NAME.png and .svg. */
 int fv_cli_draw(const char *plots, const char *dir, const char *name);
 
+/* --field empirical (gaussian/empirical.h): the exact minimizer for a finite data set, opened from the
+ * flags of fv_empirical_opts: the data from --targets or --data (its dimension is the problem's), the
+ * Gaussian end of --direction from the problem flags (forward: --source-mean/--source-cov; backward:
+ * --target-mean/--target-cov; the other end's flags are refused), the noise flags. `ds` keeps the
+ * images the engine points to. */
+typedef struct {
+    fv_problem p;
+    fv_empirical e;
+    fv_dataset ds;
+} fv_cli_emp;
+int fv_cli_field_is_empirical(const fv_args *a);
+int fv_cli_empirical_open(const fv_args *a, fv_cli_emp *c);
+void fv_cli_empirical_close(fv_cli_emp *c);
+
 /* --field ot|rotation|markov (default ot). */
 int fv_cli_field_kind(const fv_args *a, fv_field_kind *kind);
 /* Refuse the flags a closed-form field of that kind never reads: --angle/--rotation but for the
@@ -150,5 +174,7 @@ int fv_cmd_gmm(int argc, char **argv);
 int fv_cmd_reflow(int argc, char **argv);
 int fv_cmd_fit(int argc, char **argv);
 int fv_cmd_eval(int argc, char **argv);
+int fv_cmd_floor(int argc, char **argv);
+int fv_cmd_copies(int argc, char **argv);
 
 #endif

@@ -213,7 +213,7 @@ int fv_cmd_eval(int argc, char **argv)
         return 0;
     int with_field = fv_args_get(&a, "field") != NULL;
     if (st || (st = check_flags(&a, &ts, &nt)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)) ||
-        (with_field && !r.has_ds &&
+        (with_field && !fv_run_fitted(&r) &&
          (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))) ||
         (st = read_points(&a, &r, &X, &n)) || (with_field && (st = fv_run_closed_field(&a, &r, &f, &fitp))))
         goto done;

@@ -1,4 +1,5 @@
-/* cmd_gap.c: `flowvar gap`: the approximation gap of a trained field against a closed form, over t,
+/* cmd_gap.c: `flowvar gap`: the approximation gap of a trained field against a closed form or the empirical
+ * minimizer v* of its finite training set (with the network's loss and the loss floor beside it), over t,
  * and `flowvar gradvar`: the per-sample gradient variance of the network's weights over t. */
 #include "cli/cli.h"
 
@@ -8,6 +9,7 @@
 #include "core/progress.h"
 #include "core/size.h"
 #include "data/png.h"
+#include "gaussian/empirical.h"
 #include "gaussian/variance.h"
 
 #include <errno.h>
@@ -19,7 +21,10 @@
 
 static const fv_opt gap_opts[] = {
     {"run", "DIR", "the training run (required; a Gaussian problem, or an image set)"},
-    {"field", "ot|rotation|markov", "closed form to compare with; default: the run's coupling's field (images: ot)"},
+    {"field", "ot|rotation|markov|empirical",
+     "closed form to compare with; default: the run's coupling's field (images: ot); empirical: the exact\n"
+     "      minimizer v* of an image run's training set (docs/THEORY.md section 7), adding the columns loss,\n"
+     "      loss_se (the network's E|u - v_net|^2) and floor, floor_se (L*(t) = E|u - v*|^2) on the same rows"},
     {"t-grid", "N", "N times (k + 0.5)/N (N >= 1); default 20"},
     {"n", "N", "rows of the interpolant per time (>= 2); default 4096"},
     {"no-ema", NULL, "use the live weights even when the run keeps an EMA"},
@@ -29,7 +34,8 @@ static const fv_opt gap_opts[] = {
     {"samples-png", "FILE", "image runs: a PNG FILE of 16 sources integrated by the network and by the closed form,\n"
                             "      side by side"},
     {"ode-steps", "N", "with --samples-png: Euler steps of the network's integration (>= 1); default 100"},
-    {"out", "DIR", "also write DIR/gap.tsv and the figure DIR/gap.png, DIR/gap.svg (the TSV always goes to stdout)"},
+    {"out", "DIR", "also write DIR/gap.tsv and the figure DIR/gap.png, DIR/gap.svg (the TSV always goes to stdout;\n"
+                   "      --field empirical: DIR/gap_empirical.tsv, .png, .svg, the loss, floor and gap over t)"},
     {"plots", "DIR", "folder of the gnuplot scripts (see flowvar figures --help)"},
     {NULL, NULL, NULL},
 };
@@ -38,8 +44,10 @@ static const char gap_usage[] =
     "Approximation gap E|v_net(X_t, t) - v_closed(X_t, t)|^2 over t, X_t from the run's own interpolant,\n"
     "against the Lemma 1 OT field, the rotational pair field or the Markov field of the run's problem;\n"
     "for a run on images, of the problem between N(0, I) and the images' Gaussian fit (in the run's\n"
-    "direction): the U-Net against Gaussian Fashion-MNIST's exact field.\n"
-    "TSV: t gap gap_se. Example: flowvar gap --run run --field ot --out gapdir";
+    "direction): the U-Net against Gaussian Fashion-MNIST's exact field. With --field empirical, against\n"
+    "the field that memorizes the run's images; then loss = floor + gap up to Monte-Carlo error (every\n"
+    "column summed over coordinates; train's logged loss is the loss divided by d).\n"
+    "TSV: t gap gap_se [loss loss_se floor floor_se]. Example: flowvar gap --run run --field ot --out gapdir";
 
 /* The closed form to compare with: --field, else the pair field of the run's coupling (Markov for
  * the independent coupling); for an image run the Lemma 1 field of its fit unless --field markov. */
@@ -47,12 +55,12 @@ int fv_run_closed_field(const fv_args *a, const fv_run *r, fv_field *f, fv_probl
 {
     if (r->has_gmm)
         return fv_error(FV_EINPUT, "the run's target is a mixture: no closed-form field to compare with");
-    fv_field_kind kind = r->has_ds                               ? FV_FIELD_OT
+    fv_field_kind kind = fv_run_fitted(r)                        ? FV_FIELD_OT
                          : r->p.coupling == FV_COUPLING_OT       ? FV_FIELD_OT
                          : r->p.coupling == FV_COUPLING_ROTATION ? FV_FIELD_ROTATION
                                                                  : FV_FIELD_MARKOV;
     int st = fv_args_get(a, "field") ? fv_cli_field_kind(a, &kind) : FV_OK;
-    if (st || !r->has_ds)
+    if (st || !fv_run_fitted(r))
         return st ? st : fv_field_build(f, &r->p, kind);
     if (kind == FV_FIELD_ROTATION)
         return fv_error(FV_EINPUT, "--field rotation: an image run has no rotational coupling (use ot or markov)");
@@ -126,6 +134,126 @@ static int emit(const fv_args *a, const char *name, size_t ncols, const char *co
     return st;
 }
 
+/* Mean and standard error of the n numbers a into out[0], out[1]. */
+static void mean_se(size_t n, const double *a, double *out)
+{
+    double s = 0, s2 = 0;
+    for (size_t i = 0; i < n; i++)
+        s += a[i];
+    out[0] = s / (double)n;
+    for (size_t i = 0; i < n; i++)
+        s2 += (a[i] - out[0]) * (a[i] - out[0]);
+    out[1] = sqrt(s2 / (double)(n - 1) / (double)n);
+}
+
+/* Scratch of gap_at for n rows of dimension d. */
+typedef struct {
+    double *x01, *xd, *vs, *q; /* x0 and x1 (2 n d), x_t as doubles, v* (n d each), per-row terms (3 n) */
+    float *xt, *u, *v, *tt;
+    double *buf;
+    float *fbuf;
+} gap_rows;
+
+static int gap_rows_alloc(gap_rows *g, size_t n, size_t d)
+{
+    int st;
+    memset(g, 0, sizeof *g);
+    size_t nd;
+    if ((st = fv_size_mul(&nd, "--n rows x dimension", n, d)) ||
+        !(g->buf = fv_alloc(&st, "--n rows of the interpolant", 4 * nd + 3 * n, 1, sizeof *g->buf)) ||
+        !(g->fbuf = fv_alloc(&st, "--n rows of the interpolant", 3 * nd + n, 1, sizeof *g->fbuf)))
+        return st;
+    g->x01 = g->buf;
+    g->xd = g->x01 + 2 * nd;
+    g->vs = g->xd + nd;
+    g->q = g->vs + nd;
+    g->xt = g->fbuf;
+    g->u = g->xt + nd;
+    g->v = g->u + nd;
+    g->tt = g->v + nd;
+    return FV_OK;
+}
+
+static void gap_rows_free(gap_rows *g)
+{
+    free(g->buf);
+    free(g->fbuf);
+}
+
+/* One time of --field empirical: n rows of the run's own interpolant (the stream of the closed-form gap,
+ * (seed, k)), the network and v* at them, and row k of the table: t, gap, loss, floor with their
+ * standard errors. */
+static int gap_at(fv_run *r, int use_ema, const fv_empirical *e, fv_empirical_work *w, gap_rows *g, double t,
+                  size_t n, uint64_t seed, size_t k, double *row)
+{
+    size_t d = r->p.d;
+    int st = fv_cfm_pairs(&r->data, seed, k, n, g->x01, g->x01 + n * d);
+    if (st)
+        return st;
+    fv_cfm_interpolate(r->data.p, seed, k, t, n, d, g->x01, g->x01 + n * d, g->xt, g->tt, g->u);
+    if ((st = r->tr.ops->predict(&r->tr, use_ema, n, g->xt, g->tt, g->v)))
+        return st;
+    for (size_t i = 0; i < n * d; i++)
+        g->xd[i] = g->xt[i];
+    if ((st = fv_empirical_eval(e, t, n, g->xd, g->vs, w)))
+        return st;
+    double *gap = g->q, *loss = gap + n, *floor = loss + n;
+    for (size_t i = 0; i < n; i++) {
+        gap[i] = loss[i] = floor[i] = 0;
+        for (size_t j = 0; j < d; j++) {
+            double v = g->v[i * d + j], u = g->u[i * d + j], vs = g->vs[i * d + j];
+            gap[i] += (v - vs) * (v - vs);
+            loss[i] += (u - v) * (u - v);
+            floor[i] += (u - vs) * (u - vs);
+        }
+    }
+    row[0] = t;
+    for (int c = 0; c < 3; c++)
+        mean_se(n, g->q + c * n, row + 1 + 2 * c);
+    if (fv_cli_first_nonfinite(7, row) < 7)
+        return fv_error(FV_ENUMERIC, "gap: at t = %g the network's output overflows on the interpolant's rows "
+                        "(gap %g, loss %g); nothing written", t, row[1], row[3]);
+    return FV_OK;
+}
+
+/* --field empirical: the run must train on a finite set of images with a Gaussian at the other end. */
+static int gap_empirical(const fv_args *a, fv_run *r, size_t nt, size_t n, uint64_t seed)
+{
+    fv_empirical e = {0};
+    fv_empirical_work w = {0};
+    gap_rows g = {0};
+    double *rows = NULL;
+    int st = fv_cli_unused(a, (const char *const[]){"fit-floor", "samples-png", NULL}, "with --field empirical");
+    if (st)
+        return st;
+    if (r->data.kind != FV_DATA_TARGETS)
+        return fv_error(FV_EINPUT, "--field empirical: the run does not train on a finite data set with a Gaussian at "
+                        "the other end (only a run on --data without --map does); it has no empirical minimizer");
+    size_t ny;
+    const float *Y = fv_run_targets(r, &ny);
+    if ((st = fv_empirical_build_f32(&e, &r->p, r->reverse ? FV_EMP_BACKWARD : FV_EMP_FORWARD, ny, Y)) ||
+        (st = fv_empirical_work_alloc(&w, &e, 0)) || (st = gap_rows_alloc(&g, n, r->p.d)) ||
+        !(rows = fv_alloc(&st, "--t-grid rows", nt, 7, sizeof *rows)))
+        goto done;
+    fv_progress bar;
+    fv_progress_start(&bar, "gap", nt);
+    for (size_t k = 0; k < nt && !st; k++) {
+        st = gap_at(r, !fv_args_flag(a, "no-ema"), &e, &w, &g, ((double)k + 0.5) / (double)nt, n, seed, k,
+                    rows + 7 * k);
+        fv_progress_step(&bar, 1, NULL);
+    }
+    fv_progress_end(&bar);
+    static const char *const names[] = {"t", "gap", "gap_se", "loss", "loss_se", "floor", "floor_se"};
+    if (!st)
+        st = emit(a, "gap_empirical", 7, names, nt, rows);
+done:
+    free(rows);
+    gap_rows_free(&g);
+    fv_empirical_work_free(&w);
+    fv_empirical_free(&e);
+    return st;
+}
+
 int fv_cmd_gap(int argc, char **argv)
 {
     fv_args a;
@@ -142,10 +270,16 @@ int fv_cmd_gap(int argc, char **argv)
         st = fv_error(FV_EINPUT, "--run DIR is required");
     if (st || (st = fv_args_size(&a, "t-grid", 20, 1, &nt)) || (st = fv_args_size(&a, "n", 4096, 2, &n)) ||
         (st = fv_args_u64(&a, "seed", 1, &seed)) || (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)) ||
-        (!r.has_ds && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))) ||
+        (!fv_run_fitted(&r) && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))) ||
         (!fv_args_get(&a, "samples-png") &&
          (st = fv_cli_unused(&a, (const char *const[]){"ode-steps", NULL}, "without --samples-png"))) ||
-        (st = fv_run_check_rows(&r, "--n", n)) || (st = fv_run_closed_field(&a, &r, &f, &fitp)))
+        (st = fv_run_check_rows(&r, "--n", n)))
+        goto done;
+    if (fv_cli_field_is_empirical(&a)) {
+        st = gap_empirical(&a, &r, nt, n, seed);
+        goto done;
+    }
+    if ((st = fv_run_closed_field(&a, &r, &f, &fitp)))
         goto done;
     if (fv_args_get(&a, "samples-png") && (st = samples_png(&a, &r, &fitp)))
         goto done;
@@ -207,7 +341,7 @@ static int exact_variance(const fv_args *a, const fv_run *r, size_t nt, double *
     int st = FV_OK;
     if (r->has_gmm)
         return fv_error(FV_EINPUT, "--exact: the run's target is a mixture (no closed form)");
-    if (r->has_ds && !(st = fv_args_double_in(a, "fit-floor", FV_FIT_DEFAULT_FLOOR, FV_DOM_UNIT_OPEN, &floor)) &&
+    if (fv_run_fitted(r) && !(st = fv_args_double_in(a, "fit-floor", FV_FIT_DEFAULT_FLOOR, FV_DOM_UNIT_OPEN, &floor)) &&
         !(st = fv_run_fit_problem(r, floor, FV_COUPLING_INDEPENDENT, &fitp, NULL)))
         p = &fitp;
     static const char *const members[] = {"ot", "markov", NULL};
@@ -272,7 +406,7 @@ int fv_cmd_gradvar(int argc, char **argv)
         (!fv_args_flag(&a, "exact") &&
          (st = fv_cli_unused(&a, (const char *const[]){"exact-field", "fit-floor", NULL}, "without --exact"))) ||
         (st = fv_run_open(&r, fv_args_get(&a, "run"), NULL, &a)) ||
-        (!r.has_ds && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))) ||
+        (!fv_run_fitted(&r) && (st = fv_cli_unused(&a, (const char *const[]){"fit-floor", NULL}, "for a run without --data"))) ||
         (st = fv_run_check_rows(&r, "--n", n)))
         goto done;
     size_t bytes; /* the grid is checked before its extra row, so that --t-grid SIZE_MAX cannot wrap */

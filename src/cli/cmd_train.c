@@ -4,6 +4,7 @@
 #include "cli/run.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "nn/monitor.h"
 
 #include <errno.h>
 #include <math.h>
@@ -76,9 +77,34 @@ static int write_loss(const fv_loss_log *log, const char *dir)
     return fv_cli_write_tsv(path, 3, names, log->n, log->rows);
 }
 
+/* --monitor-every K: the monitor of the run (its finite target set with fresh Gaussian sources: an image
+ * run noise -> data, or --targets), reading the rows of DIR/monitor.tsv up to the step reached on
+ * --resume. mo->every stays 0 without the flag. */
+static int start_monitor(fv_run *r, const char *dir, char *path, size_t size, fv_monitor *mo)
+{
+    size_t every, m;
+    int st;
+    if ((st = fv_args_size(&r->args, "monitor-every", 0, 0, &every)) || (st = fv_args_size(&r->args, "monitor-n", 32, 2, &m)))
+        return st;
+    if (!every)
+        return fv_cli_unused(&r->args, (const char *const[]){"monitor-n", NULL}, "without --monitor-every K");
+    size_t n;
+    const float *Y = fv_run_targets(r, &n);
+    if (r->reverse || !Y)
+        return fv_error(FV_EINPUT, "--monitor-every needs a finite target set drawn with fresh N(0, I) sources (--data "
+                                   "noise -> data without --map or --pairs, or --targets): the memorizing field v* is "
+                                   "that of section 7");
+    if (r->is_unet && strcmp(r->tr.ops->name, "cpu"))
+        return fv_error(FV_EINPUT, "--monitor-every on a U-Net needs --device cpu: the monitor's per-sample gradient "
+                                   "variance of a U-Net runs on the CPU only");
+    snprintf(path, size, "%s/monitor.tsv", dir);
+    fv_monitor_free(mo);
+    return fv_monitor_init(mo, &r->tr, &r->data, n, Y, every, m, r->seed, 1, path, r->step);
+}
+
 /* A fresh run: refuse to overwrite an existing one, set everything up (every option validated), and
  * only then create the folder, so that a refused run leaves nothing behind. */
-static int new_run(fv_run *r, const fv_args *a, const char *dir)
+static int new_run(fv_run *r, const fv_args *a, const char *dir, char *mpath, size_t msize, fv_monitor *mo)
 {
     char path[4096];
     struct stat sb;
@@ -91,7 +117,7 @@ static int new_run(fv_run *r, const fv_args *a, const char *dir)
     memset(r, 0, sizeof *r);
     r->args = *a;
     if (st || (st = fv_run_device(a, &r->device, &r->tf32)) || (st = fv_run_setup(r)) ||
-        (st = check_train_numbers(&r->args)))
+        (st = check_train_numbers(&r->args)) || (st = start_monitor(r, dir, mpath, msize, mo)))
         return st;
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return fv_error(FV_EIO, "%s: cannot create the run folder: %s", dir, strerror(errno));
@@ -104,6 +130,8 @@ int fv_cmd_train(int argc, char **argv)
     fv_run r = {0};
     const char **keys = NULL, **values = NULL;
     size_t nmeta = 0;
+    fv_monitor mo = {0};
+    char mpath[4096];
     int st = fv_args_parse(&a, "train", usage, argc, argv, FV_PROBLEM_GROUPS, fv_train_opts_table, fv_device_opts,
                            train_cmd_opts, NULL);
     if (st < 0)
@@ -114,10 +142,10 @@ int fv_cmd_train(int argc, char **argv)
     if (st)
         goto done;
     if (fv_args_flag(&a, "resume")) {
-        if (!(st = check_resume_args(&a)))
-            st = fv_run_open(&r, dir, fv_args_get(&a, "steps"), &a);
+        if (!(st = check_resume_args(&a)) && !(st = fv_run_open(&r, dir, fv_args_get(&a, "steps"), &a)))
+            st = start_monitor(&r, dir, mpath, sizeof mpath, &mo);
     } else {
-        st = new_run(&r, &a, dir);
+        st = new_run(&r, &a, dir, mpath, sizeof mpath, &mo);
     }
     if (st)
         goto done;
@@ -135,6 +163,10 @@ int fv_cmd_train(int argc, char **argv)
     o.nmeta = nmeta;
     o.meta_keys = keys;
     o.meta_values = values;
+    if (mo.every) {
+        o.after_step = fv_monitor_after_step;
+        o.after_step_ctx = &mo;
+    }
     if (r.step >= o.steps) {
         st = fv_error(FV_EINPUT, "the run is already at step %llu; ask for more --steps to continue it",
                       (unsigned long long)r.step);
@@ -145,6 +177,7 @@ int fv_cmd_train(int argc, char **argv)
     printf("train: %llu steps, last logged loss %.6g, %zu parameters; checkpoint %s\n", (unsigned long long)r.step,
            r.log.n ? r.log.rows[3 * (r.log.n - 1) + 1] : NAN, r.tr.nparams, ckpt);
 done:
+    fv_monitor_free(&mo);
     fv_run_meta_free(nmeta, keys, values);
     fv_run_free(&r);
     return st ? fv_cli_fail(st) : 0;

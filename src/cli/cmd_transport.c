@@ -1,4 +1,5 @@
-/* cmd_transport.c: `flowvar transport`: push points from t = 0 to t = 1 along a closed-form field. */
+/* cmd_transport.c: `flowvar transport`: push points from t = 0 to t = 1 along a closed-form field or the
+ * empirical minimizer of a finite data set. */
 #include "cli/cli.h"
 
 #include "core/error.h"
@@ -10,23 +11,28 @@
 #include <string.h>
 
 static const fv_opt transport_opts[] = {
-    {"field", "ot|rotation|markov", "which closed-form field; default ot"},
+    {"field", "ot|rotation|markov|empirical", "which field; default ot (empirical: the exact minimizer for the data\n"
+                                              "      of --targets or --data, docs/THEORY.md section 7)"},
     {"points", "P.npy|LIST", "starting points: an .npy of shape (n, d) or (d,), or a list of rows of d numbers; or --n"},
-    {"n", "N", "instead of --points: N samples of the source drawn with --seed"},
+    {"n", "N", "instead of --points: N samples of the source drawn with --seed (empirical: N draws of the\n"
+               "      interpolant at t = 0, the source plus the noise f(0) Z)"},
     {"seed", "N", "with --n: seed of the source samples; default 0"},
     {"solver", "euler|rk4|rk45", "ODE solver; default rk4"},
     {"steps", "N", "steps of euler/rk4, initial step 1/N of rk45; default 100"},
     {"rtol", "R", "rk45 relative tolerance (> 0); default 1e-8"},
     {"atol", "A", "rk45 absolute tolerance (>= 0); default 1e-8"},
     {"out", "FILE|-", "output FILE: .npy when it ends so, else TSV; - for TSV on stdout (default)"},
-    {"cond-max", "C", "fail where cond(A(t)) exceeds C (>= 1); default 1e12"},
+    {"cond-max", "C", "fail where cond(A(t)) exceeds C (>= 1); default 1e12 (closed forms only)"},
     {"with-map", NULL, "add columns T1..Td: the coupling map T(x0) in closed form (ot, rotation)"},
     {NULL, NULL, NULL},
 };
 
-static const char usage[] = "Integrate dx/dt = v(x, t) from t = 0 to 1 and print the end points.\n"
-                            "Example: flowvar transport --target-mean 1,-0.5 --target-cov 2,0.6,0.6,1 "
-                            "--points 0.3,0.2,-1,0.5 --solver rk45";
+static const char usage[] =
+    "Integrate dx/dt = v(x, t) from t = 0 to 1 and print the end points. With --field empirical and sigma = 0\n"
+    "(forward) v* is singular at t = 1: the solver stops at 1 - 1/steps and the last step is the Euler step\n"
+    "x + (1-t) v*, exact on the straight paths there, so the flow lands on the data points.\n"
+    "Example: flowvar transport --target-mean 1,-0.5 --target-cov 2,0.6,0.6,1 --points 0.3,0.2,-1,0.5 --solver rk45\n"
+    "         flowvar transport --field empirical --targets Y.npy --n 10";
 
 static int starting_points(const fv_args *a, const fv_problem *p, double **X, size_t *n)
 {
@@ -82,6 +88,37 @@ static int transport_with_map(const fv_field *f, size_t n, double *X, const fv_o
     return st;
 }
 
+/* --field empirical: the starting points (--points, or --n draws of X_0), integrated along v*. */
+static int transport_empirical(const fv_args *a, const fv_ode_opts *o)
+{
+    fv_cli_emp c;
+    fv_empirical_work w = {0};
+    double *X = NULL;
+    size_t n;
+    uint64_t seed;
+    int st = fv_cli_unused(a, (const char *const[]){"angle", "rotation", "cond-max", "with-map", NULL},
+                           "with --field empirical");
+    if (st || (st = fv_cli_empirical_open(a, &c)))
+        return st;
+    if (fv_args_get(a, "points") && fv_args_get(a, "n"))
+        st = fv_error(FV_EINPUT, "give --points or --n, not both");
+    else if (!fv_args_get(a, "n")) {
+        if (!(st = fv_cli_unused(a, (const char *const[]){"seed", NULL}, "with --points (it seeds --n's samples)")))
+            st = fv_cli_points(a, c.p.d, &X, &n);
+    } else if (!(st = fv_args_size(a, "n", 0, 1, &n)) && !(st = fv_args_u64(a, "seed", 0, &seed)) &&
+               (X = fv_alloc(&st, "--n points x dimension", n, c.p.d, sizeof *X))) {
+        fv_rng r = fv_rng_make(seed, 0);
+        st = fv_empirical_draw(&c.e, 0.0, n, &r, X, NULL);
+    }
+    if (!st && !(st = fv_empirical_work_alloc(&w, &c.e, 0)) && !(st = fv_empirical_transport(&c.e, n, X, o, &w)) &&
+        !(st = ends_finite(n, c.p.d, X, o)))
+        st = fv_cli_write_matrix(fv_args_get(a, "out"), n, c.p.d, X, "x");
+    free(X);
+    fv_empirical_work_free(&w);
+    fv_cli_empirical_close(&c);
+    return st;
+}
+
 int fv_cmd_transport(int argc, char **argv)
 {
     static const char *const solvers[] = {"euler", "rk4", "rk45", NULL};
@@ -93,20 +130,25 @@ int fv_cmd_transport(int argc, char **argv)
     double *X = NULL;
     size_t n;
     int solver, st = fv_args_parse(&a, "transport", usage, argc, argv, fv_dist_opts, fv_rotation_opts, fv_sigma_opts,
-                                 fv_schedule_opts, transport_opts, NULL);
+                                 fv_schedule_opts, fv_empirical_opts, transport_opts, NULL);
     if (st < 0)
         return 0;
-    if (st || (st = fv_cli_field_kind(&a, &kind)) || (st = fv_cli_field_flags(&a, kind)) ||
-        (st = fv_args_choice(&a, "solver", solvers, 1, &solver)) ||
+    if (st || (st = fv_args_choice(&a, "solver", solvers, 1, &solver)) ||
         (st = fv_args_size(&a, "steps", 100, 1, &o.steps)) ||
         (st = fv_args_double_in(&a, "rtol", 1e-8, FV_DOM_POSITIVE, &o.rtol)) ||
-        (st = fv_args_double_in(&a, "atol", 1e-8, FV_DOM_NONNEG, &o.atol)) || (st = fv_cli_problem(&a, &p)) ||
-        (st = starting_points(&a, &p, &X, &n)) || (st = fv_field_build(&f, &p, kind)) ||
-        (st = fv_args_double_in(&a, "cond-max", f.cond_max, FV_DOM_COND, &f.cond_max)))
+        (st = fv_args_double_in(&a, "atol", 1e-8, FV_DOM_NONNEG, &o.atol)))
         goto done;
     o.solver = (fv_ode_solver)solver;
     if (solver != FV_ODE_RK45 && (st = fv_cli_unused(&a, (const char *const[]){"rtol", "atol", NULL},
                                                        "by the fixed-step solvers (only by --solver rk45)")))
+        goto done;
+    if (fv_cli_field_is_empirical(&a)) {
+        st = transport_empirical(&a, &o);
+        goto done;
+    }
+    if ((st = fv_cli_field_kind(&a, &kind)) || (st = fv_cli_field_flags(&a, kind)) || (st = fv_cli_problem(&a, &p)) ||
+        (st = starting_points(&a, &p, &X, &n)) || (st = fv_field_build(&f, &p, kind)) ||
+        (st = fv_args_double_in(&a, "cond-max", f.cond_max, FV_DOM_COND, &f.cond_max)))
         goto done;
     if (fv_args_flag(&a, "with-map")) {
         st = transport_with_map(&f, n, X, &o, fv_args_get(&a, "out"));

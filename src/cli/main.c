@@ -11,8 +11,8 @@ typedef struct {
 } command;
 
 static const command commands[] = {
-    {"field", fv_cmd_field, "evaluate a closed-form field (OT, rotation, Markov) at points and a time"},
-    {"transport", fv_cmd_transport, "integrate points from t = 0 to 1 along a closed-form field"},
+    {"field", fv_cmd_field, "evaluate a closed-form field (OT, rotation, Markov) or the empirical minimizer at points"},
+    {"transport", fv_cmd_transport, "integrate points from t = 0 to 1 along a closed-form or the empirical field"},
     {"w2", fv_cmd_w2, "W2 distance between two Gaussians and the OT map matrix"},
     {"variance", fv_cmd_variance, "exact (and Monte-Carlo) variance of the CFM loss gradient"},
     {"crossover", fv_cmd_crossover, "critical noise sigma* where OT and rotational fields' variances cross"},
@@ -21,7 +21,9 @@ static const command commands[] = {
     {"sample", fv_cmd_sample, "integrate a trained field from given or fresh sources"},
     {"eval", fv_cmd_eval, "a trained network's v(x, t) at points and times, beside a closed form"},
     {"gap", fv_cmd_gap, "approximation gap of a trained field against a closed form, over t"},
+    {"floor", fv_cmd_floor, "loss floor L*(t) of a finite data set: the smallest CFM loss any field can reach"},
     {"gradvar", fv_cmd_gradvar, "per-sample gradient variance of a trained network's weights, over t"},
+    {"copies", fv_cmd_copies, "copies among a run's samples: distances to the nearest two training points"},
     {"gmm", fv_cmd_gmm, "Table 1 on Gaussian mixtures: memorization and generalization MMD"},
     {"memorize", fv_cmd_memorize, "Tables 2 and 3 on images: memorization of shuffled or regenerated pairs of a known OT map"},
     {"reflow", fv_cmd_reflow, "rounds of ReFlow with and without noise: how far the coupling moves toward OT"},

@@ -49,6 +49,8 @@ const fv_opt fv_train_opts_table[] = {
     {"heads", "N", "unet: attention heads; default 1"},
     {"head-channels", "N", "unet: channels per head (0: use --heads); default 0"},
     {"dropout", "P", "unet: dropout rate in the residual blocks; default 0"},
+    {"targets", "Y.npy", "target: this finite set, shape (N, d) (or a pairs file (N, 2, d): its targets), rows drawn\n"
+                         "      uniformly; N(0, I) sources in d dimensions, the independent coupling, the noise flags"},
     {"pairs", "P.npy", "train on this finite set of pairs, shape (N, 2, d): [i,0] source, [i,1] target\n"
                        "      (with --data: image pairs of that set's shape, e.g. from sample --pairs-out)"},
     {"finite", "N", "train on N pairs drawn once from the coupling (or mixture) instead of fresh draws"},
@@ -61,6 +63,10 @@ const fv_opt fv_train_opts_table[] = {
     {"ema", "DECAY", "EMA decay of the weights (0: none); default 0"},
     {"checkpoint-every", "K", "write the checkpoint every K steps (0: only at the end); default 500"},
     {"log-every", "K", "loss log resolution in steps; default 10"},
+    {"monitor-every", "K", "every K steps append rows step t loss floor excess gradvar copy_fraction at t = 0.1, 0.5,\n"
+                           "      0.9 to DIR/monitor.tsv (runs on --data or --targets, noise -> data); 0: off (default);\n"
+                           "      the measured choice is 500 (under 10 % of the training time, README)"},
+    {"monitor-n", "M", "with --monitor-every: rows per time and generated samples per measure (>= 2); default 32"},
     {NULL, NULL, NULL},
 };
 
@@ -219,13 +225,54 @@ static int read_images(fv_run *r)
     return sampled_target_problem(r, r->ds.c * r->ds.h * r->ds.w, "data");
 }
 
+/* --targets Y.npy: a finite target set, kept in float as the image sets are. */
+static int read_targets(fv_run *r)
+{
+    const fv_args *a = &r->args;
+    static const char *const others[] = {"gmm", "pairs", "finite", "shuffle", NULL};
+    for (int i = 0; others[i]; i++)
+        if (fv_args_get(a, others[i]))
+            return fv_error(FV_EINPUT, "--%s does not go with --targets (a finite target set with fresh sources)",
+                            others[i]);
+    const char *path = fv_args_get(a, "targets");
+    double *Y;
+    int ndim, st;
+    size_t shape[FV_NPY_MAX_DIMS];
+    if ((st = fv_npy_read_f64(path, &Y, &ndim, shape)))
+        return fv_error_context(st, "--targets: ");
+    int pairs = ndim == 3 && shape[1] == 2; /* a pairs file: row i's target is its second half */
+    if (!(ndim == 2 || pairs) || shape[0] == 0 || shape[ndim - 1] == 0) {
+        free(Y);
+        return fv_error(FV_EINPUT, "--targets: %s must have shape (N, d) or (N, 2, d) with N, d >= 1", path);
+    }
+    size_t n = shape[0], d = shape[ndim - 1], stride = pairs ? 2 * d : d;
+    if ((st = sampled_target_problem(r, d, "targets")) || !(r->y = fv_alloc(&st, "--targets rows x dimension", n, d, sizeof *r->y))) {
+        free(Y);
+        return st;
+    }
+    r->ny = n;
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < d; k++)
+            r->y[i * d + k] = (float)Y[i * stride + (pairs ? d : 0) + k];
+    free(Y);
+    for (size_t i = 0; i < n * d; i++)
+        if (!isfinite(r->y[i]))
+            return fv_error(FV_EINPUT, "--targets: %s: row %zu, column %zu is %g in float", path, i / d + 1, i % d + 1,
+                            (double)r->y[i]);
+    return FV_OK;
+}
+
 /* The problem: the problem flags, with --gmm a standard source in --dim dimensions, with --data the
  * image set's dimension. */
 static int read_problem(fv_run *r)
 {
     const fv_args *a = &r->args;
+    if (fv_args_get(a, "data") && fv_args_get(a, "targets"))
+        return fv_error(FV_EINPUT, "give --data or --targets, not both");
     if (fv_args_get(a, "data"))
         return read_images(r);
+    if (fv_args_get(a, "targets"))
+        return read_targets(r);
     if (!fv_args_get(a, "gmm"))
         return fv_cli_problem(a, &r->p);
     size_t K, d;
@@ -359,6 +406,8 @@ int fv_run_setup(fv_run *r)
     if (r->has_ds && !r->a) {
         if (!(st = fv_cfm_data_targets(&r->data, &r->p, r->ds.n, r->ds.x, r->batch)))
             r->data.reverse = r->reverse;
+    } else if (r->y) {
+        st = fv_cfm_data_targets(&r->data, &r->p, r->ny, r->y, r->batch);
     } else {
         fv_data_kind kind = r->a ? FV_DATA_PAIRS : fresh_kind;
         st = fv_cfm_data_init(&r->data, kind, &r->p, r->has_gmm ? &r->gmm : NULL, r->npairs, r->a, r->b, r->batch);
@@ -480,6 +529,7 @@ void fv_run_free(fv_run *r)
     fv_cfm_data_free(&r->data);
     free(r->a);
     free(r->b);
+    free(r->y);
     if (r->has_gmm)
         fv_gmm_free(&r->gmm);
     if (r->has_ds)
@@ -526,13 +576,25 @@ int fv_run_ot_targets(const fv_run *r, size_t n, const double *X0, double *T)
     return st;
 }
 
+const float *fv_run_targets(const fv_run *r, size_t *n)
+{
+    *n = r->data.kind == FV_DATA_TARGETS ? r->data.npairs : 0;
+    return r->data.kind == FV_DATA_TARGETS ? r->data.targets : NULL;
+}
+
+int fv_run_fitted(const fv_run *r)
+{
+    return r->has_ds || r->y;
+}
+
 int fv_run_fit_problem(const fv_run *r, double rel_floor, fv_coupling coupling, fv_problem *p, fv_fit *fit)
 {
-    if (!r->has_ds)
-        return fv_error(FV_EINPUT, "the run was not trained on an image set (--data): there is no fit to make");
+    if (!fv_run_fitted(r))
+        return fv_error(FV_EINPUT, "the run was not trained on an image set (--data) or --targets: there is no fit "
+                                   "to make");
     fv_fit f;
     size_t d = r->p.d;
-    int st = fv_fit_compute(&f, r->ds.n, d, r->ds.x, rel_floor, NULL);
+    int st = fv_fit_compute(&f, r->has_ds ? r->ds.n : r->ny, d, r->has_ds ? r->ds.x : r->y, rel_floor, NULL);
     if (st)
         return st;
     if (!(st = fv_fit_problem(&f, p)) && r->reverse) { /* swap the two ends: fit -> N(0, I) */

@@ -12,6 +12,7 @@
 #include "gmm/mixture.h"
 #include "core/safetensors.h"
 #include "nn/cfm.h"
+#include "nn/monitor.h"
 
 extern const fv_opt fv_train_opts_table[]; /* the options of `flowvar train` that define a run */
 extern const fv_opt fv_device_opts[];      /* --device, --precision: where a run computes (not recorded) */
@@ -31,6 +32,8 @@ typedef struct {
     fv_unet_config uc;   /* --model unet */
     int is_unet;
     double *a, *b;       /* finite training set (npairs x d each), NULL otherwise */
+    float *y;            /* --targets: the finite target set (ny x d), NULL otherwise */
+    size_t ny;
     size_t npairs;
     fv_cfm_data data;
     fv_trainer tr;
@@ -74,7 +77,7 @@ int fv_run_fresh_sources(fv_run *r, size_t n, uint64_t seed, double *X);
  * known map (--map). FV_EINPUT when the run has no such map (mixtures, image sets without --map). */
 int fv_run_ot_targets(const fv_run *r, size_t n, const double *X0, double *T);
 
-/* The Gaussian stand-in of an image run (docs/THEORY.md: "Gaussian Fashion-MNIST"): its images fitted by
+/* The Gaussian stand-in of an image or --targets run (docs/THEORY.md: "Gaussian Fashion-MNIST"): its images fitted by
  * N(m, S) (eigenvalues floored at rel_floor times the largest, data/fit.h), and the problem between
  * N(0, I) and that fit in the run's direction (N(0, I) -> fit, or fit -> N(0, I) for --direction
  * backward), with the run's noise and the given coupling. `fit` (may be NULL) receives the fit. */
@@ -84,6 +87,19 @@ int fv_run_fit_problem(const fv_run *r, double rel_floor, fv_coupling coupling, 
  * coupling (Markov for the independent coupling); for an image run the Lemma 1 field (or with --field
  * markov the Markov field) of its Gaussian fit (--fit-floor) into fitp. */
 int fv_run_closed_field(const fv_args *a, const fv_run *r, fv_field *f, fv_problem *fitp);
+
+/* The finite set a run draws its targets from (FV_DATA_TARGETS: an image run without --map or --pairs,
+ * or --targets): n rows of floats, kept by the run; NULL for any other run. */
+const float *fv_run_targets(const fv_run *r, size_t *n);
+
+/* 1 for a run whose data are samples rather than a Gaussian (images, --targets): its closed forms are
+ * those of its Gaussian fit (fv_run_fit_problem). */
+int fv_run_fitted(const fv_run *r);
+
+/* The run's finite training set as the copy criterion sees it (cmd_copies.c): an image run's images,
+ * --targets, or the targets of --pairs / --finite / --map pairs. FV_EINPUT naming why for a run
+ * without one (fresh Gaussian or mixture targets; data -> noise, whose samples are noise). */
+int fv_run_copy_set(const fv_run *r, fv_copy_set *s);
 
 /* The checkpoint path of a run folder. */
 void fv_run_checkpoint_path(const char *dir, char *buf, size_t size);

@@ -267,6 +267,8 @@ int fv_cfm_train(fv_trainer *tr, fv_cfm_data *D, const fv_train_opts *o, uint64_
         pending = o->checkpoint_every && *step % o->checkpoint_every == 0;
         snprintf(status, sizeof status, "loss %.4g", loss);
         fv_progress_step(&bar, 1, status);
+        if (!st && o->after_step)
+            st = o->after_step(o->after_step_ctx, *step);
         if (st)
             break;
     }

@@ -72,6 +72,11 @@ typedef struct {
     const char *checkpoint;  /* path of the periodic checkpoint (written atomically) */
     size_t nmeta;            /* metadata saved with every checkpoint (the run's configuration) */
     const char *const *meta_keys, *const *meta_values;
+    /* Called after every step with the step reached (NULL: never), e.g. the training monitor; it may use
+     * the trainer's batch and gradient buffers, which the next step draws afresh. A failure stops the
+     * run; the checkpoint on disk stays the last one written. */
+    int (*after_step)(void *ctx, uint64_t step);
+    void *after_step_ctx;
 } fv_train_opts;
 
 /* The loss log: rows (step, loss, gradient norm). */
