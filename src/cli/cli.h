@@ -150,5 +150,6 @@ int fv_cmd_gmm(int argc, char **argv);
 int fv_cmd_reflow(int argc, char **argv);
 int fv_cmd_fit(int argc, char **argv);
 int fv_cmd_eval(int argc, char **argv);
+int fv_cmd_import(int argc, char **argv);
 
 #endif

@@ -4,6 +4,7 @@
 #include "cli/run.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "nn/checkpoint.h"
 
 #include <errno.h>
 #include <math.h>
@@ -116,6 +117,8 @@ int fv_cmd_train(int argc, char **argv)
     if (fv_args_flag(&a, "resume")) {
         if (!(st = check_resume_args(&a)))
             st = fv_run_open(&r, dir, fv_args_get(&a, "steps"), &a);
+        if (!st && !fv_checkpoint_has_optimizer(&r.ckpt))
+            fprintf(stderr, "train: %s holds no optimizer state (an imported run): Adam starts from zero moments\n", dir);
     } else {
         st = new_run(&r, &a, dir);
     }
