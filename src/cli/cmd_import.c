@@ -238,33 +238,36 @@ static const fv_opt *train_opt(const fv_args *a, const char *name)
     return NULL;
 }
 
-/* The MLP's width and depth off its weights (torchcfm's MLP: Linear layers at net.0, net.2, ...),
- * when neither the command line nor the config gives them. */
+/* The MLP's width and depth off its weights (torchcfm's MLP: Linear layers at net.0, net.2, ...,
+ * net.2 depth), when neither the command line nor the config gives them: the depth from the last
+ * layer (so that a layer missing in between is listed as missing), the width from the first. */
 static int mlp_shape_of(const fv_st_file *w, size_t *width, size_t *depth)
 {
-    char name[64];
-    size_t layers = 0;
-    for (;; layers++) {
-        snprintf(name, sizeof name, "net.%zu.weight", 2 * layers);
-        const fv_st_tensor *t = fv_st_find(w, name);
-        snprintf(name, sizeof name, "module.net.%zu.weight", 2 * layers);
-        if (!t)
-            t = fv_st_find(w, name);
-        if (!t)
-            break;
-        if (layers == 0)
-            *width = t->ndim == 2 ? t->shape[0] : 0;
+    size_t last = 0, first = (size_t)-1;
+    *width = 0;
+    for (size_t i = 0; i < w->ntensors; i++) {
+        const char *name = w->tensors[i].name;
+        name += strncmp(name, "module.", 7) ? 0 : 7;
+        size_t k;
+        int used = 0;
+        if (sscanf(name, "net.%zu.weight%n", &k, &used) != 1 || name[used] != '\0' || w->tensors[i].ndim != 2)
+            continue;
+        last = k > last ? k : last;
+        if (k < first) {
+            first = k;
+            *width = w->tensors[i].shape[0];
+        }
     }
-    if (layers < 2 || *width == 0)
-        return fv_error(FV_EINPUT, "%s: not torchcfm's MLP (no net.0.weight and net.2.weight of 2 dimensions); "
+    if (last < 2 || *width == 0)
+        return fv_error(FV_EINPUT, "%s: not torchcfm's MLP (no net.N.weight matrices of its Linear layers); "
                                    "give --width and --depth to have its tensors listed against them", w->path);
-    *depth = layers - 1;
+    *depth = last / 2;
     return FV_OK;
 }
 
 typedef struct {
     const char *format;      /* torchcfm-mlp or torchcfm-unet */
-    const char *wpath, *epath, *prefix, *dir;
+    const char *wpath, *epath, *prefix, *dir, *cpath;
     config cfg;
     fv_st_file w, e;
     int has_e;
@@ -280,11 +283,11 @@ static int build_args(const fv_args *a, import_job *j, arg_list *l, fv_args *tra
         if (!strcmp(k, "format") || !strcmp(k, "shape"))
             continue;
         if (!o)
-            return fv_error(FV_EINPUT, "--config: \"%s\" is no flag of train (nor format or shape)", k);
+            return fv_error(FV_EINPUT, "--config: %s: \"%s\" is no flag of train (nor format or shape)", j->cpath, k);
         if (!j->cfg.values[i] || fv_args_get(a, k))
             continue;
         if (!o->arg && *j->cfg.values[i])
-            return fv_error(FV_EINPUT, "--config: \"%s\" is a flag: true or false", k);
+            return fv_error(FV_EINPUT, "--config: %s: \"%s\" is a flag: true or false", j->cpath, k);
         if ((st = push_opt(l, k, o->arg ? j->cfg.values[i] : NULL)))
             return st;
     }
@@ -336,7 +339,7 @@ static int check_shape(const import_job *j, const fv_run *r)
     else
         snprintf(have, sizeof have, "%zu", r->p.d);
     if (strcmp(shape, have))
-        return fv_error(FV_EINPUT, "--config: the network's input has shape [%s], the %s [%s]", shape,
+        return fv_error(FV_EINPUT, "--config: %s: the network's input has shape [%s], the %s [%s]", j->cpath, shape,
                         r->is_unet ? "images of --data" : "problem's points", have);
     return FV_OK;
 }
@@ -385,7 +388,8 @@ static int read_inputs(const fv_args *a, import_job *j)
 {
     static const char *const formats[] = {"torchcfm-mlp", "torchcfm-unet", NULL};
     int st, fmt;
-    if (fv_args_get(a, "config") && (st = config_read(fv_args_get(a, "config"), &j->cfg)))
+    j->cpath = fv_args_get(a, "config");
+    if (j->cpath && (st = config_read(j->cpath, &j->cfg)))
         return st;
     const char *cfg_format = config_get(&j->cfg, "format");
     if (!fv_args_get(a, "format") && !cfg_format)
@@ -394,7 +398,8 @@ static int read_inputs(const fv_args *a, import_job *j)
         return st;
     j->format = fv_args_get(a, "format") ? formats[fmt] : cfg_format;
     if (strcmp(j->format, formats[0]) && strcmp(j->format, formats[1]))
-        return fv_error(FV_EINPUT, "--config: \"format\" is '%s', not torchcfm-mlp or torchcfm-unet", j->format);
+        return fv_error(FV_EINPUT, "--config: %s: \"format\" is '%s', not torchcfm-mlp or torchcfm-unet", j->cpath,
+                        j->format);
     if (fv_args_get(a, "format") && cfg_format && strcmp(cfg_format, j->format))
         return fv_error(FV_EINPUT, "--format %s, but the config is of a %s", j->format, cfg_format);
     j->wpath = fv_args_get(a, "weights");
