@@ -408,6 +408,10 @@ static int read_inputs(const fv_args *a, import_job *j)
     j->dir = fv_args_get(a, "out");
     if (!j->wpath || !j->dir)
         return fv_error(FV_EINPUT, "--weights W.safetensors and --out DIR are required");
+    const char *coupling = fv_args_get(a, "coupling");
+    if ((!coupling || strcmp(coupling, "rotation")) &&
+        (st = fv_cli_unused(a, fv_rotation_flags, "without --coupling rotation")))
+        return st;
     if (j->epath && j->prefix)
         return fv_error(FV_EINPUT, "give --ema-weights or --ema-prefix, not both");
     if (j->prefix && !*j->prefix)
