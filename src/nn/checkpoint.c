@@ -311,7 +311,7 @@ static int match_tensors(named *src, size_t nsrc, const block *bl, size_t nb, in
         return FV_OK;
     char msg[4 * sizeof missing.text + 256] = "";
     list_put(msg, sizeof msg, &missing, "missing");
-    list_put(msg, sizeof msg, &unexpected, "unexpected, not part of this run's network (options, EMA and optimizer state)");
+    list_put(msg, sizeof msg, &unexpected, "unexpected (not part of this run's network)");
     list_put(msg, sizeof msg, &shaped, "of the wrong shape");
     list_put(msg, sizeof msg, &typed, "of the wrong dtype");
     msg[strlen(msg) - 1] = '\0';
