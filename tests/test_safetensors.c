@@ -253,15 +253,16 @@ Test(safetensors, find_and_meta_return_null_when_absent)
 
 /* ---- round trips ---- */
 
-#define RT_DTYPES 4
+#define RT_DTYPES 6
 #define RT_SHAPES 5
 
 Test(safetensors, round_trip_every_dtype_and_shape)
 {
     static const size_t shapes[RT_SHAPES][3] = {{0}, {1}, {7}, {3, 4}, {2, 3, 4}};
     static const int ndims[RT_SHAPES] = {0, 1, 1, 2, 3};
-    static const fv_st_dtype dtypes[RT_DTYPES] = {FV_ST_F32, FV_ST_F64, FV_ST_I64, FV_ST_U8};
+    static const fv_st_dtype dtypes[RT_DTYPES] = {FV_ST_F32, FV_ST_F64, FV_ST_I64, FV_ST_U8, FV_ST_F16, FV_ST_BF16};
     static union {
+        uint16_t u16[24];
         float f32[24];
         double f64[24];
         int64_t i64[24];
@@ -279,6 +280,8 @@ Test(safetensors, round_trip_every_dtype_and_shape)
                 case FV_ST_F64: data[d][s].f64[i] = x; break;
                 case FV_ST_I64: data[d][s].i64[i] = (int64_t)(x * 1e12); break;
                 case FV_ST_U8: data[d][s].u8[i] = (uint8_t)(i * 37 + n); break;
+                case FV_ST_F16:
+                case FV_ST_BF16: data[d][s].u16[i] = (uint16_t)(i * 1031 + n * 7); break;
                 }
             }
             snprintf(names[d][s], sizeof names[d][s], "%s_%dd_%d", fv_st_dtype_name(dtypes[d]),
@@ -454,16 +457,49 @@ Test(safetensors, rejects_invalid_utf8)
                     "not valid UTF-8");
 }
 
-Test(safetensors, rejects_bf16_naming_dtype_and_tensor)
+Test(safetensors, rejects_i32_naming_dtype_and_tensor)
 {
     const char *path = write_raw(
-        "bf16.safetensors", "{\"w\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4);
-    expect_rejected(path, "tensor 'w' has dtype BF16");
+        "i32.safetensors", "{\"w\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
+    expect_rejected(path, "tensor 'w' has dtype I32");
 }
 
-Test(safetensors, rejects_python_f16_file)
+/* Python's F16 file ({1.0, 2.0}) reads, and converts to float; an integer tensor does not convert. */
+Test(safetensors, reads_python_f16_file_as_float)
 {
-    expect_rejected(FIXTURES "f16.safetensors", "tensor 'half' has dtype F16");
+    fv_st_file f;
+    float v[2];
+    size_t shape[1] = {2};
+    cr_assert_eq(fv_st_read(FIXTURES "f16.safetensors", &f), FV_OK, "F16 file read: %s", fv_last_error());
+    cr_assert_eq(fv_st_get_as_f32(&f, "half", 1, shape, v), FV_OK, "F16 converted: %s", fv_last_error());
+    cr_expect(v[0] == 1.0f && v[1] == 2.0f, "F16 values: %g %g", (double)v[0], (double)v[1]);
+    cr_expect_eq(fv_st_get_f32(&f, "half", 1, shape, v), FV_EINPUT, "fv_st_get_f32 stays F32 only");
+    fv_st_free(&f);
+}
+
+/* Every kind of half and bfloat16 value converts exactly: normals, subnormals, zeros, infinities. */
+Test(safetensors, f16_and_bf16_convert_exactly)
+{
+    static const uint16_t half[8] = {0x3c00, 0xc000, 0x0001, 0x03ff, 0x8000, 0x7c00, 0xfc00, 0x7bff};
+    static const float half_want[8] = {1.0f, -2.0f, 0x1p-24f, 1023 * 0x1p-24f, -0.0f, INFINITY, -INFINITY, 65504.0f};
+    static const uint16_t bf[4] = {0x3f80, 0xc0a0, 0x0001, 0x7f80};
+    static const float bf_want[4] = {1.0f, -5.0f, 0x1p-133f, INFINITY};
+    size_t s8[1] = {8}, s4[1] = {4};
+    fv_st_entry e[2] = {{"h", FV_ST_F16, 1, s8, half}, {"b", FV_ST_BF16, 1, s4, bf}};
+    const char *path = in_scratch("half.safetensors");
+    fv_st_file f;
+    float v[8];
+    cr_assert_eq(fv_st_write(path, 2, e, 0, NULL, NULL), FV_OK, "%s", fv_last_error());
+    cr_assert_eq(fv_st_read(path, &f), FV_OK, "%s", fv_last_error());
+    cr_assert_eq(fv_st_get_as_f32(&f, "h", 1, s8, v), FV_OK, "%s", fv_last_error());
+    for (int i = 0; i < 8; i++)
+        cr_expect(v[i] == half_want[i] && signbit(v[i]) == signbit(half_want[i]), "F16 %04x -> %a, want %a",
+                  half[i], (double)v[i], (double)half_want[i]);
+    cr_assert_eq(fv_st_get_as_f32(&f, "b", 1, s4, v), FV_OK, "%s", fv_last_error());
+    for (int i = 0; i < 4; i++)
+        cr_expect(v[i] == bf_want[i], "BF16 %04x -> %a, want %a", bf[i], (double)v[i], (double)bf_want[i]);
+    cr_expect_eq(fv_st_get_as_f32(&f, "b", 1, s8, v), FV_EINPUT, "a shape mismatch is refused");
+    fv_st_free(&f);
 }
 
 #define U8_AT(name, n, b, e) "\"" name "\":{\"dtype\":\"U8\",\"shape\":[" #n "],\"data_offsets\":[" #b "," #e "]}"

@@ -176,5 +176,6 @@ int fv_cmd_fit(int argc, char **argv);
 int fv_cmd_eval(int argc, char **argv);
 int fv_cmd_floor(int argc, char **argv);
 int fv_cmd_copies(int argc, char **argv);
+int fv_cmd_import(int argc, char **argv);
 
 #endif

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "nn/monitor.h"
+#include "nn/checkpoint.h"
 
 #include <errno.h>
 #include <math.h>
@@ -142,8 +143,11 @@ int fv_cmd_train(int argc, char **argv)
     if (st)
         goto done;
     if (fv_args_flag(&a, "resume")) {
-        if (!(st = check_resume_args(&a)) && !(st = fv_run_open(&r, dir, fv_args_get(&a, "steps"), &a)))
+        if (!(st = check_resume_args(&a)) && !(st = fv_run_open(&r, dir, fv_args_get(&a, "steps"), &a))) {
+            if (!fv_checkpoint_has_optimizer(&r.ckpt))
+                fprintf(stderr, "train: %s holds no optimizer state (an imported run): Adam starts from zero moments\n", dir);
             st = start_monitor(&r, dir, mpath, sizeof mpath, &mo);
+        }
     } else {
         st = new_run(&r, &a, dir, mpath, sizeof mpath, &mo);
     }

@@ -19,6 +19,7 @@ static const command commands[] = {
     {"figures", fv_cmd_figures, "regenerate the variance figures (TSV + gnuplot PNG/SVG)"},
     {"train", fv_cmd_train, "train a vector field (MLP, or U-Net on images) with conditional flow matching"},
     {"sample", fv_cmd_sample, "integrate a trained field from given or fresh sources"},
+    {"import", fv_cmd_import, "a run folder from a torchcfm MLP or U-Net trained elsewhere (safetensors)"},
     {"eval", fv_cmd_eval, "a trained network's v(x, t) at points and times, beside a closed form"},
     {"gap", fv_cmd_gap, "approximation gap of a trained field against a closed form, over t"},
     {"floor", fv_cmd_floor, "loss floor L*(t) of a finite data set: the smallest CFM loss any field can reach"},

@@ -41,10 +41,12 @@ static const struct {
     size_t size;
     int order;
 } dtype_info[] = {
-    [FV_ST_F32] = {"F32", 4, 1},
-    [FV_ST_F64] = {"F64", 8, 2},
-    [FV_ST_I64] = {"I64", 8, 3},
+    [FV_ST_F32] = {"F32", 4, 3},
+    [FV_ST_F64] = {"F64", 8, 4},
+    [FV_ST_I64] = {"I64", 8, 5},
     [FV_ST_U8] = {"U8", 1, 0},
+    [FV_ST_F16] = {"F16", 2, 1},
+    [FV_ST_BF16] = {"BF16", 2, 2},
 };
 #define ST_NDTYPES (sizeof dtype_info / sizeof dtype_info[0])
 
@@ -371,7 +373,7 @@ static int parse_dtype(json *j, fv_st_tensor *t)
         return rc;
     if (!dtype_from_name(name, &t->dtype))
         rc = fv_error(FV_EINPUT, "tensor '%s' has dtype %s, which flowvar does not support "
-                                 "(supported: F32, F64, I64, U8)", t->name, name);
+                                 "(supported: F32, F64, F16, BF16, I64, U8)", t->name, name);
     free(name);
     return rc;
 }
@@ -866,6 +868,65 @@ int fv_st_get_f32(const fv_st_file *f, const char *name, int ndim, const size_t 
 int fv_st_get_f64(const fv_st_file *f, const char *name, int ndim, const size_t *shape, double *out)
 {
     return fv_st_get(f, name, FV_ST_F64, ndim, shape, out);
+}
+
+/* IEEE half precision (1, 5, 10 bits) to float: exact, subnormals and infinities included. */
+static float half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else if (exp == 0) {
+        float v = (float)mant * 0x1p-24f; /* subnormal (or zero): mant * 2^-24, exact in float */
+        return sign ? -v : v;
+    } else {
+        bits = sign | ((exp + 112) << 23) | (mant << 13);
+    }
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+/* The element at index i of a little-endian buffer of a floating dtype, as float (F64 rounded). */
+static float float_at(const unsigned char *p, fv_st_dtype dtype, size_t i)
+{
+    uint64_t u = 0;
+    size_t size = dtype_info[dtype].size;
+    for (size_t b = 0; b < size; b++)
+        u |= (uint64_t)p[i * size + b] << (8 * b);
+    if (dtype == FV_ST_F16)
+        return half_to_float((uint16_t)u);
+    if (dtype == FV_ST_F64) {
+        double d;
+        memcpy(&d, &u, sizeof d);
+        return (float)d;
+    }
+    uint32_t bits = dtype == FV_ST_BF16 ? (uint32_t)u << 16 : (uint32_t)u;
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+int fv_st_dtype_is_float(fv_st_dtype dtype)
+{
+    return dtype == FV_ST_F32 || dtype == FV_ST_F64 || dtype == FV_ST_F16 || dtype == FV_ST_BF16;
+}
+
+int fv_st_get_as_f32(const fv_st_file *f, const char *name, int ndim, const size_t *shape, float *out)
+{
+    const char *path = f && f->path ? f->path : "safetensors file";
+    char want[SHAPE_BUF], have[SHAPE_BUF];
+    const fv_st_tensor *t = fv_st_find(f, name);
+    if (!t)
+        return fv_error(FV_EINPUT, "%s: no tensor named '%s' (the file has %zu tensors)", path,
+                        name ? name : "(null)", f ? f->ntensors : 0);
+    if (!fv_st_dtype_is_float(t->dtype) || ndim < 0 || ndim > FV_ST_MAX_DIMS || !same_shape(t, ndim, shape))
+        return fv_error(FV_EINPUT, "%s: tensor '%s': expected a float (F16, BF16, F32, F64) of shape %s, found %s "
+                        "of shape %s", path, name, format_shape(want, sizeof want, ndim, shape),
+                        dtype_info[t->dtype].name, format_shape(have, sizeof have, t->ndim, t->shape));
+    for (size_t i = 0; i < t->count; i++)
+        out[i] = float_at(f->data + t->offset, t->dtype, i);
+    return FV_OK;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -13,9 +13,10 @@
 
 #define FV_ST_MAX_DIMS 8
 
-/* The dtypes flowvar handles. Files holding any other dtype (BF16, F16, I32, BOOL, ...) are
- * rejected by fv_st_read with a message naming the dtype and the tensor. */
-typedef enum { FV_ST_F32 = 0, FV_ST_F64, FV_ST_I64, FV_ST_U8 } fv_st_dtype;
+/* The dtypes flowvar handles. Files holding any other dtype (I32, BOOL, F8_E4M3, ...) are
+ * rejected by fv_st_read with a message naming the dtype and the tensor. F16 and BF16 are read
+ * (torch models are often saved in them) and converted to float by fv_st_get_as_f32. */
+typedef enum { FV_ST_F32 = 0, FV_ST_F64, FV_ST_I64, FV_ST_U8, FV_ST_F16, FV_ST_BF16 } fv_st_dtype;
 
 typedef struct {
     char *name;                   /* UTF-8, NUL-terminated */
@@ -62,7 +63,13 @@ int fv_st_get(const fv_st_file *f, const char *name, fv_st_dtype dtype, int ndim
 int fv_st_get_f32(const fv_st_file *f, const char *name, int ndim, const size_t *shape, float *out);
 int fv_st_get_f64(const fv_st_file *f, const char *name, int ndim, const size_t *shape, double *out);
 
-/* "F32", "F64", "I64", "U8"; and the element size in bytes. */
+/* Tensor `name` of any floating dtype (F16, BF16, F32, F64) converted to float (F16 and BF16
+ * exactly, F64 rounded to nearest), after the shape check of fv_st_get; FV_EINPUT naming the file,
+ * the tensor and what was found for an absent tensor, an integer dtype or another shape. */
+int fv_st_get_as_f32(const fv_st_file *f, const char *name, int ndim, const size_t *shape, float *out);
+int fv_st_dtype_is_float(fv_st_dtype dtype); /* F16, BF16, F32 or F64 */
+
+/* "F32", "F64", "I64", "U8", "F16", "BF16"; and the element size in bytes. */
 const char *fv_st_dtype_name(fv_st_dtype dtype);
 size_t fv_st_dtype_size(fv_st_dtype dtype);
 

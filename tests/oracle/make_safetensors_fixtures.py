@@ -85,7 +85,7 @@ def main():
     # C: no tensors, no metadata: "{}" padded to 8 bytes
     save_file({}, path("empty.safetensors"))
 
-    # Rejected by the C reader: F16 is not a dtype flowvar handles.
+    # F16: read by the C reader and converted to float by fv_st_get_as_f32 (not by fv_st_get_f32).
     save_file({"half": np.array([1.0, 2.0], dtype=np.float16)}, path("f16.safetensors"))
 
 
