@@ -23,6 +23,7 @@ endif
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror -fPIC -Isrc -I. $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
+# oneDNN (libdnnl-dev): the U-Net's convolutions (src/nn/conv_dnnl.c); -lgomp: OpenMP's runtime.
 LDLIBS := -llapacke -lopenblas -ldnnl -lgomp -lgsl -lpng -lz -lm
 FUZZ_LDLIBS := $(LDLIBS)
 
@@ -56,6 +57,9 @@ all: $(BUILD)/flowvar $(BUILD)/libflowvar.a $(BUILD)/libflowvar.so
 # without FP-exception semantics (else PRE splits fv_expf_fast's clamping selects into branches). None
 # of the three changes a computed value.
 $(BUILD)/src/nn/%.o: CFLAGS += -fvect-cost-model=dynamic -fno-math-errno -fno-trapping-math
+# The U-Net's layers thread their loops with OpenMP (libgomp, the runtime oneDNN's Debian build
+# threads its convolutions with, so the two share one pool of threads).
+$(BUILD)/src/nn/unet_layers.o: CFLAGS += -fopenmp
 
 # The commands also depend on the CLI's own headers (not installed with the library's).
 $(CLI_OBJ): $(wildcard src/cli/*.h)

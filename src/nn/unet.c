@@ -844,14 +844,13 @@ static void res_forward(const fv_unet *net, const conv_set *cs, size_t j, size_t
     const fv_unet_unit *u = &net->units[j];
     fv_unet_unit_acts *ua = &a->u[j];
     size_t hw = u->h * u->w, G = FV_UNET_GROUPS, E = net->units[0].cout, n = B * u->cout * hw;
-    fv_groupnorm_forward(ua->norm, ua->mean, ua->rstd, ua->in, param(net, u, 0), param(net, u, 1), B, u->cin, hw, G);
-    fv_act_forward(ua->act, ua->norm, B * u->cin * hw, FV_ACT_SILU);
+    fv_groupnorm_silu_forward(ua->norm, ua->act, ua->mean, ua->rstd, ua->in, param(net, u, 0), param(net, u, 1), B,
+                              u->cin, hw, G);
     conv_forward(net, cs, a, j, 0, B, ua->h, ua->act, param(net, u, 2), param(net, u, 3));
     fv_linear_forward(ua->eproj, a->u[0].act, param(net, u, 4), param(net, u, 5), B, E, u->cout);
     fv_channel_bias_forward(ua->h, ua->eproj, B, u->cout, hw);
-    fv_groupnorm_forward(ua->norm2, ua->mean2, ua->rstd2, ua->h, param(net, u, 6), param(net, u, 7), B, u->cout, hw,
-                         G);
-    fv_act_forward(ua->act2, ua->norm2, n, FV_ACT_SILU);
+    fv_groupnorm_silu_forward(ua->norm2, ua->act2, ua->mean2, ua->rstd2, ua->h, param(net, u, 6), param(net, u, 7), B,
+                              u->cout, hw, G);
     if (a->train && net->cfg.dropout > 0.0f)
         fv_dropout_forward(ua->drop, ua->act2, n, net->cfg.dropout, a->dropout_seed, a->dropout_stream,
                            dropout_block0(net, a, j));
@@ -897,9 +896,8 @@ static void unit_forward(const fv_unet *net, const conv_set *cs, size_t j, size_
         conv_forward(net, cs, a, j, 0, B, ua->out, ua->up, param(net, u, 0), param(net, u, 1));
         break;
     case FV_UNET_HEAD:
-        fv_groupnorm_forward(ua->norm, ua->mean, ua->rstd, ua->in, param(net, u, 0), param(net, u, 1), B, u->cin,
-                             u->h * u->w, FV_UNET_GROUPS);
-        fv_act_forward(ua->act, ua->norm, B * u->cin * u->h * u->w, FV_ACT_SILU);
+        fv_groupnorm_silu_forward(ua->norm, ua->act, ua->mean, ua->rstd, ua->in, param(net, u, 0), param(net, u, 1), B,
+                                  u->cin, u->h * u->w, FV_UNET_GROUPS);
         conv_forward(net, cs, a, j, 0, B, ua->out, ua->act, param(net, u, 2), param(net, u, 3));
         break;
     case FV_UNET_TIME:
@@ -975,8 +973,7 @@ static void res_backward(const fv_unet *net, const conv_set *cs, size_t j, size_
 {
     const fv_unet_unit *u = &net->units[j];
     fv_unet_unit_acts *ua = &a->u[j];
-    size_t hw = u->h * u->w, G = FV_UNET_GROUPS, E = net->units[0].cout;
-    size_t nin = B * u->cin * hw, n = B * u->cout * hw;
+    size_t hw = u->h * u->w, G = FV_UNET_GROUPS, E = net->units[0].cout, n = B * u->cout * hw;
     if (u->cin != u->cout)
         conv_backward(net, cs, a, j, 2, B, ua->din, grad(net, grads, u, 10), grad(net, grads, u, 11), dout, ua->in,
                       param(net, u, 10));
@@ -988,10 +985,9 @@ static void res_backward(const fv_unet *net, const conv_set *cs, size_t j, size_
     if (a->train && net->cfg.dropout > 0.0f)
         fv_dropout_backward(g1, g1, n, net->cfg.dropout, a->dropout_seed, a->dropout_stream,
                             dropout_block0(net, a, j));
-    fv_act_backward(g1, g1, ua->norm2, ua->act2, n, FV_ACT_SILU);
-    memset(g2, 0, n * sizeof(float));
-    fv_groupnorm_backward(g2, grad(net, grads, u, 6), grad(net, grads, u, 7), g1, ua->h, ua->mean2, ua->rstd2,
-                          param(net, u, 6), B, u->cout, hw, G);
+    fv_zero(g2, n);
+    fv_silu_groupnorm_backward(g2, grad(net, grads, u, 6), grad(net, grads, u, 7), g1, ua->norm2, ua->act2, ua->h,
+                               ua->mean2, ua->rstd2, param(net, u, 6), B, u->cout, hw, G);
     /* g1 is free again: it takes the gradient of the time projection (B x cout). */
     fv_channel_bias_backward(g1, g2, B, u->cout, hw);
     fv_linear_backward(a->ebuf, grad(net, grads, u, 4), grad(net, grads, u, 5), g1, a->u[0].act, param(net, u, 4), B,
@@ -999,9 +995,8 @@ static void res_backward(const fv_unet *net, const conv_set *cs, size_t j, size_
     fv_accumulate(a->u[0].dact, a->ebuf, B * E);
     conv_backward(net, cs, a, j, 0, B, g0, grad(net, grads, u, 2), grad(net, grads, u, 3), g2, ua->act,
                   param(net, u, 2));
-    fv_act_backward(g0, g0, ua->norm, ua->act, nin, FV_ACT_SILU);
-    fv_groupnorm_backward(ua->din, grad(net, grads, u, 0), grad(net, grads, u, 1), g0, ua->in, ua->mean, ua->rstd,
-                          param(net, u, 0), B, u->cin, hw, G);
+    fv_silu_groupnorm_backward(ua->din, grad(net, grads, u, 0), grad(net, grads, u, 1), g0, ua->norm, ua->act, ua->in,
+                               ua->mean, ua->rstd, param(net, u, 0), B, u->cin, hw, G);
 }
 
 static void attn_backward(const fv_unet *net, const conv_set *cs, size_t j, size_t B, const float *dout, float *grads,
@@ -1013,7 +1008,7 @@ static void attn_backward(const fv_unet *net, const conv_set *cs, size_t j, size
     fv_accumulate(ua->din, dout, n);
     conv_backward(net, cs, a, j, 1, B, a->g0, grad(net, grads, u, 4), grad(net, grads, u, 5), dout, ua->h,
                   param(net, u, 4));
-    memset(a->g1, 0, 3 * n * sizeof(float));
+    fv_zero(a->g1, 3 * n);
     fv_attention_backward(a->g1, a->col, a->g0, ua->qkv, ua->att, B, u->heads, C, T);
     conv_backward(net, cs, a, j, 0, B, a->g2, grad(net, grads, u, 2), grad(net, grads, u, 3), a->g1, ua->norm,
                   param(net, u, 2));
@@ -1060,9 +1055,8 @@ static void unit_backward(const fv_unet *net, const conv_set *cs, size_t j, size
     case FV_UNET_HEAD:
         conv_backward(net, cs, a, j, 0, B, a->g0, grad(net, grads, u, 2), grad(net, grads, u, 3), dout, ua->act,
                       param(net, u, 2));
-        fv_act_backward(a->g0, a->g0, ua->norm, ua->act, B * u->cin * hw, FV_ACT_SILU);
-        fv_groupnorm_backward(ua->din, grad(net, grads, u, 0), grad(net, grads, u, 1), a->g0, ua->in, ua->mean,
-                              ua->rstd, param(net, u, 0), B, u->cin, hw, FV_UNET_GROUPS);
+        fv_silu_groupnorm_backward(ua->din, grad(net, grads, u, 0), grad(net, grads, u, 1), a->g0, ua->norm, ua->act,
+                                   ua->in, ua->mean, ua->rstd, param(net, u, 0), B, u->cin, hw, FV_UNET_GROUPS);
         break;
     case FV_UNET_TIME:
         time_backward(net, B, grads, a);
@@ -1076,7 +1070,7 @@ void fv_unet_backward(const fv_unet *net, size_t B, const float *dout, float *gr
     const conv_set *cs = conv_plans(net, a, B);
     int nb = blas_hold(cs);
     /* The activation gradients are sums over their consumers: start them at zero. */
-    memset(a->grad, 0, (size_t)(a->grad_end - a->grad) * sizeof(float));
+    fv_zero(a->grad, (size_t)(a->grad_end - a->grad));
     for (size_t blk = net->nblocks; blk-- > 0;) {
         const fv_unet_block *k = &net->blocks[blk];
         for (size_t j = k->unit0 + k->nunits; j-- > k->unit0;)
