@@ -1,6 +1,7 @@
 /* unet.c: torchcfm's U-Net on the CPU (see unet.h): the configuration, the module walk that names and
- * shapes every tensor as torch's state_dict does, initialization, the activation workspace, forward and
- * backward unit by unit on the layers of unet_layers.h, and safetensors input/output. */
+ * shapes every tensor as torch's state_dict does, initialization, the activation workspace with its
+ * oneDNN convolution plans (conv_dnnl.h), forward and backward unit by unit on the layers of
+ * unet_layers.h, and safetensors input/output. */
 #include "nn/unet.h"
 
 #include "core/error.h"

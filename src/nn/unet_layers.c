@@ -1,5 +1,6 @@
 /* unet_layers.c: the U-Net's layers on the CPU (see unet_layers.h): convolution by im2col + sgemm,
- * GroupNorm, nearest upsampling, concatenation, attention on sgemm, the time embedding, dropout. */
+ * GroupNorm (alone and fused with the SiLU after it), nearest upsampling, concatenation, attention on
+ * oneDNN's sgemm, the time embedding, dropout. */
 #include "nn/unet_layers.h"
 
 #include "core/philox.h"

@@ -1,7 +1,9 @@
 /* unet_layers.h: the layers of torchcfm's U-Net (guided-diffusion's UNetModel) on the CPU, each a pair
  * of free functions in the style of mlp.h (llm.c's): fv_<layer>_forward(out, in, weights, dims...) and
  * fv_<layer>_backward(dinp, dweights, dout, ...). float32, images in torch's NCHW layout (B x C x H x W,
- * row-major), caller-owned buffers; nothing allocates. Matrix products go through cblas_sgemm.
+ * row-major), caller-owned buffers; nothing allocates. The convolution's matrix products go through
+ * cblas_sgemm (it is the reference that conv_dnnl.h's oneDNN convolutions are checked against), the
+ * attention's through oneDNN's sgemm (on OpenMP's threads, as the rest).
  *
  * Gradient conventions, chosen so the network (unet.c) can sum the gradients of a tensor that feeds
  * several layers (a residual block's input feeds its skip path and its normalization; a skip tensor
