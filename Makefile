@@ -23,7 +23,8 @@ endif
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror -fPIC -Isrc -I. $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
-LDLIBS := -llapacke -lopenblas -lgsl -lpng -lz -lm
+# oneDNN (libdnnl-dev): the U-Net's convolutions (src/nn/conv_dnnl.c); -lgomp: OpenMP's runtime.
+LDLIBS := -llapacke -lopenblas -ldnnl -lgomp -lgsl -lpng -lz -lm
 FUZZ_LDLIBS := $(LDLIBS)
 
 LIB_SRC := $(wildcard src/core/*.c src/data/*.c gaussian/*.c gmm/*.c src/nn/*.c)
@@ -56,6 +57,9 @@ all: $(BUILD)/flowvar $(BUILD)/libflowvar.a $(BUILD)/libflowvar.so
 # without FP-exception semantics (else PRE splits fv_expf_fast's clamping selects into branches). None
 # of the three changes a computed value.
 $(BUILD)/src/nn/%.o: CFLAGS += -fvect-cost-model=dynamic -fno-math-errno -fno-trapping-math
+# The U-Net's layers thread their loops with OpenMP (libgomp, the runtime oneDNN's Debian build
+# threads its convolutions with, so the two share one pool of threads).
+$(BUILD)/src/nn/unet_layers.o: CFLAGS += -fopenmp
 
 # The commands also depend on the CLI's own headers (not installed with the library's).
 $(CLI_OBJ): $(wildcard src/cli/*.h)
@@ -100,7 +104,7 @@ deps-check:
 # Gaussian fit of 3072-pixel images), checkpoints and training (cfm, mlp, optim), the finite-data engine
 # and copies (empirical, copies), and the memory-heavy layers (unet, unet_layers); the purely numerical
 # suites (field, variance*, unet_train, cuda*) run on the normal build only, to keep `make test` short.
-SAN_SUITES := @(@(io|safetensors|data|cfm|mlp|optim|rng|linalg|gmm|kernel|unet|unet_layers|empirical|copies)/*|cli/!(image_runs_gap_samples_and_gradient_variance|memorize_tables_on_fashion_mnist_pairs)|import/!(unet_gap_and_gradvar_run))
+SAN_SUITES := @(@(io|safetensors|data|cfm|mlp|optim|rng|linalg|gmm|kernel|unet|unet_layers|unet_fast|empirical|copies)/*|cli/!(image_runs_gap_samples_and_gradient_variance|memorize_tables_on_fashion_mnist_pairs)|import/!(unet_gap_and_gradvar_run))
 
 # `make test` (what CI runs) is four stages, the Criterion suite last so that its Synthesis line
 # closes the output: (1) fuzz-check, every fuzz harness on its regressions, then FUZZ_CHECK_SECONDS

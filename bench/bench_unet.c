@@ -3,22 +3,30 @@
  * UNetModelWrapper, same configurations and batch) to be set against. Prints TSV on stdout (progress
  * on stderr).
  *
- * Configurations (the paper's CIFAR-10 network scaled down; its attention and head settings kept:
- * attention_resolutions "16", num_heads 4, num_head_channels 64, dropout 0.1 in training mode):
+ * Configurations (attention_resolutions "16", num_heads 4, num_head_channels 64, dropout 0.1 in training
+ * mode):
  *   tiny   num_channels 32, channel_mult (1, 2, 2), num_res_blocks 1, batch 16
  *   small  num_channels 64, channel_mult (1, 2, 2), num_res_blocks 2, batch 8
+ *   paper  the paper's CIFAR-10 network: num_channels 128, channel_mult (1, 2, 2, 2), num_res_blocks 2,
+ *          batch 4
  * Timed, per configuration, REPS times after WARMUP untimed passes: ITERS passes of
  *   fv_unet_forward, fv_mse_loss against a fixed target, fv_unet_backward
  * and ITERS forward passes alone; then each block's forward alone (fv_unet_block_forward), ITERS
  * times, to show where the forward's time goes.
  *
- * Usage: bench_unet [--iters N] [--warmup W] [--reps R]
+ * Usage: bench_unet [--iters N] [--warmup W] [--reps R] [--config NAME] [--info]
+ * --config runs one configuration (default: all), so that the peak resident memory (getrusage's
+ * ru_maxrss at the end, row "rss CONFIG KIB") is that configuration's; --info prints the meta rows alone.
  * Rows: "meta KEY VALUE", "meta CONFIG.KEY VALUE", "pass CONFIG REP SECONDS_PER_PASS",
- * "forward CONFIG REP SECONDS_PER_PASS", "block CONFIG NAME SECONDS_PER_PASS". */
+ * "forward CONFIG REP SECONDS_PER_PASS", "block CONFIG NAME SECONDS_PER_PASS", "rss CONFIG KIB". */
 #include "core/error.h"
 #include "core/rng.h"
+#include "nn/conv_dnnl.h"
 #include "nn/mlp.h"
 #include "nn/unet.h"
+
+#include <omp.h>
+#include <sys/resource.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,18 +77,17 @@ static void fill_normal(fv_rng *r, size_t n, float *out)
 
 typedef struct {
     const char *name;
-    size_t num_channels, num_res_blocks, batch;
+    size_t num_channels, num_res_blocks, batch, nlevels;
 } bench_config;
 
-static const bench_config configs[] = {{"tiny", 32, 1, 16}, {"small", 64, 2, 8}};
+static const bench_config configs[] = {{"tiny", 32, 1, 16, 3}, {"small", 64, 2, 8, 3}, {"paper", 128, 2, 4, 4}};
 
 static void run(const bench_config *bc, size_t iters, size_t warmup, size_t reps)
 {
     fv_unet_config c = fv_unet_config_cifar10();
     c.num_channels = bc->num_channels;
     c.num_res_blocks = bc->num_res_blocks;
-    c.nlevels = 3;
-    c.channel_mult[0] = 1, c.channel_mult[1] = 2, c.channel_mult[2] = 2;
+    c.nlevels = bc->nlevels; /* channel_mult (1, 2, 2) or the paper's (1, 2, 2, 2) */
     fv_unet net;
     check(fv_unet_init(&net, &c, SEED), "fv_unet_init");
     size_t B = bc->batch, n = B * c.in_channels * c.height * c.width;
@@ -143,6 +150,8 @@ static void run(const bench_config *bc, size_t iters, size_t warmup, size_t reps
 int main(int argc, char **argv)
 {
     size_t iters = 10, warmup = 2, reps = 3;
+    const char *only = NULL;
+    int info = 0;
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && !strcmp(argv[i], "--iters"))
             iters = (size_t)atol(argv[++i]);
@@ -150,8 +159,12 @@ int main(int argc, char **argv)
             warmup = (size_t)atol(argv[++i]);
         else if (i + 1 < argc && !strcmp(argv[i], "--reps"))
             reps = (size_t)atol(argv[++i]);
+        else if (i + 1 < argc && !strcmp(argv[i], "--config"))
+            only = argv[++i];
+        else if (!strcmp(argv[i], "--info"))
+            info = 1;
         else {
-            fprintf(stderr, "usage: bench_unet [--iters N] [--warmup W] [--reps R]\n");
+            fprintf(stderr, "usage: bench_unet [--iters N] [--warmup W] [--reps R] [--config NAME] [--info]\n");
             return 2;
         }
     }
@@ -162,10 +175,25 @@ int main(int argc, char **argv)
     printf("meta\topenblas_config\t%s\n", openblas_get_config());
     printf("meta\topenblas_corename\t%s\n", openblas_get_corename());
     printf("meta\tblas_threads\t%d\n", openblas_get_num_threads());
+    printf("meta\tonednn\t%s\n", fv_dnnl_describe());
+    printf("meta\tomp_threads\t%d\n", omp_get_max_threads());
     printf("meta\titers\t%zu\n", iters);
     printf("meta\twarmup\t%zu\n", warmup);
     printf("meta\treps\t%zu\n", reps);
+    if (info)
+        return 0;
+    int found = 0;
     for (size_t k = 0; k < sizeof configs / sizeof *configs; k++)
-        run(&configs[k], iters, warmup, reps);
+        if (!only || !strcmp(only, configs[k].name)) {
+            run(&configs[k], iters, warmup, reps);
+            found = 1;
+        }
+    if (!found) {
+        fprintf(stderr, "bench_unet: no configuration '%s' (tiny, small, paper)\n", only);
+        return 2;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("rss\t%s\t%ld\n", only ? only : "all", ru.ru_maxrss);
     return 0;
 }

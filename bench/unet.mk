@@ -1,10 +1,16 @@
 # bench/unet.mk: the CPU U-Net benchmark, flowvar's src/nn/unet.h (bench_unet.c) against torchcfm's
 # UNetModelWrapper in PyTorch (peer_unet.py) in the same run with the same thread count. bench/Makefile
 # hands these targets over, so from the top level:
-#   make -C bench unet         UNET_ROUNDS rounds of [bench_unet, peer_unet.py], alternating (about 4 min)
+#   make -C bench unet         UNET_ROUNDS rounds of [bench_unet, peer_unet.py] per configuration
+#                              (UNET_CONFIGS), alternating, each configuration in its own processes so
+#                              that each side's peak resident memory is that configuration's (about 8 min)
 #   make -C bench record-unet  the same, then its block in ../BENCHMARKS.md (record.py)
 # Results in out/unet.md (raw rows in out/unet_*.tsv). Waits first for an idle machine (wait_idle.sh).
 # Needs python3 with torch and torchcfm (python3 -m pip install torch torchcfm pot).
+# The timed commands of both sides run without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (some machines'
+# images set them; a user's does not, and OpenBLAS then picks its kernel for the CPU itself), and with
+# OMP_NUM_THREADS (flowvar's oneDNN convolutions and loops) and OPENBLAS_NUM_THREADS equal to torch's
+# thread count.
 
 CC ?= cc
 BENCH_CFLAGS := -O2 -g -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror -I../src -I..
@@ -19,20 +25,25 @@ endif
 UNET_ROUNDS ?= 2
 UNET_ITERS ?= 5
 UNET_REPS ?= 3
+UNET_CONFIGS ?= tiny small paper
+TIMED := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
 unet: out/bench_unet
 	@python3 -c 'import torch, torchcfm' || { echo "bench: the peer needs torch and torchcfm: python3 -m pip install torch torchcfm pot" >&2; exit 1; }
 	. ./wait_idle.sh; \
 	rm -f out/unet_*.tsv; start=$$(date +%s); \
-	threads=$$(out/bench_unet --iters 1 --reps 1 --warmup 0 2>/dev/null | awk -F'\t' '$$2 == "blas_threads" { print $$3; exit }'); \
+	threads=$$($(TIMED) out/bench_unet --info | awk -F'\t' '$$2 == "blas_threads" { print $$3; exit }'); \
 	{ echo "meta	date_utc	$$(date -u '+%Y-%m-%d %H:%M UTC')"; echo "meta	loadavg_start	$$(cut -d' ' -f1-3 /proc/loadavg)"; \
 	  echo "meta	threads	$$threads"; } >out/unet_run.tsv; \
 	r=1; while [ $$r -le $(UNET_ROUNDS) ]; do \
-	    echo "bench: round $$r: flowvar" >&2; \
-	    OPENBLAS_NUM_THREADS=$$threads out/bench_unet --iters $(UNET_ITERS) --reps $(UNET_REPS) >out/unet_c_r$$r.tsv || exit 1; \
-	    echo "bench: round $$r: torch" >&2; \
-	    OPENBLAS_NUM_THREADS=$$threads python3 peer_unet.py --iters $(UNET_ITERS) --reps $(UNET_REPS) --threads $$threads \
-	        >out/unet_torch_r$$r.tsv || exit 1; \
+	    for cfg in $(UNET_CONFIGS); do \
+	        echo "bench: round $$r: $$cfg: flowvar" >&2; \
+	        $(TIMED) OMP_NUM_THREADS=$$threads OPENBLAS_NUM_THREADS=$$threads out/bench_unet --config $$cfg \
+	            --iters $(UNET_ITERS) --reps $(UNET_REPS) >out/unet_c_r$${r}_$$cfg.tsv || exit 1; \
+	        echo "bench: round $$r: $$cfg: torch" >&2; \
+	        $(TIMED) OMP_NUM_THREADS=$$threads OPENBLAS_NUM_THREADS=$$threads python3 peer_unet.py --config $$cfg \
+	            --iters $(UNET_ITERS) --reps $(UNET_REPS) --threads $$threads >out/unet_torch_r$${r}_$$cfg.tsv || exit 1; \
+	    done; \
 	    r=$$((r + 1)); \
 	done; \
 	{ echo "meta	loadavg_end	$$(cut -d' ' -f1-3 /proc/loadavg)"; echo "meta	wall_s	$$(($$(date +%s) - start))"; } >>out/unet_run.tsv

@@ -1,11 +1,13 @@
 /* unet.c: torchcfm's U-Net on the CPU (see unet.h): the configuration, the module walk that names and
- * shapes every tensor as torch's state_dict does, initialization, the activation workspace, forward and
- * backward unit by unit on the layers of unet_layers.h, and safetensors input/output. */
+ * shapes every tensor as torch's state_dict does, initialization, the activation workspace with its
+ * oneDNN convolution plans (conv_dnnl.h), forward and backward unit by unit on the layers of
+ * unet_layers.h, and safetensors input/output. */
 #include "nn/unet.h"
 
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/size.h"
+#include "nn/conv_dnnl.h"
 #include "nn/mlp.h"
 #include "nn/unet_layers.h"
 
@@ -407,6 +409,201 @@ const fv_unet_tensor *fv_unet_tensor_find(const fv_unet *net, const char *name)
     return NULL;
 }
 
+/* ---- convolutions: oneDNN plans, or the reference layers ----------------------------------------- */
+
+static fv_conv2d_shape conv(size_t cin, size_t cout, size_t h, size_t w, size_t k, size_t stride)
+{
+    return (fv_conv2d_shape){cin, cout, h, w, k, stride, k / 2};
+}
+
+#define UNIT_CONVS 3 /* a residual block's two 3x3 convolutions and its 1x1 skip */
+
+/* Convolution i of unit u (in the order unit_forward runs them), and whether its backward adds the
+ * input gradient into a buffer other consumers sum into (else it overwrites a scratch); 0 if u has no
+ * convolution i. */
+static int unit_conv(const fv_unet_unit *u, size_t i, fv_conv2d_shape *s, int *add)
+{
+    size_t hw1 = u->kind == FV_UNET_UP ? 2 : 1;
+    *add = 0;
+    switch (u->kind) {
+    case FV_UNET_RES:
+        if (i == 2 && u->cin == u->cout)
+            return 0;
+        *add = i == 2;
+        *s = i == 0 ? conv(u->cin, u->cout, u->h, u->w, 3, 1)
+             : i == 1 ? conv(u->cout, u->cout, u->h, u->w, 3, 1)
+                      : conv(u->cin, u->cout, u->h, u->w, 1, 1);
+        return i < 3;
+    case FV_UNET_ATTN:
+        *s = i == 0 ? conv(u->cin, 3 * u->cin, u->h, u->w, 1, 1) : conv(u->cin, u->cin, u->h, u->w, 1, 1);
+        return i < 2;
+    case FV_UNET_CONV:
+    case FV_UNET_DOWN:
+        *add = 1;
+        *s = conv(u->cin, u->cout, u->h, u->w, 3, u->kind == FV_UNET_DOWN ? 2 : 1);
+        return i == 0;
+    case FV_UNET_UP:
+    case FV_UNET_HEAD:
+        *s = conv(u->cin, u->cout, hw1 * u->h, hw1 * u->w, 3, 1);
+        return i == 0;
+    case FV_UNET_TIME:
+        break;
+    }
+    return 0;
+}
+
+/* The plans for one batch size: one per distinct (shape, add), shared by the units that have it, and
+ * one scratch for their layout conversions (the plans run one at a time). */
+typedef struct {
+    size_t B, nplans;
+    fv_dnnl_conv **plans;
+    fv_conv2d_shape *shapes;
+    int *adds;
+    size_t *index; /* nunits x UNIT_CONVS: the plan of each unit's convolution */
+    float *scratch;
+} conv_set;
+
+struct fv_unet_convs {
+    conv_set set[2]; /* the workspace's batch size; the last other one a pass ran (0 images: none) */
+};
+
+static void conv_set_free(conv_set *c)
+{
+    for (size_t i = 0; i < c->nplans; i++)
+        fv_dnnl_conv_free(c->plans[i]);
+    free(c->plans);
+    free(c->shapes);
+    free(c->adds);
+    free(c->index);
+    free(c->scratch);
+    memset(c, 0, sizeof *c);
+}
+
+static int same_shape(const fv_conv2d_shape *a, const fv_conv2d_shape *b)
+{
+    return a->cin == b->cin && a->cout == b->cout && a->h == b->h && a->w == b->w && a->k == b->k &&
+           a->stride == b->stride && a->pad == b->pad;
+}
+
+static int conv_set_init(conv_set *c, const fv_unet *net, size_t B)
+{
+    size_t n = net->nunits * UNIT_CONVS, need = 0;
+    memset(c, 0, sizeof *c);
+    c->plans = calloc(n, sizeof *c->plans);
+    c->shapes = calloc(n, sizeof *c->shapes);
+    c->adds = calloc(n, sizeof *c->adds);
+    c->index = calloc(n, sizeof *c->index);
+    if (!c->plans || !c->shapes || !c->adds || !c->index) {
+        conv_set_free(c);
+        return fv_error(FV_ENOMEM, "unet: cannot allocate the convolution plans' table");
+    }
+    for (size_t j = 0; j < net->nunits; j++)
+        for (size_t i = 0; i < UNIT_CONVS; i++) {
+            fv_conv2d_shape s;
+            int add;
+            if (!unit_conv(&net->units[j], i, &s, &add))
+                continue;
+            size_t p = 0;
+            while (p < c->nplans && !(same_shape(&c->shapes[p], &s) && c->adds[p] == add))
+                p++;
+            if (p == c->nplans) {
+                int st = fv_dnnl_conv_create(&c->plans[p], &s, B, add);
+                if (st) {
+                    conv_set_free(c);
+                    return st;
+                }
+                c->shapes[p] = s;
+                c->adds[p] = add;
+                c->nplans++;
+                size_t m = fv_dnnl_conv_scratch_size(c->plans[p]);
+                need = m > need ? m : need;
+            }
+            c->index[j * UNIT_CONVS + i] = p;
+        }
+    if (need && !(c->scratch = aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64))) {
+        conv_set_free(c);
+        return fv_error(FV_ENOMEM, "unet: cannot allocate the convolutions' scratch (%zu floats)", need);
+    }
+    for (size_t p = 0; p < c->nplans; p++)
+        fv_dnnl_conv_bind(c->plans[p], c->scratch);
+    c->B = B;
+    return FV_OK;
+}
+
+/* The plans for B images: the workspace's, or (made now if need be) the other size's; NULL where
+ * oneDNN is not in use or cannot make them (the pass then runs the reference layers). */
+static conv_set *conv_plans(const fv_unet *net, fv_unet_acts *a, size_t B)
+{
+    struct fv_unet_convs *cv = a->convs;
+    if (!cv)
+        return NULL;
+    if (cv->set[0].B == B)
+        return &cv->set[0];
+    if (cv->set[1].B != B) {
+        conv_set_free(&cv->set[1]);
+        if (conv_set_init(&cv->set[1], net, B))
+            return NULL;
+    }
+    return &cv->set[1];
+}
+
+static fv_dnnl_conv *plan_of(const conv_set *c, size_t j, size_t i)
+{
+    return c ? c->plans[c->index[j * UNIT_CONVS + i]] : NULL;
+}
+
+/* OpenBLAS's own entry points (Debian's cblas.h declares them too). */
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int n);
+
+/* While oneDNN runs a pass on OpenMP's threads, OpenBLAS (the attention's and the linear layers'
+ * products) runs on the calling thread alone: its idle workers spin for a while after each product,
+ * and on a machine with as many OpenMP threads as cores they took the cores oneDNN's threads wait for
+ * (a 3x3 convolution 5-20x slower, measured). Returns the count to restore. */
+static int blas_hold(const conv_set *cs)
+{
+    int n = cs ? openblas_get_num_threads() : 1;
+    if (n > 1)
+        openblas_set_num_threads(1);
+    return n;
+}
+
+static void blas_release(int n)
+{
+    if (n > 1)
+        openblas_set_num_threads(n);
+}
+
+/* Convolution i of unit j forward: out = conv(in) + b. */
+static void conv_forward(const fv_unet *net, const conv_set *cs, fv_unet_acts *a, size_t j, size_t i, size_t B,
+                         float *out, const float *in, const float *W, const float *b)
+{
+    fv_conv2d_shape s;
+    int add;
+    unit_conv(&net->units[j], i, &s, &add);
+    if (cs)
+        fv_dnnl_conv_forward(plan_of(cs, j, i), out, in, W, b);
+    else
+        fv_conv2d_forward(out, in, W, b, s.k == 1 ? NULL : a->col, B, &s);
+}
+
+/* Its backward: dW, db overwritten; the input gradient added into dinp (convolutions unit_conv marks
+ * `add`) or written over it (the others); none if dinp is NULL. */
+static void conv_backward(const fv_unet *net, const conv_set *cs, fv_unet_acts *a, size_t j, size_t i, size_t B,
+                          float *dinp, float *dW, float *db, const float *dout, const float *in, const float *W)
+{
+    fv_conv2d_shape s;
+    int add;
+    unit_conv(&net->units[j], i, &s, &add);
+    if (cs) {
+        fv_dnnl_conv_backward(plan_of(cs, j, i), dinp, dW, db, dout, in, W);
+        return;
+    }
+    if (dinp && !add)
+        memset(dinp, 0, B * s.cin * s.h * s.w * sizeof(float));
+    fv_conv2d_backward(dinp, dW, db, dout, in, W, s.k == 1 ? NULL : a->col, B, &s);
+}
+
 /* ---- activations workspace -------------------------------------------------------------------- */
 
 typedef struct {
@@ -579,6 +776,14 @@ int fv_unet_acts_alloc(fv_unet_acts *a, const fv_unet *net, size_t B)
         return st;
     }
     a->mem = mem;
+    if (!(a->convs = calloc(1, sizeof *a->convs))) {
+        fv_unet_acts_free(a);
+        return fv_error(FV_ENOMEM, "unet: cannot allocate the convolution plans");
+    }
+    if ((st = conv_set_init(&a->convs->set[0], net, B))) {
+        fv_unet_acts_free(a);
+        return st;
+    }
     return FV_OK;
 }
 
@@ -586,6 +791,11 @@ void fv_unet_acts_free(fv_unet_acts *a)
 {
     if (!a)
         return;
+    if (a->convs) {
+        conv_set_free(&a->convs->set[0]);
+        conv_set_free(&a->convs->set[1]);
+        free(a->convs);
+    }
     free(a->mem);
     free(a->u);
     memset(a, 0, sizeof *a);
@@ -601,11 +811,6 @@ static const float *param(const fv_unet *net, const fv_unet_unit *u, size_t i)
 static float *grad(const fv_unet *net, float *grads, const fv_unet_unit *u, size_t i)
 {
     return grads + net->tensors[u->tensor0 + i].offset;
-}
-
-static fv_conv2d_shape conv(size_t cin, size_t cout, size_t h, size_t w, size_t k, size_t stride)
-{
-    return (fv_conv2d_shape){cin, cout, h, w, k, stride, k / 2};
 }
 
 /* The dropout mask of unit j (unet.h), four elements per Philox block; a batch that starts at image
@@ -635,75 +840,66 @@ void fv_unet_time_forward(const fv_unet *net, size_t B, const float *t, fv_unet_
     fv_act_forward(ua->act, ua->out, B * E, FV_ACT_SILU);
 }
 
-static void res_forward(const fv_unet *net, size_t j, size_t B, fv_unet_acts *a)
+static void res_forward(const fv_unet *net, const conv_set *cs, size_t j, size_t B, fv_unet_acts *a)
 {
     const fv_unet_unit *u = &net->units[j];
     fv_unet_unit_acts *ua = &a->u[j];
     size_t hw = u->h * u->w, G = FV_UNET_GROUPS, E = net->units[0].cout, n = B * u->cout * hw;
-    fv_conv2d_shape c1 = conv(u->cin, u->cout, u->h, u->w, 3, 1), c2 = conv(u->cout, u->cout, u->h, u->w, 3, 1);
-    fv_groupnorm_forward(ua->norm, ua->mean, ua->rstd, ua->in, param(net, u, 0), param(net, u, 1), B, u->cin, hw, G);
-    fv_act_forward(ua->act, ua->norm, B * u->cin * hw, FV_ACT_SILU);
-    fv_conv2d_forward(ua->h, ua->act, param(net, u, 2), param(net, u, 3), a->col, B, &c1);
+    fv_groupnorm_silu_forward(ua->norm, ua->act, ua->mean, ua->rstd, ua->in, param(net, u, 0), param(net, u, 1), B,
+                              u->cin, hw, G);
+    conv_forward(net, cs, a, j, 0, B, ua->h, ua->act, param(net, u, 2), param(net, u, 3));
     fv_linear_forward(ua->eproj, a->u[0].act, param(net, u, 4), param(net, u, 5), B, E, u->cout);
     fv_channel_bias_forward(ua->h, ua->eproj, B, u->cout, hw);
-    fv_groupnorm_forward(ua->norm2, ua->mean2, ua->rstd2, ua->h, param(net, u, 6), param(net, u, 7), B, u->cout, hw,
-                         G);
-    fv_act_forward(ua->act2, ua->norm2, n, FV_ACT_SILU);
+    fv_groupnorm_silu_forward(ua->norm2, ua->act2, ua->mean2, ua->rstd2, ua->h, param(net, u, 6), param(net, u, 7), B,
+                              u->cout, hw, G);
     if (a->train && net->cfg.dropout > 0.0f)
         fv_dropout_forward(ua->drop, ua->act2, n, net->cfg.dropout, a->dropout_seed, a->dropout_stream,
                            dropout_block0(net, a, j));
-    fv_conv2d_forward(ua->out, res_conv2_input(net, a, j), param(net, u, 8), param(net, u, 9), a->col, B, &c2);
+    conv_forward(net, cs, a, j, 1, B, ua->out, res_conv2_input(net, a, j), param(net, u, 8), param(net, u, 9));
     if (u->cin != u->cout) {
-        fv_conv2d_shape sk = conv(u->cin, u->cout, u->h, u->w, 1, 1);
-        fv_conv2d_forward(a->g0, ua->in, param(net, u, 10), param(net, u, 11), NULL, B, &sk);
+        conv_forward(net, cs, a, j, 2, B, a->g0, ua->in, param(net, u, 10), param(net, u, 11));
         fv_accumulate(ua->out, a->g0, n);
     } else {
         fv_accumulate(ua->out, ua->in, n);
     }
 }
 
-static void attn_forward(const fv_unet *net, size_t j, size_t B, fv_unet_acts *a)
+static void attn_forward(const fv_unet *net, const conv_set *cs, size_t j, size_t B, fv_unet_acts *a)
 {
     const fv_unet_unit *u = &net->units[j];
     fv_unet_unit_acts *ua = &a->u[j];
     size_t C = u->cin, T = u->h * u->w;
-    fv_conv2d_shape qkv = conv(C, 3 * C, u->h, u->w, 1, 1), proj = conv(C, C, u->h, u->w, 1, 1);
     fv_groupnorm_forward(ua->norm, ua->mean, ua->rstd, ua->in, param(net, u, 0), param(net, u, 1), B, C, T,
                          FV_UNET_GROUPS);
-    fv_conv2d_forward(ua->qkv, ua->norm, param(net, u, 2), param(net, u, 3), NULL, B, &qkv);
+    conv_forward(net, cs, a, j, 0, B, ua->qkv, ua->norm, param(net, u, 2), param(net, u, 3));
     fv_attention_forward(ua->h, ua->att, ua->qkv, B, u->heads, C, T);
-    fv_conv2d_forward(ua->out, ua->h, param(net, u, 4), param(net, u, 5), NULL, B, &proj);
+    conv_forward(net, cs, a, j, 1, B, ua->out, ua->h, param(net, u, 4), param(net, u, 5));
     fv_accumulate(ua->out, ua->in, B * C * T);
 }
 
-static void unit_forward(const fv_unet *net, size_t j, size_t B, fv_unet_acts *a)
+static void unit_forward(const fv_unet *net, const conv_set *cs, size_t j, size_t B, fv_unet_acts *a)
 {
     const fv_unet_unit *u = &net->units[j];
     fv_unet_unit_acts *ua = &a->u[j];
-    fv_conv2d_shape s;
     switch (u->kind) {
     case FV_UNET_RES:
-        res_forward(net, j, B, a);
+        res_forward(net, cs, j, B, a);
         break;
     case FV_UNET_ATTN:
-        attn_forward(net, j, B, a);
+        attn_forward(net, cs, j, B, a);
         break;
     case FV_UNET_CONV:
     case FV_UNET_DOWN:
-        s = conv(u->cin, u->cout, u->h, u->w, 3, u->kind == FV_UNET_DOWN ? 2 : 1);
-        fv_conv2d_forward(ua->out, ua->in, param(net, u, 0), param(net, u, 1), a->col, B, &s);
+        conv_forward(net, cs, a, j, 0, B, ua->out, ua->in, param(net, u, 0), param(net, u, 1));
         break;
     case FV_UNET_UP:
-        s = conv(u->cin, u->cout, 2 * u->h, 2 * u->w, 3, 1);
         fv_upsample2x_forward(ua->up, ua->in, B, u->cin, u->h, u->w);
-        fv_conv2d_forward(ua->out, ua->up, param(net, u, 0), param(net, u, 1), a->col, B, &s);
+        conv_forward(net, cs, a, j, 0, B, ua->out, ua->up, param(net, u, 0), param(net, u, 1));
         break;
     case FV_UNET_HEAD:
-        s = conv(u->cin, u->cout, u->h, u->w, 3, 1);
-        fv_groupnorm_forward(ua->norm, ua->mean, ua->rstd, ua->in, param(net, u, 0), param(net, u, 1), B, u->cin,
-                             u->h * u->w, FV_UNET_GROUPS);
-        fv_act_forward(ua->act, ua->norm, B * u->cin * u->h * u->w, FV_ACT_SILU);
-        fv_conv2d_forward(ua->out, ua->act, param(net, u, 2), param(net, u, 3), a->col, B, &s);
+        fv_groupnorm_silu_forward(ua->norm, ua->act, ua->mean, ua->rstd, ua->in, param(net, u, 0), param(net, u, 1), B,
+                                  u->cin, u->h * u->w, FV_UNET_GROUPS);
+        conv_forward(net, cs, a, j, 0, B, ua->out, ua->act, param(net, u, 2), param(net, u, 3));
         break;
     case FV_UNET_TIME:
         break; /* fv_unet_time_forward: it reads t, not an image */
@@ -721,13 +917,21 @@ const float *fv_unet_block_output(const fv_unet *net, const fv_unet_acts *a, siz
     return a->u[k->unit0 + k->nunits - 1].out;
 }
 
-void fv_unet_block_forward(const fv_unet *net, size_t blk, size_t B, fv_unet_acts *a)
+static void block_forward(const fv_unet *net, const conv_set *cs, size_t blk, size_t B, fv_unet_acts *a)
 {
     const fv_unet_block *k = &net->blocks[blk];
+    for (size_t j = k->unit0; j < k->unit0 + k->nunits; j++)
+        unit_forward(net, cs, j, B, a);
+}
+
+void fv_unet_block_forward(const fv_unet *net, size_t blk, size_t B, fv_unet_acts *a)
+{
     assert(B >= 1 && B <= a->B && a->nunits == net->nunits);
     a->rows = B;
-    for (size_t j = k->unit0; j < k->unit0 + k->nunits; j++)
-        unit_forward(net, j, B, a);
+    const conv_set *cs = conv_plans(net, a, B);
+    int nb = blas_hold(cs);
+    block_forward(net, cs, blk, B, a);
+    blas_release(nb);
 }
 
 /* The concatenation an output block reads: the previous unit's output, then its skip. */
@@ -745,6 +949,9 @@ void fv_unet_forward(const fv_unet *net, size_t B, const float *x, const float *
     const fv_unet_config *c = &net->cfg;
     assert(B >= 1 && B <= a->B && a->nunits == net->nunits);
     memcpy(a->x, x, B * c->in_channels * c->height * c->width * sizeof(float));
+    a->rows = B;
+    const conv_set *cs = conv_plans(net, a, B);
+    int nb = blas_hold(cs);
     fv_unet_time_forward(net, B, t, a);
     for (size_t blk = 0; blk < net->nblocks; blk++) {
         const fv_unet_block *k = &net->blocks[blk];
@@ -754,66 +961,58 @@ void fv_unet_forward(const fv_unet *net, size_t B, const float *x, const float *
             fv_concat_forward(a->u[k->unit0].in, a->u[k->unit0 - 1].out, fv_unet_block_output(net, a, k->skip), B,
                               Ca, Cb, hw);
         }
-        fv_unet_block_forward(net, blk, B, a);
+        block_forward(net, cs, blk, B, a);
     }
+    blas_release(nb);
     memcpy(out, a->u[net->nunits - 1].out, B * c->in_channels * c->height * c->width * sizeof(float));
 }
 
 /* ---- backward --------------------------------------------------------------------------------- */
 
-static void res_backward(const fv_unet *net, size_t j, size_t B, const float *dout, float *grads, fv_unet_acts *a)
+static void res_backward(const fv_unet *net, const conv_set *cs, size_t j, size_t B, const float *dout, float *grads,
+                         fv_unet_acts *a)
 {
     const fv_unet_unit *u = &net->units[j];
     fv_unet_unit_acts *ua = &a->u[j];
-    size_t hw = u->h * u->w, G = FV_UNET_GROUPS, E = net->units[0].cout;
-    size_t nin = B * u->cin * hw, n = B * u->cout * hw;
-    fv_conv2d_shape c1 = conv(u->cin, u->cout, u->h, u->w, 3, 1), c2 = conv(u->cout, u->cout, u->h, u->w, 3, 1);
-    if (u->cin != u->cout) {
-        fv_conv2d_shape sk = conv(u->cin, u->cout, u->h, u->w, 1, 1);
-        fv_conv2d_backward(ua->din, grad(net, grads, u, 10), grad(net, grads, u, 11), dout, ua->in,
-                           param(net, u, 10), NULL, B, &sk);
-    } else {
+    size_t hw = u->h * u->w, G = FV_UNET_GROUPS, E = net->units[0].cout, n = B * u->cout * hw;
+    if (u->cin != u->cout)
+        conv_backward(net, cs, a, j, 2, B, ua->din, grad(net, grads, u, 10), grad(net, grads, u, 11), dout, ua->in,
+                      param(net, u, 10));
+    else
         fv_accumulate(ua->din, dout, n);
-    }
     float *g1 = a->g1, *g2 = a->g2, *g0 = a->g0;
-    memset(g1, 0, n * sizeof(float));
-    fv_conv2d_backward(g1, grad(net, grads, u, 8), grad(net, grads, u, 9), dout, res_conv2_input(net, a, j),
-                       param(net, u, 8), a->col, B, &c2);
+    conv_backward(net, cs, a, j, 1, B, g1, grad(net, grads, u, 8), grad(net, grads, u, 9), dout,
+                  res_conv2_input(net, a, j), param(net, u, 8));
     if (a->train && net->cfg.dropout > 0.0f)
         fv_dropout_backward(g1, g1, n, net->cfg.dropout, a->dropout_seed, a->dropout_stream,
                             dropout_block0(net, a, j));
-    fv_act_backward(g1, g1, ua->norm2, ua->act2, n, FV_ACT_SILU);
-    memset(g2, 0, n * sizeof(float));
-    fv_groupnorm_backward(g2, grad(net, grads, u, 6), grad(net, grads, u, 7), g1, ua->h, ua->mean2, ua->rstd2,
-                          param(net, u, 6), B, u->cout, hw, G);
+    fv_zero(g2, n);
+    fv_silu_groupnorm_backward(g2, grad(net, grads, u, 6), grad(net, grads, u, 7), g1, ua->norm2, ua->act2, ua->h,
+                               ua->mean2, ua->rstd2, param(net, u, 6), B, u->cout, hw, G);
     /* g1 is free again: it takes the gradient of the time projection (B x cout). */
     fv_channel_bias_backward(g1, g2, B, u->cout, hw);
     fv_linear_backward(a->ebuf, grad(net, grads, u, 4), grad(net, grads, u, 5), g1, a->u[0].act, param(net, u, 4), B,
                        E, u->cout);
     fv_accumulate(a->u[0].dact, a->ebuf, B * E);
-    memset(g0, 0, nin * sizeof(float));
-    fv_conv2d_backward(g0, grad(net, grads, u, 2), grad(net, grads, u, 3), g2, ua->act, param(net, u, 2), a->col, B,
-                       &c1);
-    fv_act_backward(g0, g0, ua->norm, ua->act, nin, FV_ACT_SILU);
-    fv_groupnorm_backward(ua->din, grad(net, grads, u, 0), grad(net, grads, u, 1), g0, ua->in, ua->mean, ua->rstd,
-                          param(net, u, 0), B, u->cin, hw, G);
+    conv_backward(net, cs, a, j, 0, B, g0, grad(net, grads, u, 2), grad(net, grads, u, 3), g2, ua->act,
+                  param(net, u, 2));
+    fv_silu_groupnorm_backward(ua->din, grad(net, grads, u, 0), grad(net, grads, u, 1), g0, ua->norm, ua->act, ua->in,
+                               ua->mean, ua->rstd, param(net, u, 0), B, u->cin, hw, G);
 }
 
-static void attn_backward(const fv_unet *net, size_t j, size_t B, const float *dout, float *grads, fv_unet_acts *a)
+static void attn_backward(const fv_unet *net, const conv_set *cs, size_t j, size_t B, const float *dout, float *grads,
+                          fv_unet_acts *a)
 {
     const fv_unet_unit *u = &net->units[j];
     fv_unet_unit_acts *ua = &a->u[j];
     size_t C = u->cin, T = u->h * u->w, n = B * C * T;
-    fv_conv2d_shape qkv = conv(C, 3 * C, u->h, u->w, 1, 1), proj = conv(C, C, u->h, u->w, 1, 1);
     fv_accumulate(ua->din, dout, n);
-    memset(a->g0, 0, n * sizeof(float));
-    fv_conv2d_backward(a->g0, grad(net, grads, u, 4), grad(net, grads, u, 5), dout, ua->h, param(net, u, 4), NULL, B,
-                       &proj);
-    memset(a->g1, 0, 3 * n * sizeof(float));
+    conv_backward(net, cs, a, j, 1, B, a->g0, grad(net, grads, u, 4), grad(net, grads, u, 5), dout, ua->h,
+                  param(net, u, 4));
+    fv_zero(a->g1, 3 * n);
     fv_attention_backward(a->g1, a->col, a->g0, ua->qkv, ua->att, B, u->heads, C, T);
-    memset(a->g2, 0, n * sizeof(float));
-    fv_conv2d_backward(a->g2, grad(net, grads, u, 2), grad(net, grads, u, 3), a->g1, ua->norm, param(net, u, 2), NULL,
-                       B, &qkv);
+    conv_backward(net, cs, a, j, 0, B, a->g2, grad(net, grads, u, 2), grad(net, grads, u, 3), a->g1, ua->norm,
+                  param(net, u, 2));
     fv_groupnorm_backward(ua->din, grad(net, grads, u, 0), grad(net, grads, u, 1), a->g2, ua->in, ua->mean, ua->rstd,
                           param(net, u, 0), B, C, T, FV_UNET_GROUPS);
 }
@@ -831,40 +1030,34 @@ static void time_backward(const fv_unet *net, size_t B, float *grads, fv_unet_ac
                        u->cin, E);
 }
 
-static void unit_backward(const fv_unet *net, size_t j, size_t B, const float *dout, float *grads, fv_unet_acts *a)
+static void unit_backward(const fv_unet *net, const conv_set *cs, size_t j, size_t B, const float *dout, float *grads,
+                          fv_unet_acts *a)
 {
     const fv_unet_unit *u = &net->units[j];
     fv_unet_unit_acts *ua = &a->u[j];
     size_t hw = u->h * u->w;
-    fv_conv2d_shape s;
     switch (u->kind) {
     case FV_UNET_RES:
-        res_backward(net, j, B, dout, grads, a);
+        res_backward(net, cs, j, B, dout, grads, a);
         break;
     case FV_UNET_ATTN:
-        attn_backward(net, j, B, dout, grads, a);
+        attn_backward(net, cs, j, B, dout, grads, a);
         break;
     case FV_UNET_CONV:
     case FV_UNET_DOWN:
-        s = conv(u->cin, u->cout, u->h, u->w, 3, u->kind == FV_UNET_DOWN ? 2 : 1);
-        fv_conv2d_backward(ua->din, grad(net, grads, u, 0), grad(net, grads, u, 1), dout, ua->in, param(net, u, 0),
-                           a->col, B, &s);
+        conv_backward(net, cs, a, j, 0, B, ua->din, grad(net, grads, u, 0), grad(net, grads, u, 1), dout, ua->in,
+                      param(net, u, 0));
         break;
     case FV_UNET_UP:
-        s = conv(u->cin, u->cout, 2 * u->h, 2 * u->w, 3, 1);
-        memset(a->g0, 0, B * u->cin * 4 * hw * sizeof(float));
-        fv_conv2d_backward(a->g0, grad(net, grads, u, 0), grad(net, grads, u, 1), dout, ua->up, param(net, u, 0),
-                           a->col, B, &s);
+        conv_backward(net, cs, a, j, 0, B, a->g0, grad(net, grads, u, 0), grad(net, grads, u, 1), dout, ua->up,
+                      param(net, u, 0));
         fv_upsample2x_backward(ua->din, a->g0, B, u->cin, u->h, u->w);
         break;
     case FV_UNET_HEAD:
-        s = conv(u->cin, u->cout, u->h, u->w, 3, 1);
-        memset(a->g0, 0, B * u->cin * hw * sizeof(float));
-        fv_conv2d_backward(a->g0, grad(net, grads, u, 2), grad(net, grads, u, 3), dout, ua->act, param(net, u, 2),
-                           a->col, B, &s);
-        fv_act_backward(a->g0, a->g0, ua->norm, ua->act, B * u->cin * hw, FV_ACT_SILU);
-        fv_groupnorm_backward(ua->din, grad(net, grads, u, 0), grad(net, grads, u, 1), a->g0, ua->in, ua->mean,
-                              ua->rstd, param(net, u, 0), B, u->cin, hw, FV_UNET_GROUPS);
+        conv_backward(net, cs, a, j, 0, B, a->g0, grad(net, grads, u, 2), grad(net, grads, u, 3), dout, ua->act,
+                      param(net, u, 2));
+        fv_silu_groupnorm_backward(ua->din, grad(net, grads, u, 0), grad(net, grads, u, 1), a->g0, ua->norm, ua->act,
+                                   ua->in, ua->mean, ua->rstd, param(net, u, 0), B, u->cin, hw, FV_UNET_GROUPS);
         break;
     case FV_UNET_TIME:
         time_backward(net, B, grads, a);
@@ -875,12 +1068,14 @@ static void unit_backward(const fv_unet *net, size_t j, size_t B, const float *d
 void fv_unet_backward(const fv_unet *net, size_t B, const float *dout, float *grads, fv_unet_acts *a)
 {
     assert(B == a->rows && a->nunits == net->nunits);
+    const conv_set *cs = conv_plans(net, a, B);
+    int nb = blas_hold(cs);
     /* The activation gradients are sums over their consumers: start them at zero. */
-    memset(a->grad, 0, (size_t)(a->grad_end - a->grad) * sizeof(float));
+    fv_zero(a->grad, (size_t)(a->grad_end - a->grad));
     for (size_t blk = net->nblocks; blk-- > 0;) {
         const fv_unet_block *k = &net->blocks[blk];
         for (size_t j = k->unit0 + k->nunits; j-- > k->unit0;)
-            unit_backward(net, j, B, j == net->nunits - 1 ? dout : a->u[j].dout, grads, a);
+            unit_backward(net, cs, j, B, j == net->nunits - 1 ? dout : a->u[j].dout, grads, a);
         if (k->skip != FV_UNET_NO_SKIP) {
             size_t Ca, Cb, hw;
             const fv_unet_block *skip = &net->blocks[k->skip];
@@ -889,7 +1084,8 @@ void fv_unet_backward(const fv_unet *net, size_t B, const float *dout, float *gr
                                B, Ca, Cb, hw);
         }
     }
-    unit_backward(net, 0, B, NULL, grads, a);
+    unit_backward(net, cs, 0, B, NULL, grads, a);
+    blas_release(nb);
 }
 
 /* ---- safetensors ------------------------------------------------------------------------------ */

@@ -161,9 +161,12 @@ typedef struct {
 /* Everything forward keeps for backward, for up to B images, in one float allocation (plus the
  * per-unit pointer table). Set train = 1 (and dropout_seed, dropout_stream, e.g. the run's seed and
  * the step) for training-mode dropout; the default 0 is eval mode, where dropout is the identity. */
+struct fv_unet_convs; /* unet.c: the oneDNN convolution plans of a workspace */
+
 typedef struct {
     size_t B, rows;
     float *mem;
+    struct fv_unet_convs *convs; /* fv_unet_acts_alloc's oneDNN plans (NULL: the reference layers) */
     size_t nunits;
     fv_unet_unit_acts *u;
     float *x;                        /* the network input, copied */
@@ -179,7 +182,13 @@ typedef struct {
  * (dropout_seed, dropout_stream) (each unit draws fewer than 2^40 blocks): every backend the same. */
 #define FV_UNET_DROPOUT_BLOCK0(j) ((uint64_t)(j) << 40)
 
-/* FV_EINPUT if B == 0 or the workspace exceeds memory (size.h), FV_ENOMEM */
+/* FV_EINPUT if B == 0 or the workspace exceeds memory (size.h), FV_ENOMEM, FV_ENUMERIC if oneDNN
+ * refuses a convolution. The workspace also holds oneDNN's convolution plans for B images, created
+ * here (the kernels are compiled once); a pass over fewer images creates plans for that batch size on
+ * its first call and keeps them until a pass of a third size (the trainer's per-image gradients and the
+ * last chunk of a prediction), or runs the reference layers when oneDNN cannot make them. The passes
+ * run on OpenMP's threads (OMP_NUM_THREADS, default one per core) and hold OpenBLAS at one thread
+ * meanwhile, so that the two thread pools never spin against each other. */
 int fv_unet_acts_alloc(fv_unet_acts *a, const fv_unet *net, size_t B);
 
 /* fv_unet_acts_alloc's layout over memory the caller owns (the CUDA backend's device allocation: only

@@ -1,5 +1,6 @@
 /* unet_layers.c: the U-Net's layers on the CPU (see unet_layers.h): convolution by im2col + sgemm,
- * GroupNorm, nearest upsampling, concatenation, attention on sgemm, the time embedding, dropout. */
+ * GroupNorm (alone and fused with the SiLU after it), nearest upsampling, concatenation, attention on
+ * oneDNN's sgemm, the time embedding, dropout. */
 #include "nn/unet_layers.h"
 
 #include "core/philox.h"
@@ -7,7 +8,20 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <string.h>
+
+/* The loops over images, groups, channels or chunks run on OpenMP's threads where the build has
+ * OpenMP (the main build; the fuzz build compiles them serial). Every iteration writes its own
+ * outputs and sums in a fixed order, so results do not depend on the thread count. */
+#ifdef _OPENMP
+#define PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#else
+#define PARALLEL_FOR
+#endif
+
+/* Elementwise loops are split into chunks of this many floats (a multiple of 16: whole vectors). */
+#define CHUNK 4096
 
 /* ---- 2-D convolution -------------------------------------------------------------------------- */
 
@@ -146,78 +160,125 @@ void fv_conv2d_backward(float *dinp, float *dW, float *db, const float *dout, co
 
 /* ---- GroupNorm -------------------------------------------------------------------------------- */
 
+/* One group (cpg channels of HW pixels, from channel ch0) of one image: its statistics into *mean,
+ * *rstd, the normalized values into y and, unless act is NULL, their SiLU into act. */
+static void gn_group_forward(float *y, float *act, float *mean, float *rstd, const float *x, const float *gamma,
+                             const float *beta, size_t ch0, size_t cpg, size_t HW)
+{
+    size_t n = cpg * HW;
+    /* Two passes in double: the variance of a group with a large mean must not cancel. */
+    double s = 0.0, ss = 0.0;
+    for (size_t j = 0; j < n; j++)
+        s += x[j];
+    double mu = s / (double)n;
+    for (size_t j = 0; j < n; j++)
+        ss += (x[j] - mu) * (x[j] - mu);
+    float r = (float)(1.0 / sqrt(ss / (double)n + (double)FV_GROUPNORM_EPS));
+    *mean = (float)mu;
+    *rstd = r;
+    for (size_t c = 0; c < cpg; c++) {
+        size_t ch = ch0 + c;
+        float scale = r * gamma[ch], shift = beta[ch] - (float)mu * scale;
+        const float *xc = x + c * HW;
+        float *yc = y + c * HW;
+        for (size_t p = 0; p < HW; p++)
+            yc[p] = xc[p] * scale + shift;
+        if (act)
+            for (size_t p = 0; p < HW; p++)
+                act[c * HW + p] = fv_act_fwd(FV_NNM_SILU, yc[p]);
+    }
+}
+
+static void gn_forward(float *out, float *act, float *mean, float *rstd, const float *in, const float *gamma,
+                       const float *beta, size_t B, size_t C, size_t HW, size_t G)
+{
+    size_t cpg = C / G;
+    PARALLEL_FOR
+    for (size_t ig = 0; ig < B * G; ig++) {
+        size_t off = (ig / G * C + ig % G * cpg) * HW;
+        gn_group_forward(out + off, act ? act + off : NULL, mean + ig, rstd + ig, in + off, gamma, beta,
+                         ig % G * cpg, cpg, HW);
+    }
+}
+
 void fv_groupnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
                           const float *beta, size_t B, size_t C, size_t HW, size_t G)
 {
+    gn_forward(out, NULL, mean, rstd, in, gamma, beta, B, C, HW, G);
+}
+
+void fv_groupnorm_silu_forward(float *out, float *act, float *mean, float *rstd, const float *in, const float *gamma,
+                               const float *beta, size_t B, size_t C, size_t HW, size_t G)
+{
+    gn_forward(out, act, mean, rstd, in, gamma, beta, B, C, HW, G);
+}
+
+/* Group g of every image: with norm and act given, dout is first taken back through the SiLU (in
+ * place: dout[p] *= SiLU'(norm[p])). Images in order, so dgamma and dbeta sum as the serial loop does. */
+static void gn_group_backward(float *dinp, float *dgamma, float *dbeta, float *dout, const float *norm,
+                              const float *act, const float *in, const float *mean, const float *rstd,
+                              const float *gamma, size_t B, size_t C, size_t HW, size_t G, size_t g)
+{
     size_t cpg = C / G, n = cpg * HW;
-    for (size_t i = 0; i < B; i++)
-        for (size_t g = 0; g < G; g++) {
-            size_t off = (i * C + g * cpg) * HW;
-            const float *x = in + off;
-            /* Two passes in double: the variance of a group with a large mean must not cancel. */
-            double s = 0.0, ss = 0.0;
+    for (size_t c = 0; c < cpg; c++)
+        dgamma[g * cpg + c] = dbeta[g * cpg + c] = 0.0f;
+    for (size_t i = 0; i < B; i++) {
+        size_t off = (i * C + g * cpg) * HW;
+        float mu = mean[i * G + g], r = rstd[i * G + g];
+        if (norm)
             for (size_t j = 0; j < n; j++)
-                s += x[j];
-            double mu = s / (double)n;
-            for (size_t j = 0; j < n; j++)
-                ss += (x[j] - mu) * (x[j] - mu);
-            float r = (float)(1.0 / sqrt(ss / (double)n + (double)FV_GROUPNORM_EPS));
-            mean[i * G + g] = (float)mu;
-            rstd[i * G + g] = r;
-            for (size_t c = 0; c < cpg; c++) {
-                size_t ch = g * cpg + c;
-                float scale = r * gamma[ch], shift = beta[ch] - (float)mu * scale;
-                const float *xc = x + c * HW;
-                float *y = out + off + c * HW;
-                for (size_t p = 0; p < HW; p++)
-                    y[p] = xc[p] * scale + shift;
+                dout[off + j] *= fv_act_deriv(FV_NNM_SILU, norm[off + j], act[off + j]);
+        /* With xhat = (x - mu) r and dxhat = dy gamma: dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat)). */
+        double s1 = 0.0, s2 = 0.0;
+        for (size_t c = 0; c < cpg; c++) {
+            size_t ch = g * cpg + c;
+            const float *x = in + off + c * HW, *dy = dout + off + c * HW;
+            double sdy = 0.0, sdyx = 0.0;
+            for (size_t p = 0; p < HW; p++) {
+                sdy += dy[p];
+                sdyx += (double)dy[p] * ((x[p] - mu) * r);
+            }
+            dgamma[ch] += (float)sdyx;
+            dbeta[ch] += (float)sdy;
+            s1 += gamma[ch] * sdy;
+            s2 += gamma[ch] * sdyx;
+        }
+        float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
+        for (size_t c = 0; c < cpg; c++) {
+            size_t ch = g * cpg + c;
+            const float *x = in + off + c * HW, *dy = dout + off + c * HW;
+            float *dx = dinp + off + c * HW;
+            for (size_t p = 0; p < HW; p++) {
+                float xhat = (x[p] - mu) * r;
+                dx[p] += r * (dy[p] * gamma[ch] - m1 - xhat * m2);
             }
         }
+    }
 }
 
 void fv_groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout, const float *in,
                            const float *mean, const float *rstd, const float *gamma, size_t B, size_t C, size_t HW,
                            size_t G)
 {
-    size_t cpg = C / G, n = cpg * HW;
-    memset(dgamma, 0, C * sizeof(float));
-    memset(dbeta, 0, C * sizeof(float));
-    for (size_t i = 0; i < B; i++)
-        for (size_t g = 0; g < G; g++) {
-            size_t off = (i * C + g * cpg) * HW;
-            float mu = mean[i * G + g], r = rstd[i * G + g];
-            /* With xhat = (x - mu) r and dxhat = dy gamma: dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat)). */
-            double s1 = 0.0, s2 = 0.0;
-            for (size_t c = 0; c < cpg; c++) {
-                size_t ch = g * cpg + c;
-                const float *x = in + off + c * HW, *dy = dout + off + c * HW;
-                double sdy = 0.0, sdyx = 0.0;
-                for (size_t p = 0; p < HW; p++) {
-                    sdy += dy[p];
-                    sdyx += (double)dy[p] * ((x[p] - mu) * r);
-                }
-                dgamma[ch] += (float)sdyx;
-                dbeta[ch] += (float)sdy;
-                s1 += gamma[ch] * sdy;
-                s2 += gamma[ch] * sdyx;
-            }
-            float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
-            for (size_t c = 0; c < cpg; c++) {
-                size_t ch = g * cpg + c;
-                const float *x = in + off + c * HW, *dy = dout + off + c * HW;
-                float *dx = dinp + off + c * HW;
-                for (size_t p = 0; p < HW; p++) {
-                    float xhat = (x[p] - mu) * r;
-                    dx[p] += r * (dy[p] * gamma[ch] - m1 - xhat * m2);
-                }
-            }
-        }
+    PARALLEL_FOR
+    for (size_t g = 0; g < G; g++) /* without norm, dout is only read */
+        gn_group_backward(dinp, dgamma, dbeta, (float *)dout, NULL, NULL, in, mean, rstd, gamma, B, C, HW, G, g);
+}
+
+void fv_silu_groupnorm_backward(float *dinp, float *dgamma, float *dbeta, float *dact, const float *norm,
+                                const float *act, const float *in, const float *mean, const float *rstd,
+                                const float *gamma, size_t B, size_t C, size_t HW, size_t G)
+{
+    PARALLEL_FOR
+    for (size_t g = 0; g < G; g++)
+        gn_group_backward(dinp, dgamma, dbeta, dact, norm, act, in, mean, rstd, gamma, B, C, HW, G, g);
 }
 
 /* ---- nearest 2x upsampling, channel concatenation --------------------------------------------- */
 
 void fv_upsample2x_forward(float *out, const float *in, size_t B, size_t C, size_t h, size_t w)
 {
+    PARALLEL_FOR
     for (size_t plane = 0; plane < B * C; plane++) {
         const float *src = in + plane * h * w;
         float *dst = out + plane * 4 * h * w;
@@ -232,6 +293,7 @@ void fv_upsample2x_forward(float *out, const float *in, size_t B, size_t C, size
 
 void fv_upsample2x_backward(float *dinp, const float *dout, size_t B, size_t C, size_t h, size_t w)
 {
+    PARALLEL_FOR
     for (size_t plane = 0; plane < B * C; plane++) {
         const float *d = dout + plane * 4 * h * w;
         float *dst = dinp + plane * h * w;
@@ -243,21 +305,32 @@ void fv_upsample2x_backward(float *dinp, const float *dout, size_t B, size_t C, 
     }
 }
 
+/* Channel rows: row r of the concatenation (image r / (Ca + Cb), channel r % (Ca + Cb)) is a's or b's. */
+static size_t concat_row(size_t r, size_t Ca, size_t Cb, size_t HW, size_t *from_b)
+{
+    size_t i = r / (Ca + Cb), c = r % (Ca + Cb);
+    *from_b = c >= Ca;
+    return (c < Ca ? i * Ca + c : i * Cb + c - Ca) * HW;
+}
+
 void fv_concat_forward(float *out, const float *a, const float *b, size_t B, size_t Ca, size_t Cb, size_t HW)
 {
-    for (size_t i = 0; i < B; i++) {
-        float *o = out + i * (Ca + Cb) * HW;
-        memcpy(o, a + i * Ca * HW, Ca * HW * sizeof(float));
-        memcpy(o + Ca * HW, b + i * Cb * HW, Cb * HW * sizeof(float));
+    PARALLEL_FOR
+    for (size_t r = 0; r < B * (Ca + Cb); r++) {
+        size_t from_b, off = concat_row(r, Ca, Cb, HW, &from_b);
+        memcpy(out + r * HW, (from_b ? b : a) + off, HW * sizeof(float));
     }
 }
 
 void fv_concat_backward(float *da, float *db, const float *dout, size_t B, size_t Ca, size_t Cb, size_t HW)
 {
-    for (size_t i = 0; i < B; i++) {
-        const float *d = dout + i * (Ca + Cb) * HW;
-        fv_accumulate(da + i * Ca * HW, d, Ca * HW);
-        fv_accumulate(db + i * Cb * HW, d + Ca * HW, Cb * HW);
+    PARALLEL_FOR
+    for (size_t r = 0; r < B * (Ca + Cb); r++) {
+        size_t from_b, off = concat_row(r, Ca, Cb, HW, &from_b);
+        float *d = (from_b ? db : da) + off;
+        const float *src = dout + r * HW;
+        for (size_t p = 0; p < HW; p++)
+            d[p] += src[p];
     }
 }
 
@@ -265,14 +338,28 @@ void fv_concat_backward(float *da, float *db, const float *dout, size_t B, size_
 
 void fv_accumulate(float *y, const float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        y[i] += x[i];
+    PARALLEL_FOR
+    for (size_t c = 0; c < (n + CHUNK - 1) / CHUNK; c++) {
+        size_t end = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
+        for (size_t i = c * CHUNK; i < end; i++)
+            y[i] += x[i];
+    }
+}
+
+void fv_zero(float *y, size_t n)
+{
+    PARALLEL_FOR
+    for (size_t c = 0; c < (n + CHUNK - 1) / CHUNK; c++) {
+        size_t end = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
+        memset(y + c * CHUNK, 0, (end - c * CHUNK) * sizeof(float));
+    }
 }
 
 /* ---- per-image channel bias ------------------------------------------------------------------- */
 
 void fv_channel_bias_forward(float *x, const float *e, size_t B, size_t C, size_t HW)
 {
+    PARALLEL_FOR
     for (size_t bc = 0; bc < B * C; bc++) {
         float v = e[bc], *row = x + bc * HW;
         for (size_t p = 0; p < HW; p++)
@@ -282,6 +369,7 @@ void fv_channel_bias_forward(float *x, const float *e, size_t B, size_t C, size_
 
 void fv_channel_bias_backward(float *de, const float *dx, size_t B, size_t C, size_t HW)
 {
+    PARALLEL_FOR
     for (size_t bc = 0; bc < B * C; bc++) {
         const float *row = dx + bc * HW;
         double s = 0.0;
@@ -310,22 +398,31 @@ static void softmax_rows(float *a, size_t T)
     }
 }
 
+/* C (M x N, row-major) = alpha op(A) op(B) + beta C on oneDNN's sgemm, which threads itself on
+ * OpenMP's threads, or runs on the calling thread inside a parallel loop (OpenBLAS's own threads would
+ * spin against OpenMP's: unet.c holds OpenBLAS at one thread during a pass). */
+static void sgemm(char ta, char tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                  const float *B, size_t ldb, float beta, float *C, size_t ldc)
+{
+    dnnl_sgemm(ta, tb, (dnnl_dim_t)M, (dnnl_dim_t)N, (dnnl_dim_t)K, alpha, A, (dnnl_dim_t)lda, B, (dnnl_dim_t)ldb,
+               beta, C, (dnnl_dim_t)ldc);
+}
+
 void fv_attention_forward(float *out, float *att, const float *qkv, size_t B, size_t heads, size_t C, size_t T)
 {
     size_t ch = C / heads;
     float alpha = (float)(1.0 / sqrt((double)ch));
-    for (size_t i = 0; i < B; i++)
-        for (size_t h = 0; h < heads; h++) {
-            const float *q = qkv + (i * 3 * C + 3 * ch * h) * T, *k = q + ch * T, *v = k + ch * T;
-            float *P = att + (i * heads + h) * T * T;
-            /* P[t, s] = alpha sum_c q[c, t] k[c, s]. */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)T, (int)ch, alpha, q, (int)T, k,
-                        (int)T, 0.0f, P, (int)T);
-            softmax_rows(P, T);
-            /* a[c, t] = sum_s v[c, s] P[t, s]. */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ch, (int)T, (int)T, 1.0f, v, (int)T, P, (int)T,
-                        0.0f, out + (i * C + h * ch) * T, (int)T);
-        }
+    PARALLEL_FOR
+    for (size_t ih = 0; ih < B * heads; ih++) {
+        size_t i = ih / heads, h = ih % heads;
+        const float *q = qkv + (i * 3 * C + 3 * ch * h) * T, *k = q + ch * T, *v = k + ch * T;
+        float *P = att + ih * T * T;
+        /* P[t, s] = alpha sum_c q[c, t] k[c, s]. */
+        sgemm('T', 'N', T, T, ch, alpha, q, T, k, T, 0.0f, P, T);
+        softmax_rows(P, T);
+        /* a[c, t] = sum_s v[c, s] P[t, s]. */
+        sgemm('N', 'T', ch, T, T, 1.0f, v, T, P, T, 0.0f, out + (i * C + h * ch) * T, T);
+    }
 }
 
 void fv_attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv, const float *att,
@@ -340,11 +437,10 @@ void fv_attention_backward(float *dqkv, float *datt, const float *dout, const fl
             float *dq = dqkv + off, *dk = dq + ch * T, *dv = dk + ch * T;
             const float *da = dout + (i * C + h * ch) * T, *P = att + (i * heads + h) * T * T;
             /* dv[c, s] += sum_t da[c, t] P[t, s]; dP[t, s] = sum_c da[c, t] v[c, s]. */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ch, (int)T, (int)T, 1.0f, da, (int)T, P,
-                        (int)T, 1.0f, dv, (int)T);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)T, (int)ch, 1.0f, da, (int)T, v, (int)T,
-                        0.0f, datt, (int)T);
+            sgemm('N', 'N', ch, T, T, 1.0f, da, T, P, T, 1.0f, dv, T);
+            sgemm('T', 'N', T, T, ch, 1.0f, da, T, v, T, 0.0f, datt, T);
             /* Through the softmax: dS[t, s] = P[t, s] (dP[t, s] - sum_s' P[t, s'] dP[t, s']). */
+            PARALLEL_FOR
             for (size_t t = 0; t < T; t++) {
                 const float *p = P + t * T;
                 float *d = datt + t * T, dot = 0.0f;
@@ -354,10 +450,8 @@ void fv_attention_backward(float *dqkv, float *datt, const float *dout, const fl
                     d[s] = p[s] * (d[s] - dot);
             }
             /* dq[c, t] += alpha sum_s k[c, s] dS[t, s]; dk[c, s] += alpha sum_t q[c, t] dS[t, s]. */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ch, (int)T, (int)T, alpha, k, (int)T, datt,
-                        (int)T, 1.0f, dq, (int)T);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ch, (int)T, (int)T, alpha, q, (int)T, datt,
-                        (int)T, 1.0f, dk, (int)T);
+            sgemm('N', 'T', ch, T, T, alpha, k, T, datt, T, 1.0f, dq, T);
+            sgemm('N', 'N', ch, T, T, alpha, q, T, datt, T, 1.0f, dk, T);
         }
 }
 
@@ -374,10 +468,14 @@ static void dropout_apply(float *out, const float *in, size_t n, float p, uint64
                           uint64_t block0)
 {
     float scale = 1.0f / (1.0f - p);
-    for (size_t i = 0; i < n; i += 4) {
-        fv_philox_ctr r = fv_philox_block(seed, stream, block0 + i / 4);
-        for (size_t j = 0; j < 4 && i + j < n; j++)
-            out[i + j] = fv_dropout_elem(in[i + j], r.v[j], p, scale);
+    PARALLEL_FOR
+    for (size_t c = 0; c < (n + CHUNK - 1) / CHUNK; c++) {
+        size_t end = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
+        for (size_t i = c * CHUNK; i < end; i += 4) { /* CHUNK is a multiple of 4: whole Philox blocks */
+            fv_philox_ctr r = fv_philox_block(seed, stream, block0 + i / 4);
+            for (size_t j = 0; j < 4 && i + j < n; j++)
+                out[i + j] = fv_dropout_elem(in[i + j], r.v[j], p, scale);
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 /* unet_layers.h: the layers of torchcfm's U-Net (guided-diffusion's UNetModel) on the CPU, each a pair
  * of free functions in the style of mlp.h (llm.c's): fv_<layer>_forward(out, in, weights, dims...) and
  * fv_<layer>_backward(dinp, dweights, dout, ...). float32, images in torch's NCHW layout (B x C x H x W,
- * row-major), caller-owned buffers; nothing allocates. Matrix products go through cblas_sgemm.
+ * row-major), caller-owned buffers; nothing allocates. The convolution's matrix products go through
+ * cblas_sgemm (it is the reference that conv_dnnl.h's oneDNN convolutions are checked against), the
+ * attention's through oneDNN's sgemm (on OpenMP's threads, as the rest).
  *
  * Gradient conventions, chosen so the network (unet.c) can sum the gradients of a tensor that feeds
  * several layers (a residual block's input feeds its skip path and its normalization; a skip tensor
@@ -10,7 +12,8 @@
  *     layer of the network, so its layer's backward completes it);
  *   - input gradients are ADDED into dinp (dinp += ...), except for the elementwise SiLU and dropout,
  *     which write dinp and may work in place (dinp == dout), like mlp.h's fv_act_backward.
- * The linear layers and the SiLU are mlp.h's fv_linear_* and fv_act_*(FV_ACT_SILU). */
+ * The linear layers and the SiLU are mlp.h's fv_linear_* and fv_act_*(FV_ACT_SILU). The loops run on
+ * OpenMP's threads in the main build, with results independent of the thread count. */
 #ifndef FV_UNET_LAYERS_H
 #define FV_UNET_LAYERS_H
 
@@ -57,6 +60,17 @@ void fv_groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const float
                            const float *mean, const float *rstd, const float *gamma, size_t B, size_t C, size_t HW,
                            size_t G);
 
+/* GroupNorm followed by SiLU in one sweep over each group (the pair every residual block and the head
+ * open with): out, mean, rstd as fv_groupnorm_forward, act = SiLU(out) as fv_act_forward computes it. */
+void fv_groupnorm_silu_forward(float *out, float *act, float *mean, float *rstd, const float *in, const float *gamma,
+                               const float *beta, size_t B, size_t C, size_t HW, size_t G);
+
+/* Its backward: dact (the gradient at act) is overwritten with the gradient at out (through the SiLU,
+ * as fv_act_backward), then fv_groupnorm_backward's results (dgamma, dbeta overwritten, dinp +=). */
+void fv_silu_groupnorm_backward(float *dinp, float *dgamma, float *dbeta, float *dact, const float *norm,
+                                const float *act, const float *in, const float *mean, const float *rstd,
+                                const float *gamma, size_t B, size_t C, size_t HW, size_t G);
+
 /* ---- nearest 2x upsampling, channel concatenation --------------------------------------------- */
 
 /* out (B x C x 2h x 2w)[c, y, x] = in (B x C x h x w)[c, y/2, x/2] (F.interpolate(scale_factor=2,
@@ -72,6 +86,9 @@ void fv_concat_backward(float *da, float *db, const float *dout, size_t B, size_
 
 /* y += x over n elements: a residual connection, or one more consumer's share of a gradient. */
 void fv_accumulate(float *y, const float *x, size_t n);
+
+/* y = 0 over n elements (on every thread: the gradient buffers a backward pass starts from). */
+void fv_zero(float *y, size_t n);
 
 /* ---- per-image channel bias ------------------------------------------------------------------- */
 
