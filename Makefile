@@ -23,7 +23,7 @@ endif
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror -fPIC -Isrc -I. $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
-LDLIBS := -llapacke -lopenblas -lgsl -lpng -lz -lm
+LDLIBS := -llapacke -lopenblas -lgsl -lpng -lz -lm -lpthread
 FUZZ_LDLIBS := $(LDLIBS)
 
 LIB_SRC := $(wildcard src/core/*.c src/data/*.c gaussian/*.c gmm/*.c src/nn/*.c)
