@@ -5,6 +5,7 @@
  * Thread counts are set through OpenBLAS's, as a user sets them (OPENBLAS_NUM_THREADS). */
 #include <criterion/criterion.h>
 
+#include "core/philox.h"
 #include "core/rng.h"
 #include "gaussian/problem.h"
 #include "nn/cfm.h"
@@ -86,18 +87,25 @@ Test(par, regions_run_every_thread_and_the_barrier_waits_for_all)
     }
 }
 
+/* fv_rng_normal draws its blocks LANES at a time (rng.c's philox_lanes) and the rest one by one: the
+ * numbers are fv_philox_normal2's, block by block, the reference the CUDA draws share; and a part drawn
+ * with fv_rng_normal_at from any even offset is the same part of the stream. */
 Test(par, normal_at_gives_the_stream_numbers)
 {
-    size_t n = 41;
-    double all[41], part[41];
+    enum { N = 101 };
+    double all[N], part[N], ref[N + 1];
     fv_rng r = fv_rng_make(7, 3), s = r;
-    fv_rng_normal(&r, n, all);
-    cr_expect_eq(r.pos, 21, "41 normals take 21 blocks");
-    for (size_t first = 0; first < n; first += 6) {
-        size_t cnt = n - first < 7 ? n - first : 7;
+    r.pos = s.pos = 5;
+    fv_rng_normal(&r, N, all);
+    cr_expect_eq(r.pos, 5 + 51, "101 normals take 51 blocks");
+    for (size_t k = 0; k < (N + 1) / 2; k++)
+        fv_philox_normal2(7, 3, 5 + k, &ref[2 * k], &ref[2 * k + 1]);
+    cr_expect_eq(memcmp(all, ref, sizeof all), 0, "fv_rng_normal's numbers are fv_philox_normal2's, block by block");
+    for (size_t first = 0; first < N; first += 34) {
+        size_t cnt = N - first < 35 ? N - first : 35;
         fv_rng_normal_at(&s, first, cnt, part + first);
     }
-    cr_expect_eq(s.pos, 0, "fv_rng_normal_at leaves the stream where it was");
+    cr_expect_eq(s.pos, 5, "fv_rng_normal_at leaves the stream where it was");
     cr_expect_eq(memcmp(all, part, sizeof all), 0, "normals drawn in parts equal the one call's");
 }
 
