@@ -20,6 +20,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int saved_threads;
 
@@ -85,6 +87,28 @@ Test(par, regions_run_every_thread_and_the_barrier_waits_for_all)
         }
         cr_expect_eq(openblas_get_num_threads(), n, "OpenBLAS's count %d is restored after a region", n);
     }
+}
+
+/* fork copies the pool's state but not its worker threads: the child must start its own (without
+ * that it would wait forever for the parent's workers; the alarm turns a hang into a failure). */
+Test(par, a_forked_child_runs_regions_on_its_own_workers)
+{
+    openblas_set_num_threads(2);
+    region_log g;
+    memset(&g, 0, sizeof g);
+    fv_par_run(log_region, &g); /* the parent's worker exists now */
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork");
+    if (pid == 0) {
+        alarm(20);
+        memset(&g, 0, sizeof g);
+        fv_par_run(log_region, &g);
+        _exit(g.after[0] == 3 && g.after[1] == 3 ? 0 : 1);
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid, "waitpid");
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "the child's 2-thread region completed with both threads (status %d)", status);
 }
 
 /* fv_rng_normal draws its blocks LANES at a time (rng.c's philox_lanes) and the rest one by one: the

@@ -120,9 +120,20 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* A child of fork has none of its parent's workers: it starts its own when it needs them. */
+static void forget_workers(void)
+{
+    pool.nworkers = 0;
+    atomic_store(&pool.busy, 0);
+    atomic_store(&pool.sleepers, 0);
+}
+
 /* Workers 1 .. n - 1 running (fewer if a thread cannot be created); returns the threads available. */
 static int start_workers(int n)
 {
+    static int at_fork;
+    if (!at_fork && pool.nworkers + 1 < n)
+        at_fork = pthread_atfork(NULL, NULL, forget_workers) == 0;
     while (pool.nworkers + 1 < n) {
         int tid = pool.nworkers + 1;
         pthread_t th;
