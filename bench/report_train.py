@@ -183,7 +183,8 @@ def main():
     w()
     w("The same step written out with each phase timed (bench_train.c, `phases`): fv_cfm_pairs (x0 ~ N(0, I), "
       "x1 ~ N(mu, M)), fv_cfm_interpolate (t, x_t, u), the network's forward, the loss, the backward, "
-      "and the Adam update. ms per step (share of their sum):")
+      "and the Adam update; the pairs, forward, backward and update run on flowvar's threads (src/nn/par.h), "
+      "the interpolant and the loss on one. ms per step (share of their sum):")
     w()
     names = ["pairs", "interpolate", "forward", "loss", "backward", "update"]
     w("| threads | " + " | ".join(names) + " | sum | measured step (phases loop) |")
@@ -196,12 +197,15 @@ def main():
         w(f"| {th} | " + " | ".join(f"{x * 1e3:.3f} ({x / tot:.0%})" for x in v) +
           f" | {tot * 1e3:.3f} | {measured} |")
     w()
-    w("Forward and backward replayed with mlp.h's layer functions, each kind of call timed on its own, and "
-      "the update split into the gradient norm (fv_grad_norm; the update computes it even without clipping) "
-      "and the rest of the Adam step. ms per step:")
+    w("Forward and backward replayed with mlp.h's public layer functions on the whole batch, one call at a "
+      "time, each kind timed on its own (the products on OpenBLAS's threads, the elementwise loops on one "
+      "thread; the threaded step fuses the bias into the activation and splits both over its threads, so "
+      "this shows what each kind of work costs, not the step's schedule), and the update: the "
+      "gradient norm alone (fv_grad_norm) and the whole update (fv_adam_step, the norm fused into its pass). "
+      "ms per step:")
     w()
     lnames = ["input_assembly", "linear_forward", "act_forward", "linear_backward", "act_backward", "grad_norm",
-              "adam_rest"]
+              "adam_step"]
     w("| threads | " + " | ".join(n.replace("_", " ") for n in lnames) + " | GEMMs alone (floor) |")
     w("|---:|" + "---:|" * (len(lnames) + 1))
     for th in threads:
