@@ -24,7 +24,7 @@ CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror -fPIC -Isrc -I. $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
 # oneDNN (libdnnl-dev): the U-Net's convolutions (src/nn/conv_dnnl.c); -lgomp: OpenMP's runtime.
-LDLIBS := -llapacke -lopenblas -ldnnl -lgomp -lgsl -lpng -lz -lm
+LDLIBS := -llapacke -lopenblas -ldnnl -lgomp -lgsl -lpng -lz -lm -lpthread
 FUZZ_LDLIBS := $(LDLIBS)
 
 LIB_SRC := $(wildcard src/core/*.c src/data/*.c gaussian/*.c gmm/*.c src/nn/*.c)
@@ -104,7 +104,7 @@ deps-check:
 # Gaussian fit of 3072-pixel images), checkpoints and training (cfm, mlp, optim), the finite-data engine
 # and copies (empirical, copies), and the memory-heavy layers (unet, unet_layers); the purely numerical
 # suites (field, variance*, unet_train, cuda*) run on the normal build only, to keep `make test` short.
-SAN_SUITES := @(@(io|safetensors|data|cfm|mlp|optim|rng|linalg|gmm|kernel|unet|unet_layers|unet_fast|empirical|copies)/*|cli/!(image_runs_gap_samples_and_gradient_variance|memorize_tables_on_fashion_mnist_pairs)|import/!(unet_gap_and_gradvar_run))
+SAN_SUITES := @(@(io|safetensors|data|cfm|mlp|optim|par|rng|linalg|gmm|kernel|unet|unet_layers|unet_fast|empirical|copies)/*|cli/!(image_runs_gap_samples_and_gradient_variance|memorize_tables_on_fashion_mnist_pairs)|import/!(unet_gap_and_gradvar_run))
 
 # `make test` (what CI runs) is four stages, the Criterion suite last so that its Synthesis line
 # closes the output: (1) fuzz-check, every fuzz harness on its regressions, then FUZZ_CHECK_SECONDS

@@ -49,8 +49,17 @@ def machine():
     return cpu, os.cpu_count(), mem, simd, platform.release()
 
 
-def fmt_rate(x):
-    return f"{x:.1f}"
+# Issue 16's targets, by thread count: flowvar / torch steps/s, and the step against its GEMM floor.
+TARGET_DEFAULT = {2: 2.0, 1: 2.0}
+TARGET_FUSED = {2: 1.8}
+FLOOR_MAX = 2.0
+
+
+def verdict(ratio, target, label=None):
+    """'**yes** (>= 2.0x)' or '**NO** (>= 2.0x)'; '-' without a target."""
+    if target is None:
+        return "-"
+    return f"**{'yes' if ratio >= target else 'NO'}** ({label or f'>= {target:.1f}x'})"
 
 
 def main():
@@ -109,33 +118,47 @@ def main():
     w()
     w(f"- Machine: {cpu}, {ncpu} cores, {mem} memory ({simd}), Linux {kernel}; load average "
       f"{run.get('loadavg_start', '?')} at the start, {run.get('loadavg_end', '?')} at the end.")
+    w(f"- Kernels: OpenBLAS {run.get('openblas_kernel', c.get('openblas_corename', '?'))} "
+      f"(openblas_get_corename), torch CPU capability "
+      f"{run.get('torch_capability', tm.get('torch_cpu_capability', '?'))}; both sides' timed commands run with "
+      f"OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, as on a user's machine.")
     w(f"- flowvar: {cc}, -O2; {ob or 'OpenBLAS'} ({c.get('openblas_config', '?')}, kernel "
       f"{c.get('openblas_corename', '?')}).")
     w(f"- PyTorch: torch {tm.get('torch_version', '?')} from pip (CPU execution; {', '.join(blas) or '?'}, "
       f"oneDNN {tm.get('torch_mkldnn', '?')}, CPU capability {tm.get('torch_cpu_capability', '?')}), "
       f"Python {tm.get('python', '?')}.")
     w(f"- Threads: OpenBLAS's default is {run.get('default_threads', '?')} on this machine; each row runs "
-      f"flowvar with OPENBLAS_NUM_THREADS = n and torch with torch.set_num_threads(n) (and "
-      f"OPENBLAS_NUM_THREADS = n).")
+      f"flowvar with OPENBLAS_NUM_THREADS = n (its training threads and OpenBLAS's) and torch with "
+      f"torch.set_num_threads(n) (and OPENBLAS_NUM_THREADS = n).")
     w(f"- Work: MLP 51 -> 256 -> 256 -> 256 -> 50 (SiLU, {c.get('params', '?')} parameters), batch "
       f"{c.get('batch', '?')}, Adam lr 1e-3; {c.get('reps', '?')} timed repetitions of {c.get('steps', '?')} "
       f"steps per program run after {c.get('warmup', '?')} warm-up steps, "
       f"{len(steps.get(('flowvar', threads[0]), [])) // max(1, int(c.get('reps', 1)))} rounds. "
       f"FLOPs per step (forward + backward GEMMs): {flops / 1e6:.1f} M.")
+    w(f"- Targets (issue 16): flowvar / torch at least {TARGET_DEFAULT[2]:.1f}x (default Adam) and "
+      f"{TARGET_FUSED[2]:.1f}x (fused Adam) with 2 threads, at least {TARGET_DEFAULT[1]:.1f}x with 1 thread; "
+      f"flowvar's step at most {FLOOR_MAX:.0f}x its GEMM floor (the step's own sgemm calls back to back, "
+      f"measured in the same process).")
     w()
-    w("| threads | flowvar steps/s (fv_cfm_train) | torch steps/s (Adam default) | flowvar / torch | target >= 3x "
-      "| torch steps/s (Adam fused=True) | flowvar / torch fused |")
-    w("|---:|---:|---:|---:|:---|---:|---:|")
+    w("| threads | flowvar steps/s (fv_cfm_train) | torch steps/s (Adam default) | flowvar / torch | target "
+      "| torch steps/s (Adam fused=True) | flowvar / torch fused | target | GEMM floor per step "
+      "| flowvar per step | step / floor | target |")
+    w("|---:|---:|---:|---:|:---|---:|---:|:---|---:|---:|---:|:---|")
     for th in threads:
         f, flo, fhi = rate("flowvar", th)
         t, tlo, thi = rate("torch", th)
         tf, tflo, tfhi = rate("torch_fused", th)
         if f is None or t is None:
             continue
-        ratio = f / t
-        w(f"| {th} | {f:.0f} ({flo:.0f}-{fhi:.0f}) | {t:.0f} ({tlo:.0f}-{thi:.0f}) | {ratio:.2f}x | "
-          f"**{'yes' if ratio >= 3 else 'NO'}** | "
-          + (f"{tf:.0f} ({tflo:.0f}-{tfhi:.0f}) | {f / tf:.2f}x |" if tf else "- | - |"))
+        sl, _ = gemm(th, "step_gemms")
+        floor_ms = flops / sl / 1e6
+        step_ms = 1e3 / f
+        w(f"| {th} | {f:.0f} ({flo:.0f}-{fhi:.0f}) | {t:.0f} ({tlo:.0f}-{thi:.0f}) | {f / t:.2f}x | "
+          f"{verdict(f / t, TARGET_DEFAULT.get(th))} | "
+          + (f"{tf:.0f} ({tflo:.0f}-{tfhi:.0f}) | {f / tf:.2f}x | {verdict(f / tf, TARGET_FUSED.get(th))} | "
+             if tf else "- | - | - | ")
+          + f"{floor_ms:.2f} ms | {step_ms:.2f} ms | {step_ms / floor_ms:.2f}x | "
+          f"{verdict(FLOOR_MAX / (step_ms / floor_ms), 1.0, f'<= {FLOOR_MAX:.0f}x')} |")
     w()
     w("Achieved rate: the step's GEMM FLOPs over flowvar's time per step, against OpenBLAS sgemm measured in "
       "the same process (median of the runs; the best in brackets): a large square product, the MLP's "
@@ -160,7 +183,8 @@ def main():
     w()
     w("The same step written out with each phase timed (bench_train.c, `phases`): fv_cfm_pairs (x0 ~ N(0, I), "
       "x1 ~ N(mu, M)), fv_cfm_interpolate (t, x_t, u), the network's forward, the loss, the backward, "
-      "and the Adam update. ms per step (share of their sum):")
+      "and the Adam update; the pairs, forward, backward and update run on flowvar's threads (src/nn/par.h), "
+      "the interpolant and the loss on one. ms per step (share of their sum):")
     w()
     names = ["pairs", "interpolate", "forward", "loss", "backward", "update"]
     w("| threads | " + " | ".join(names) + " | sum | measured step (phases loop) |")
@@ -173,12 +197,15 @@ def main():
         w(f"| {th} | " + " | ".join(f"{x * 1e3:.3f} ({x / tot:.0%})" for x in v) +
           f" | {tot * 1e3:.3f} | {measured} |")
     w()
-    w("Forward and backward replayed with mlp.h's layer functions, each kind of call timed on its own, and "
-      "the update split into the gradient norm (fv_grad_norm; the update computes it even without clipping) "
-      "and the rest of the Adam step. ms per step:")
+    w("Forward and backward replayed with mlp.h's public layer functions on the whole batch, one call at a "
+      "time, each kind timed on its own (the products on OpenBLAS's threads, the elementwise loops on one "
+      "thread; the threaded step fuses the bias into the activation and splits both over its threads, so "
+      "this shows what each kind of work costs, not the step's schedule), and the update: the "
+      "gradient norm alone (fv_grad_norm) and the whole update (fv_adam_step, the norm fused into its pass). "
+      "ms per step:")
     w()
     lnames = ["input_assembly", "linear_forward", "act_forward", "linear_backward", "act_backward", "grad_norm",
-              "adam_rest"]
+              "adam_step"]
     w("| threads | " + " | ".join(n.replace("_", " ") for n in lnames) + " | GEMMs alone (floor) |")
     w("|---:|" + "---:|" * (len(lnames) + 1))
     for th in threads:

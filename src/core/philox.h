@@ -49,14 +49,19 @@ FV_HD fv_philox_ctr fv_philox_block(uint64_t seed, uint64_t stream, uint64_t blo
     return fv_philox4x32_10(c, k);
 }
 
-/* Two independent standard normals (Box-Muller) from one Philox block. */
-FV_HD void fv_philox_normal2(uint64_t seed, uint64_t stream, uint64_t block, double *z0, double *z1)
+/* Two independent standard normals (Box-Muller) from the words of one Philox block. */
+FV_HD void fv_philox_box_muller(fv_philox_ctr r, double *z0, double *z1)
 {
-    fv_philox_ctr r = fv_philox_block(seed, stream, block);
     double u1 = fv_philox_u01(r.v[0], r.v[1]), u2 = fv_philox_u01(r.v[2], r.v[3]);
     double rad = sqrt(-2.0 * log(u1)), ang = 6.283185307179586476925 * u2;
     *z0 = rad * cos(ang);
     *z1 = rad * sin(ang);
+}
+
+/* Two independent standard normals from block number `block` of a stream. */
+FV_HD void fv_philox_normal2(uint64_t seed, uint64_t stream, uint64_t block, double *z0, double *z1)
+{
+    fv_philox_box_muller(fv_philox_block(seed, stream, block), z0, z1);
 }
 
 #endif

@@ -18,6 +18,11 @@ fv_rng fv_rng_make(uint64_t seed, uint64_t stream);
 /* Fill out[0..n) with standard normals and advance the stream by ceil(n/2) blocks. */
 void fv_rng_normal(fv_rng *r, size_t n, double *out);
 
+/* The normals number first .. first + n - 1 of r's stream, counted from its position, into out[0..n)
+ * without moving r: first must be even (a whole Philox block). fv_rng_normal's numbers, so that threads
+ * can each draw their part of one call's. */
+void fv_rng_normal_at(const fv_rng *r, size_t first, size_t n, double *out);
+
 /* Fill out[0..n) with uniforms in (0, 1) and advance the stream by n blocks. */
 void fv_rng_uniform(fv_rng *r, size_t n, double *out);
 

@@ -6,6 +6,7 @@
 #include "core/progress.h"
 #include "core/rng.h"
 #include "nn/checkpoint.h"
+#include "nn/par.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -93,29 +94,53 @@ void fv_cfm_data_free(fv_cfm_data *D)
     memset(D, 0, sizeof *D);
 }
 
+typedef struct {
+    const fv_cfm_data *D;
+    const double *mean, *root;
+    int identity;
+    size_t n;
+    const fv_rng *r;
+    double *X;
+} sample_ctx;
+
+/* One thread's rows of sample_rooted: row boundaries even, so that every thread's first normal starts
+ * a Philox block (fv_rng_normal_at) whatever d is. */
+static void sample_rows(void *arg, int tid, int nt)
+{
+    const sample_ctx *c = arg;
+    size_t d = c->D->d, r0, r1;
+    fv_par_range(c->n, 2, tid, nt, &r0, &r1);
+    if (r0 == r1)
+        return;
+    size_t rows = r1 - r0;
+    double *X = c->X + r0 * d, *z = c->identity ? X : c->D->z + r0 * d;
+    fv_rng_normal_at(c->r, r0 * d, rows * d, z);
+    if (c->identity)
+        return;
+    for (size_t i = 0; i < rows; i++)
+        memcpy(X + i * d, c->mean, d * sizeof *X);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d, (int)d, 1.0, z, (int)d, c->root, (int)d,
+                1.0, X, (int)d);
+}
+
 /* n samples of N(mean, root root^T) into X (n x d): exactly fv_gaussian_sample's draws and arithmetic
- * (same normals, same dgemm) with the square root taken once by fv_cfm_data_init. With `identity`
- * (mean 0, root I) X is the normals: what the product would give, bit for bit. */
+ * (same normals, same dgemm) with the square root taken once by fv_cfm_data_init, the rows split over
+ * the training threads (par.h). With `identity` (mean 0, root I) X is the normals: what the product
+ * would give, bit for bit. */
 static int sample_rooted(fv_cfm_data *D, const double *mean, const double *root, int identity, size_t n, fv_rng *r,
                          double *X)
 {
     size_t d = D->d;
-    if (identity) {
-        fv_rng_normal(r, n * d, X);
-        return FV_OK;
-    }
-    if (n * d > D->zcap) {
+    if (!identity && n * d > D->zcap) {
         double *z = realloc(D->z, n * d * sizeof *z);
         if (!z)
             return fv_error(FV_ENOMEM, "out of memory sampling %zu points", n);
         D->z = z;
         D->zcap = n * d;
     }
-    fv_rng_normal(r, n * d, D->z);
-    for (size_t i = 0; i < n; i++)
-        memcpy(X + i * d, mean, d * sizeof *X);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)d, (int)d, 1.0, D->z, (int)d, root, (int)d, 1.0,
-                X, (int)d);
+    sample_ctx c = {D, mean, root, identity, n, r, X};
+    fv_par_run(sample_rows, &c);
+    r->pos += (n * d + 1) / 2;
     return FV_OK;
 }
 

@@ -7,6 +7,7 @@
 #include "core/rng.h"
 #include "core/size.h"
 #include "nn/nn_math.h"
+#include "nn/par.h"
 
 #include <assert.h>
 #include <cblas.h>
@@ -214,24 +215,36 @@ void fv_linear_forward(float *out, const float *in, const float *W, const float 
                 (int)nin, b ? 1.0f : 0.0f, out, (int)nout);
 }
 
+/* Layer l's weight and bias gradients for output units [j0, j1): they sum over every row of dcur. */
+static void weight_grads(float *dW, float *db, const float *dcur, const float *in, size_t B, size_t nin, size_t nout,
+                         size_t j0, size_t j1)
+{
+    if (j0 == j1)
+        return;
+    /* dW rows j0..j1 (nout x nin) = dout^T (nout x B) in (B x nin): the sum over rows of delta_i a_i^T. */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(j1 - j0), (int)nin, (int)B, 1.0f, dcur + j0,
+                (int)nout, in, (int)nin, 0.0f, dW + j0 * nin, (int)nin);
+    if (!db)
+        return;
+    memset(db + j0, 0, (j1 - j0) * sizeof(float));
+    for (size_t i = 0; i < B; i++)
+        for (size_t j = j0; j < j1; j++)
+            db[j] += dcur[i * nout + j];
+}
+
+/* dinp (B x nin) = dout (B x nout) W (nout x nin). */
+static void input_grad(float *dinp, const float *dout, const float *W, size_t B, size_t nin, size_t nout)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)nin, (int)nout, 1.0f, dout, (int)nout, W,
+                (int)nin, 0.0f, dinp, (int)nin);
+}
+
 void fv_linear_backward(float *dinp, float *dW, float *db, const float *dout, const float *in, const float *W,
                         size_t B, size_t nin, size_t nout)
 {
-    /* dW (nout x nin) = dout^T (nout x B) in (B x nin): the sum over rows of delta_i a_i^T. */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nout, (int)nin, (int)B, 1.0f, dout, (int)nout, in,
-                (int)nin, 0.0f, dW, (int)nin);
-    if (db) {
-        memset(db, 0, nout * sizeof(float));
-        for (size_t i = 0; i < B; i++) {
-            const float *row = dout + i * nout;
-            for (size_t j = 0; j < nout; j++)
-                db[j] += row[j];
-        }
-    }
-    /* dinp (B x nin) = dout (B x nout) W (nout x nin). */
+    weight_grads(dW, db, dout, in, B, nin, nout, 0, nout);
     if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)nin, (int)nout, 1.0f, dout,
-                    (int)nout, W, (int)nin, 0.0f, dinp, (int)nin);
+        input_grad(dinp, dout, W, B, nin, nout);
 }
 
 /* One loop per activation with a constant code, so the switch inside fv_act_fwd / fv_act_deriv folds
@@ -242,7 +255,7 @@ void fv_linear_backward(float *dinp, float *dW, float *db, const float *dout, co
             BODY;                                                                                              \
         break
 
-void fv_act_forward(float *post, const float *pre, size_t n, fv_act act)
+FV_SIMD_CLONES void fv_act_forward(float *post, const float *pre, size_t n, fv_act act)
 {
     switch (act) {
         ACT_LOOP(FV_ACT_SILU, post[i] = fv_act_fwd(FV_NNM_SILU, pre[i]));
@@ -252,7 +265,8 @@ void fv_act_forward(float *post, const float *pre, size_t n, fv_act act)
     }
 }
 
-void fv_act_backward(float *dinp, const float *dout, const float *pre, const float *post, size_t n, fv_act act)
+FV_SIMD_CLONES void fv_act_backward(float *dinp, const float *dout, const float *pre, const float *post, size_t n,
+                                    fv_act act)
 {
     switch (act) {
         ACT_LOOP(FV_ACT_SILU, dinp[i] = dout[i] * fv_act_deriv(FV_NNM_SILU, pre[i], post[i]));
@@ -293,19 +307,66 @@ void fv_mlp_input(const fv_mlp *m, float *in, const float *x, const float *t, si
 
 /* ---- network --------------------------------------------------------------------------------- */
 
+/* pre (rows x n) += b in every row, then post = act(pre): the bias and the activation in one pass. */
+#define BIAS_ACT_LOOP(A)                                                                                       \
+    case A:                                                                                                    \
+        for (size_t i = 0; i < rows; i++)                                                                      \
+            for (size_t j = 0; j < n; j++) {                                                                   \
+                float z = pre[i * n + j] + b[j];                                                               \
+                pre[i * n + j] = z;                                                                            \
+                post[i * n + j] = fv_act_fwd(A, z);                                                            \
+            }                                                                                                  \
+        break
+
+FV_SIMD_CLONES static void bias_act(float *restrict post, float *restrict pre, const float *restrict b, size_t rows,
+                                    size_t n, fv_act act)
+{
+    switch (act) {
+        BIAS_ACT_LOOP(FV_NNM_SILU);
+        BIAS_ACT_LOOP(FV_NNM_SELU);
+        BIAS_ACT_LOOP(FV_NNM_RELU);
+        BIAS_ACT_LOOP(FV_NNM_TANH);
+    }
+}
+#undef BIAS_ACT_LOOP
+
+typedef struct {
+    const fv_mlp *m;
+    size_t B;
+    const float *x, *t;
+    float *out;
+    fv_mlp_acts *a;
+} forward_ctx;
+
+/* One thread's rows through the whole network: rows never meet in the forward pass, so the threads
+ * need no synchronisation until the end. */
+static void forward_rows(void *arg, int tid, int nt)
+{
+    const forward_ctx *c = arg;
+    const fv_mlp *m = c->m;
+    fv_mlp_acts *a = c->a;
+    size_t r0, r1, L = m->nlayers, d = m->cfg.d;
+    fv_par_range(c->B, 1, tid, nt, &r0, &r1);
+    if (r0 == r1)
+        return;
+    size_t rows = r1 - r0;
+    fv_mlp_input(m, a->input + r0 * m->in[0], c->x + r0 * d, c->t + r0, rows);
+    const float *h = a->input + r0 * m->in[0];
+    for (size_t l = 0; l + 1 < L; l++) {
+        float *pre = a->pre[l] + r0 * m->out[l], *post = a->post[l] + r0 * m->out[l];
+        fv_linear_forward(pre, h, m->W[l], NULL, rows, m->in[l], m->out[l]);
+        bias_act(post, pre, m->b[l], rows, m->out[l], m->cfg.act);
+        h = post;
+    }
+    fv_linear_forward(c->out + r0 * d, h, m->W[L - 1], m->b[L - 1], rows, m->in[L - 1], m->out[L - 1]);
+}
+
 void fv_mlp_forward(const fv_mlp *m, size_t B, const float *x, const float *t, float *out, fv_mlp_acts *a)
 {
     assert(B >= 1 && B <= a->B && a->nlayers == m->nlayers);
     a->rows = B;
-    fv_mlp_input(m, a->input, x, t, B);
-    const float *h = a->input;
-    size_t L = m->nlayers;
-    for (size_t l = 0; l + 1 < L; l++) {
-        fv_linear_forward(a->pre[l], h, m->W[l], m->b[l], B, m->in[l], m->out[l]);
-        fv_act_forward(a->post[l], a->pre[l], B * m->out[l], m->cfg.act);
-        h = a->post[l];
-    }
-    fv_linear_forward(out, h, m->W[L - 1], m->b[L - 1], B, m->in[L - 1], m->out[L - 1]);
+    forward_ctx c = {m, B, x, t, out, a};
+    fv_par_run(forward_rows, &c);
 }
 
 /* sq[i] += |delta_i|^2 (|a_i|^2 + 1): row i's weight gradient delta_i a_i^T plus its bias gradient delta_i. */
@@ -328,27 +389,58 @@ static void add_row_sqnorms(float *sq, float *asq, const float *delta, const flo
     }
 }
 
-void fv_mlp_backward(const fv_mlp *m, size_t B, const float *dout, float *grads, float *sqnorm, fv_mlp_acts *a)
-{
-    assert(B == a->rows && a->nlayers == m->nlayers);
+typedef struct {
+    const fv_mlp *m;
+    size_t B;
+    const float *dout;
+    float *sqnorm;
+    fv_mlp_acts *a;
     float *gW[FV_MLP_MAX_LAYERS], *gb[FV_MLP_MAX_LAYERS];
-    fv_mlp_views(m, grads, gW, gb);
-    if (sqnorm)
-        memset(sqnorm, 0, B * sizeof(float));
-    const float *dcur = dout; /* dL/d(pre-activation) of layer l, B x out[l] */
+} backward_ctx;
+
+/* Each layer in two splits: its weight gradient by output units (a sum over all rows), then the rows'
+ * own work (the gradient flowing to the layer's input, the activation's derivative, the per-row
+ * norms); a barrier before the next layer, whose weight gradient reads every row of that input
+ * gradient. */
+static void backward_part(void *arg, int tid, int nt)
+{
+    const backward_ctx *c = arg;
+    const fv_mlp *m = c->m;
+    fv_mlp_acts *a = c->a;
+    size_t B = c->B, r0, r1;
+    fv_par_range(B, 1, tid, nt, &r0, &r1);
+    size_t rows = r1 - r0;
+    if (c->sqnorm && rows)
+        memset(c->sqnorm + r0, 0, rows * sizeof(float));
+    const float *dcur = c->dout; /* dL/d(pre-activation) of layer l, B x out[l] */
     int buf = 0;
     for (size_t l = m->nlayers; l-- > 0;) {
+        size_t nin = m->in[l], nout = m->out[l], j0, j1;
         const float *in = l ? a->post[l - 1] : a->input;
-        float *dinp = l ? a->delta[buf] : NULL; /* the network input needs no gradient */
-        fv_linear_backward(dinp, gW[l], gb[l], dcur, in, m->W[l], B, m->in[l], m->out[l]);
-        if (sqnorm)
-            add_row_sqnorms(sqnorm, a->rowsq, dcur, in, B, m->in[l], m->out[l]);
-        if (l) {
-            fv_act_backward(dinp, dinp, a->pre[l - 1], a->post[l - 1], B * m->out[l - 1], m->cfg.act);
+        fv_par_range(nout, 1, tid, nt, &j0, &j1);
+        weight_grads(c->gW[l], c->gb[l], dcur, in, B, nin, nout, j0, j1);
+        if (c->sqnorm && rows)
+            add_row_sqnorms(c->sqnorm + r0, a->rowsq + r0, dcur + r0 * nout, in + r0 * nin, rows, nin, nout);
+        if (l) { /* the network input needs no gradient */
+            float *dinp = a->delta[buf];
+            if (rows) {
+                input_grad(dinp + r0 * nin, dcur + r0 * nout, m->W[l], rows, nin, nout);
+                fv_act_backward(dinp + r0 * nin, dinp + r0 * nin, a->pre[l - 1] + r0 * nin,
+                                a->post[l - 1] + r0 * nin, rows * nin, m->cfg.act);
+            }
+            fv_par_barrier();
             dcur = dinp;
             buf ^= 1;
         }
     }
+}
+
+void fv_mlp_backward(const fv_mlp *m, size_t B, const float *dout, float *grads, float *sqnorm, fv_mlp_acts *a)
+{
+    assert(B == a->rows && a->nlayers == m->nlayers);
+    backward_ctx c = {m, B, dout, sqnorm, a, {0}, {0}};
+    fv_mlp_views(m, grads, c.gW, c.gb);
+    fv_par_run(backward_part, &c);
 }
 
 float fv_mse_loss(size_t n, const float *v, const float *u, float *dout)

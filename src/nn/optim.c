@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "nn/nn_math.h"
+#include "nn/par.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -75,30 +76,71 @@ double fv_adam_lr(const fv_adam_config *c, uint64_t k)
     return lr;
 }
 
-float fv_grad_norm(size_t n, const float *g)
+/* The parameter vector in NCHUNK fixed chunks (of a multiple of 16 floats): the norm sums each chunk on
+ * its own and then the chunks in order, so it does not depend on which thread took which chunk. */
+#define NCHUNK 64
+
+static void chunk_range(size_t n, size_t k, size_t *lo, size_t *hi)
+{
+    fv_par_range(n, 16, (int)k, NCHUNK, lo, hi);
+}
+
+/* sum g[i]^2 in double, in eight interleaved partial sums (so that it vectorizes in a fixed order). */
+FV_SIMD_CLONES static double sumsq(size_t n, const float *restrict g)
+{
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (size_t k = 0; k < 8; k++)
+            acc[k] += (double)g[i + k] * g[i + k];
+    for (; i < n; i++)
+        acc[i % 8] += (double)g[i] * g[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+static float norm_of_chunks(const double *part)
 {
     double s = 0.0;
-    for (size_t i = 0; i < n; i++)
-        s += (double)g[i] * g[i];
+    for (size_t k = 0; k < NCHUNK; k++)
+        s += part[k];
     return (float)sqrt(s);
+}
+
+float fv_grad_norm(size_t n, const float *g)
+{
+    double part[NCHUNK];
+    for (size_t k = 0; k < NCHUNK; k++) {
+        size_t lo, hi;
+        chunk_range(n, k, &lo, &hi);
+        part[k] = sumsq(hi - lo, g + lo);
+    }
+    return norm_of_chunks(part);
+}
+
+/* torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to <= 1, in float32; 1 when not clipping. */
+static float clip_coef(float norm, float clip)
+{
+    float coef = clip > 0.0f ? clip / (norm + 1e-6f) : 1.0f;
+    return coef < 1.0f ? coef : 1.0f;
+}
+
+FV_SIMD_CLONES static void scale(size_t n, float *restrict g, float coef)
+{
+    for (size_t i = 0; i < n; i++)
+        g[i] *= coef;
 }
 
 float fv_clip_grad_norm(size_t n, float *g, float clip)
 {
-    float norm = fv_grad_norm(n, g);
-    if (clip > 0.0f) {
-        /* torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to <= 1, in float32. */
-        float coef = clip / (norm + 1e-6f);
-        if (coef < 1.0f)
-            for (size_t i = 0; i < n; i++)
-                g[i] *= coef;
-    }
+    float norm = fv_grad_norm(n, g), coef = clip_coef(norm, clip);
+    if (coef < 1.0f)
+        scale(n, g, coef);
     return norm;
 }
 
-void fv_adam_update(size_t n, float *restrict p, float *restrict m, float *restrict v,
-                    const float *restrict g, float one_minus_b1, float b2, float one_minus_b2, float step_size,
-                    float bc2_sqrt, float eps)
+FV_SIMD_CLONES void fv_adam_update(size_t n, float *restrict p, float *restrict m, float *restrict v,
+                                   const float *restrict g, float one_minus_b1, float b2, float one_minus_b2,
+                                   float step_size, float bc2_sqrt, float eps)
 {
     /* Everything loop-invariant in locals and restrict pointers, so that gcc vectorizes the loop (with
      * the Makefile's vectorizer flags for src/nn; -fno-math-errno lets sqrtf become sqrtps, which is as
@@ -107,25 +149,68 @@ void fv_adam_update(size_t n, float *restrict p, float *restrict m, float *restr
         fv_adam_elem(&p[i], &m[i], &v[i], g[i], one_minus_b1, b2, one_minus_b2, step_size, bc2_sqrt, eps);
 }
 
+FV_SIMD_CLONES static void ema_update(size_t n, float *restrict ema, const float *restrict p, float decay, float omd)
+{
+    for (size_t i = 0; i < n; i++)
+        ema[i] = fv_ema_elem(ema[i], p[i], decay, omd);
+}
+
+typedef struct {
+    fv_adam *o;
+    float *p, *g;
+    float omb1, step_size, bc2_sqrt, omb2, decay, omd;
+    double part[NCHUNK]; /* each chunk's sum of squared gradients */
+} step_ctx;
+
+/* Adam, the gradient norm and the EMA in one pass over each chunk while it is in cache; with clipping
+ * the norm must be known first, so the chunks' sums come first and a barrier separates the passes. */
+static void step_chunks(void *arg, int tid, int nt)
+{
+    step_ctx *c = arg;
+    fv_adam *o = c->o;
+    float clip = o->c.clip;
+    size_t k0, k1;
+    fv_par_range(NCHUNK, 1, tid, nt, &k0, &k1);
+    if (clip > 0.0f) {
+        for (size_t k = k0; k < k1; k++) {
+            size_t lo, hi;
+            chunk_range(o->n, k, &lo, &hi);
+            c->part[k] = sumsq(hi - lo, c->g + lo);
+        }
+        fv_par_barrier();
+    }
+    float coef = clip > 0.0f ? clip_coef(norm_of_chunks(c->part), clip) : 1.0f;
+    for (size_t k = k0; k < k1; k++) {
+        size_t lo, hi;
+        chunk_range(o->n, k, &lo, &hi);
+        if (hi == lo)
+            continue;
+        if (clip > 0.0f && coef < 1.0f)
+            scale(hi - lo, c->g + lo, coef);
+        else if (clip <= 0.0f)
+            c->part[k] = sumsq(hi - lo, c->g + lo);
+        fv_adam_update(hi - lo, c->p + lo, o->m + lo, o->v + lo, c->g + lo, c->omb1, o->c.beta2, c->omb2,
+                       c->step_size, c->bc2_sqrt, o->c.eps);
+        if (o->ema)
+            ema_update(hi - lo, o->ema + lo, c->p + lo, c->decay, c->omd);
+    }
+}
+
 float fv_adam_step(fv_adam *o, float *restrict params, float *restrict grads)
 {
     const fv_adam_config *c = &o->c;
-    /* params, grads and the moments never alias */
-    float *restrict m = o->m, *restrict v = o->v;
-    float norm = fv_clip_grad_norm(o->n, grads, c->clip);
     uint64_t k = ++o->step;
     double b1 = c->beta1, b2 = c->beta2;
     double bc1 = 1.0 - pow(b1, (double)k), bc2 = 1.0 - pow(b2, (double)k);
-    float step_size = (float)(fv_adam_lr(c, k) / bc1);
-    float bc2_sqrt = (float)sqrt(bc2);
-    float omb1 = (float)(1.0 - b1), omb2 = (float)(1.0 - b2);
-    fv_adam_update(o->n, params, m, v, grads, omb1, c->beta2, omb2, step_size, bc2_sqrt, c->eps);
-    if (o->ema) {
-        float decay = c->ema_decay, omd = (float)(1.0 - (double)decay);
-        float *restrict ema = o->ema;
-        size_t n = o->n;
-        for (size_t i = 0; i < n; i++)
-            ema[i] = fv_ema_elem(ema[i], params[i], decay, omd);
-    }
-    return norm;
+    step_ctx s = {.o = o, .p = params, .g = grads};
+    s.step_size = (float)(fv_adam_lr(c, k) / bc1);
+    s.bc2_sqrt = (float)sqrt(bc2);
+    s.omb1 = (float)(1.0 - b1);
+    s.omb2 = (float)(1.0 - b2);
+    s.decay = c->ema_decay;
+    s.omd = (float)(1.0 - (double)c->ema_decay);
+    for (size_t i = 0; i < NCHUNK; i++)
+        s.part[i] = 0.0;
+    fv_par_run(step_chunks, &s);
+    return norm_of_chunks(s.part);
 }
