@@ -45,6 +45,19 @@ CUDA_INC := $(realpath $(dir $(NVCC))../include)
 $(BUILD)/tests/test_cuda_unet.o: CFLAGS += -isystem $(CUDA_INC)
 endif
 endif
+# MPI (data-parallel training, src/nn/dist.c) when Open MPI's pkg-config file or an mpicc is found;
+# `make MPI=0` builds without it. The fuzz build above never has it.
+ifneq ($(MPI),0)
+MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null || mpicc --showme:compile 2>/dev/null)
+MPI_LIBS := $(shell pkg-config --libs ompi-c 2>/dev/null || mpicc --showme:link 2>/dev/null)
+endif
+ifneq ($(MPI_LIBS),)
+CFLAGS += -DFV_HAVE_MPI
+LDLIBS += $(MPI_LIBS)
+$(BUILD)/src/nn/dist.o: CFLAGS += $(patsubst -I%,-isystem %,$(MPI_CFLAGS))
+else
+$(info flowvar: building without MPI (one process per training run); for mpirun: scripts/install-deps, then make)
+endif
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 

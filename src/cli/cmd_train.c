@@ -4,6 +4,7 @@
 #include "cli/run.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "nn/dist.h"
 
 #include <errno.h>
 #include <math.h>
@@ -76,8 +77,8 @@ static int write_loss(const fv_loss_log *log, const char *dir)
     return fv_cli_write_tsv(path, 3, names, log->n, log->rows);
 }
 
-/* A fresh run: refuse to overwrite an existing one, set everything up (every option validated), and
- * only then create the folder, so that a refused run leaves nothing behind. */
+/* A fresh run: refuse to overwrite an existing one and set everything up (every option validated);
+ * the folder comes after (make_folder), so that a refused run leaves nothing behind. */
 static int new_run(fv_run *r, const fv_args *a, const char *dir)
 {
     char path[4096];
@@ -93,15 +94,40 @@ static int new_run(fv_run *r, const fv_args *a, const char *dir)
     if (st || (st = fv_run_device(a, &r->device, &r->tf32)) || (st = fv_run_setup(r)) ||
         (st = check_train_numbers(&r->args)))
         return st;
+    return FV_OK;
+}
+
+static int make_folder(const fv_run *r, const char *dir)
+{
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return fv_error(FV_EIO, "%s: cannot create the run folder: %s", dir, strerror(errno));
     return write_pairs(r, dir);
+}
+
+/* The run set up on every rank of a data-parallel job (or this process alone): the options, the
+ * batch's split into shards, then every rank agreeing before rank 0 alone creates the folder. */
+static int set_up(fv_run *r, const fv_args *a, const char *dir, const fv_dist *g, int resume)
+{
+    size_t rows, row0;
+    int st;
+    if (resume) {
+        if (!(st = check_resume_args(a)))
+            st = fv_run_open(r, dir, fv_args_get(a, "steps"), a);
+    } else {
+        st = new_run(r, a, dir);
+    }
+    if (!st)
+        st = fv_dist_shard(g, r->batch, &rows, &row0);
+    if ((st = fv_dist_agree(g, st)) || resume)
+        return st;
+    return fv_dist_agree(g, g->rank == 0 ? make_folder(r, dir) : FV_OK);
 }
 
 int fv_cmd_train(int argc, char **argv)
 {
     fv_args a;
     fv_run r = {0};
+    fv_dist dist = {.size = 1};
     const char **keys = NULL, **values = NULL;
     size_t nmeta = 0;
     int st = fv_args_parse(&a, "train", usage, argc, argv, FV_PROBLEM_GROUPS, fv_train_opts_table, fv_device_opts,
@@ -111,22 +137,15 @@ int fv_cmd_train(int argc, char **argv)
     const char *dir = fv_args_get(&a, "out");
     if (!st && !dir)
         st = fv_error(FV_EINPUT, "--out DIR is required");
-    if (st)
-        goto done;
-    if (fv_args_flag(&a, "resume")) {
-        if (!(st = check_resume_args(&a)))
-            st = fv_run_open(&r, dir, fv_args_get(&a, "steps"), &a);
-    } else {
-        st = new_run(&r, &a, dir);
-    }
-    if (st)
+    if (st || (st = fv_dist_init(&dist)) || (st = set_up(&r, &a, dir, &dist, fv_args_flag(&a, "resume"))))
         goto done;
     char ckpt[4096];
     fv_run_checkpoint_path(dir, ckpt, sizeof ckpt);
     fv_train_opts o = {0};
     o.batch = r.batch;
     o.seed = r.seed;
-    o.checkpoint = ckpt;
+    o.checkpoint = dist.rank == 0 ? ckpt : NULL; /* the other ranks hold the same state */
+    o.dist = dist.joined ? &dist : NULL;
     if ((st = fv_args_size(&r.args, "steps", 2000, 1, &o.steps)) ||
         (st = fv_args_size(&r.args, "checkpoint-every", 500, 0, &o.checkpoint_every)) ||
         (st = fv_args_size(&r.args, "log-every", 10, 1, &o.log_every)) ||
@@ -140,12 +159,14 @@ int fv_cmd_train(int argc, char **argv)
                       (unsigned long long)r.step);
         goto done;
     }
-    if ((st = fv_cfm_train(&r.tr, &r.data, &o, &r.step, &r.log)) || (st = write_loss(&r.log, dir)))
+    if ((st = fv_cfm_train(&r.tr, &r.data, &o, &r.step, &r.log)) ||
+        (st = fv_dist_agree(&dist, dist.rank == 0 ? write_loss(&r.log, dir) : FV_OK)) || dist.rank != 0)
         goto done;
     printf("train: %llu steps, last logged loss %.6g, %zu parameters; checkpoint %s\n", (unsigned long long)r.step,
            r.log.n ? r.log.rows[3 * (r.log.n - 1) + 1] : NAN, r.tr.nparams, ckpt);
 done:
     fv_run_meta_free(nmeta, keys, values);
     fv_run_free(&r);
+    fv_dist_free(&dist);
     return st ? fv_cli_fail(st) : 0;
 }
