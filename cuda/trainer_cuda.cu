@@ -309,7 +309,7 @@ static int draw_pairs(fv_trainer *tr, fv_cfm_data *D, uint64_t seed, uint64_t st
 static int cuda_draw(fv_trainer *tr, struct fv_cfm_data *D, uint64_t seed, uint64_t step, double t_fixed, size_t B)
 {
     cuda_state *S = state_of(tr);
-    size_t d = tr->d, row0 = D->shard_row0, total = D->shard_batch ? D->shard_batch : B;
+    size_t d = tr->d, row0 = tr->shard_row0, total = tr->shard_batch ? tr->shard_batch : B;
     int st;
     if ((st = ensure_batch(tr, B)) || (st = ensure_data(tr, D)) || (st = draw_pairs(tr, D, seed, step, total, row0, B)))
         return st;

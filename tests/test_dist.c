@@ -167,8 +167,8 @@ Test(dist_shard, unet_shard_gradients_average_to_the_batch_gradient, .timeout = 
     cr_assert_eq(tr.ops->loss_grad(&tr, &loss, NULL), FV_OK, "%s", fv_last_error());
     memcpy(whole, tr.grads, tr.nparams * sizeof *whole);
     double mean_loss = 0.0;
-    D.shard_batch = B;
-    for (D.shard_row0 = 0; D.shard_row0 < B; D.shard_row0 += B / 2) {
+    tr.shard_batch = B;
+    for (tr.shard_row0 = 0; tr.shard_row0 < B; tr.shard_row0 += B / 2) {
         cr_assert_eq(tr.ops->draw(&tr, &D, 3, 9, -1.0, B / 2), FV_OK, "%s", fv_last_error());
         cr_assert_eq(tr.ops->loss_grad(&tr, &part, NULL), FV_OK, "%s", fv_last_error());
         for (size_t k = 0; k < tr.nparams; k++)

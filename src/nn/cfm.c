@@ -277,9 +277,9 @@ int fv_cfm_train(fv_trainer *tr, fv_cfm_data *D, const fv_train_opts *o, uint64_
     char status[64];
     int st = FV_OK, pending = 0, shown = !o->dist || o->dist->rank == 0; /* one progress line per job */
     size_t every = o->log_every ? o->log_every : 1, rows = o->batch;
-    if (o->dist && (st = fv_dist_shard(o->dist, o->batch, &rows, &D->shard_row0)))
+    if (o->dist && (st = fv_dist_shard(o->dist, o->batch, &rows, &tr->shard_row0)))
         return st;
-    D->shard_batch = o->dist ? o->batch : 0;
+    tr->shard_batch = o->dist ? o->batch : 0;
     if (shown)
         fv_progress_start(&bar, "train", o->steps > *step ? o->steps - *step : 0);
     /* A state is saved only once a forward pass from it gave a finite loss: the checkpoint of step k
@@ -322,7 +322,7 @@ int fv_cfm_train(fv_trainer *tr, fv_cfm_data *D, const fv_train_opts *o, uint64_
     }
     if (shown)
         fv_progress_end(&bar);
-    D->shard_row0 = D->shard_batch = 0;
+    tr->shard_row0 = tr->shard_batch = 0;
     return st;
 }
 

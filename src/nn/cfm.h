@@ -40,9 +40,6 @@ typedef struct fv_cfm_data {
                                at init, not per batch) */
     double *z;              /* scratch for zcap normals */
     size_t zcap;
-    size_t shard_row0, shard_batch; /* data parallel (nn/dist.h): a backend's draw of n rows takes rows
-                                       [shard_row0, shard_row0 + n) of the batch of shard_batch rows (set
-                                       by fv_cfm_train); 0, 0: the n rows are the whole batch */
 } fv_cfm_data;
 
 /* Prepare a data source, its scratch sized for batches of `cap` rows (grown on demand); `gmm` and

@@ -40,10 +40,10 @@ static int ensure_batch(fv_trainer *tr, size_t n)
 
 static int cpu_draw(fv_trainer *tr, struct fv_cfm_data *D, uint64_t seed, uint64_t step, double t_fixed, size_t B)
 {
-    size_t d = tr->d, row0 = D->shard_row0;
+    size_t d = tr->d, row0 = tr->shard_row0;
     int st = ensure_batch(tr, B);
     if (!st)
-        st = fv_cfm_pairs_rows(D, seed, step, D->shard_batch ? D->shard_batch : B, row0, B, tr->x0, tr->x0 + B * d);
+        st = fv_cfm_pairs_rows(D, seed, step, tr->shard_batch ? tr->shard_batch : B, row0, B, tr->x0, tr->x0 + B * d);
     if (st)
         return st;
     fv_cfm_interpolate_rows(D->p, seed, step, t_fixed, row0, B, d, tr->x0, tr->x0 + B * d, tr->xt, tr->t, tr->u);

@@ -61,6 +61,9 @@ struct fv_trainer {
     fv_unet_acts uacts;     /* U-Net: activations for up to `cap` rows */
     uint64_t batch_seed, batch_step; /* of the drawn batch: the U-Net's dropout masks follow them */
     size_t batch_row0; /* and its first row's place in its step's whole batch (a rank's shard, nn/dist.h) */
+    size_t shard_row0, shard_batch; /* data parallel (nn/dist.h): draw's B rows are rows [shard_row0,
+                                       shard_row0 + B) of the step's batch of shard_batch rows (set by
+                                       fv_cfm_train); 0, 0: the B rows are the whole batch */
     fv_adam opt;
     float *grads;     /* nparams, then FV_GRAD_TAIL floats that nn/dist.c reduces with them */
     float *row_grads; /* U-Net: one row's gradient, for per-sample norms (allocated on first use) */
