@@ -3,7 +3,8 @@
  * gradients (dropout masks included) average to the batch gradient. Suite dist, the binary under
  * `mpirun --oversubscribe` (skipped, with a SKIP line, where flowvar was built without MPI or mpirun
  * is missing): 2 ranks against 1 process, resume across rank counts, a batch the ranks cannot split,
- * and a rank killed mid-run. The binary is $FLOWVAR (set by `make test`), else build/flowvar. */
+ * and a rank killed mid-run. Suite cuda_dist, on a GPU only: one rank through NCCL against the plain
+ * CUDA trainer. The binary is $FLOWVAR (set by `make test`), else build/flowvar. */
 #include <criterion/criterion.h>
 
 #include "core/error.h"
@@ -456,4 +457,18 @@ Test(dist, unet_on_two_ranks_trains_as_one_process, .timeout = 300)
     cr_assert_eq(train(0, "u1", net), 0, "one process: %s", err_text);
     cr_assert_eq(train(2, "u2", net), 0, "two ranks: %s", err_text);
     expect_logs_agree("u2", "u1", 1e-5);
+}
+
+/* GPU (scripts/gpu-check runs the cuda* suites): one rank under mpirun trains through the NCCL
+ * reduction, the same code path as many, and must end where the plain CUDA trainer does (one rank's
+ * average is its own gradient; the tolerance only allows for cuBLAS choosing other kernels). */
+TestSuite(cuda_dist, .init = setup, .fini = teardown);
+
+Test(cuda_dist, one_rank_through_nccl_trains_as_the_plain_cuda_trainer, .timeout = 300)
+{
+    th_need_gpu();
+    need_mpi();
+    cr_assert_eq(train(0, "plain", MLP " --steps 100 --device cuda"), 0, "plain CUDA run: %s", err_text);
+    cr_assert_eq(train(1, "nccl", MLP " --steps 100 --device cuda"), 0, "one rank under mpirun: %s", err_text);
+    expect_runs_agree("nccl", "plain", 1e-6);
 }
