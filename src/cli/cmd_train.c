@@ -146,19 +146,17 @@ int fv_cmd_train(int argc, char **argv)
     o.seed = r.seed;
     o.checkpoint = dist.rank == 0 ? ckpt : NULL; /* the other ranks hold the same state */
     o.dist = dist.joined ? &dist : NULL;
-    if ((st = fv_args_size(&r.args, "steps", 2000, 1, &o.steps)) ||
-        (st = fv_args_size(&r.args, "checkpoint-every", 500, 0, &o.checkpoint_every)) ||
-        (st = fv_args_size(&r.args, "log-every", 10, 1, &o.log_every)) ||
-        (st = fv_run_meta(&r, &nmeta, &keys, &values)))
+    if (!(st = fv_args_size(&r.args, "steps", 2000, 1, &o.steps)) &&
+        !(st = fv_args_size(&r.args, "checkpoint-every", 500, 0, &o.checkpoint_every)) &&
+        !(st = fv_args_size(&r.args, "log-every", 10, 1, &o.log_every)) &&
+        !(st = fv_run_meta(&r, &nmeta, &keys, &values)) && r.step >= o.steps)
+        st = fv_error(FV_EINPUT, "the run is already at step %llu; ask for more --steps to continue it",
+                      (unsigned long long)r.step);
+    if ((st = fv_dist_agree(&dist, st))) /* no rank starts training without the others */
         goto done;
     o.nmeta = nmeta;
     o.meta_keys = keys;
     o.meta_values = values;
-    if (r.step >= o.steps) {
-        st = fv_error(FV_EINPUT, "the run is already at step %llu; ask for more --steps to continue it",
-                      (unsigned long long)r.step);
-        goto done;
-    }
     if ((st = fv_cfm_train(&r.tr, &r.data, &o, &r.step, &r.log)) ||
         (st = fv_dist_agree(&dist, dist.rank == 0 ? write_loss(&r.log, dir) : FV_OK)) || dist.rank != 0)
         goto done;
