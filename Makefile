@@ -46,6 +46,19 @@ CUDA_INC := $(realpath $(dir $(NVCC))../include)
 $(BUILD)/tests/test_cuda_unet.o: CFLAGS += -isystem $(CUDA_INC)
 endif
 endif
+# MPI (data-parallel training, src/nn/dist.c) when Open MPI's pkg-config file or an mpicc is found;
+# `make MPI=0` builds without it. The fuzz build above never has it.
+ifneq ($(MPI),0)
+MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null || mpicc --showme:compile 2>/dev/null)
+MPI_LIBS := $(shell pkg-config --libs ompi-c 2>/dev/null || mpicc --showme:link 2>/dev/null)
+endif
+ifneq ($(MPI_LIBS),)
+CFLAGS += -DFV_HAVE_MPI
+LDLIBS += $(MPI_LIBS)
+$(BUILD)/src/nn/dist.o: CFLAGS += $(patsubst -I%,-isystem %,$(MPI_CFLAGS))
+else
+$(info flowvar: building without MPI (one process per training run); for mpirun: scripts/install-deps, then make)
+endif
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
@@ -101,10 +114,12 @@ deps-check:
 
 # The Criterion suites run again under ASan+UBSan in `make test`: every parser (io, safetensors, data),
 # every command's error paths and the kill test (cli; less its two longest image runs), import (less gap's
-# Gaussian fit of 3072-pixel images), checkpoints and training (cfm, mlp, optim), the finite-data engine
-# and copies (empirical, copies), and the memory-heavy layers (unet, unet_layers); the purely numerical
-# suites (field, variance*, unet_train, cuda*) run on the normal build only, to keep `make test` short.
-SAN_SUITES := @(@(io|safetensors|data|cfm|mlp|optim|par|rng|linalg|gmm|kernel|unet|unet_layers|unet_fast|empirical|copies)/*|cli/!(image_runs_gap_samples_and_gradient_variance|memorize_tables_on_fashion_mnist_pairs)|import/!(unet_gap_and_gradvar_run))
+# Gaussian fit of 3072-pixel images), checkpoints and training (cfm, mlp, optim, par, the shards of
+# dist_shard), the finite-data engine and copies (empirical, copies), and the memory-heavy layers (unet,
+# unet_layers, unet_fast); the purely numerical suites (field, variance*, unet_train, cuda*) run on the
+# normal build only, to keep `make test` short, and so do the mpirun runs (dist: Open MPI's own
+# allocations at exit would read as leaks).
+SAN_SUITES := @(@(io|safetensors|data|cfm|mlp|optim|par|rng|linalg|gmm|kernel|unet|unet_layers|unet_fast|empirical|copies|dist_shard)/*|cli/!(image_runs_gap_samples_and_gradient_variance|memorize_tables_on_fashion_mnist_pairs)|import/!(unet_gap_and_gradvar_run))
 
 # `make test` (what CI runs) is four stages, the Criterion suite last so that its Synthesis line
 # closes the output: (1) fuzz-check, every fuzz harness on its regressions, then FUZZ_CHECK_SECONDS

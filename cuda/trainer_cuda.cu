@@ -9,7 +9,16 @@
 extern "C" {
 #include "core/philox.h"
 #include "gaussian/noise.h"
+#include "nn/dist.h"
 }
+
+#include <dlfcn.h>
+/* NCCL for data-parallel runs (nn/dist.h) where its header is present; its library is loaded when a
+ * job first reduces, not linked, so that flowvar starts on machines without it. */
+#if __has_include(<nccl.h>)
+#include <nccl.h>
+#define FV_HAVE_NCCL 1
+#endif
 
 /* Philox streams of one step, as in cfm.c. */
 #define STREAM_PAIRS(step) (2 * (step))
@@ -18,7 +27,8 @@ extern "C" {
 typedef struct {
     cublasHandle_t h;
     cudaStream_t s;
-    float *mem;                         /* params | m | v | grads | ema (ema only with an EMA) */
+    float *mem;                         /* params | m | v | ema | grads (ema only with an EMA), then
+                                           FV_GRAD_TAIL floats reduced with the gradient (nn/dist.c) */
     float *params, *m, *v, *grads, *ema;
     fv_cuda_acts acts;                  /* MLP: for `cap` rows */
     fv_cuda_unet_acts uacts;            /* U-Net: for `cap` images */
@@ -40,15 +50,16 @@ static cuda_state *state_of(fv_trainer *tr) { return (cuda_state *)tr->dev; }
 
 /* ---- batches on the device ---------------------------------------------------------------------- */
 
-/* z[k] = the k-th normal of the stream from block pos0 on (fv_rng_normal: two per block). */
-__global__ void k_normals(double *z, size_t n, uint64_t seed, uint64_t stream, uint64_t pos0)
+/* z[k] = normal k0 + k of the stream from block pos0 on (fv_rng_normal: two per block). */
+__global__ void k_normals(double *z, size_t n, uint64_t seed, uint64_t stream, uint64_t pos0, size_t k0)
 {
     size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (k >= n)
         return;
     double z0, z1;
-    fv_philox_normal2(seed, stream, pos0 + k / 2, &z0, &z1);
-    z[k] = (k & 1) ? z1 : z0;
+    size_t g = k0 + k;
+    fv_philox_normal2(seed, stream, pos0 + g / 2, &z0, &z1);
+    z[k] = (g & 1) ? z1 : z0;
 }
 
 /* X (n x d) = rows of mean, minus `sub` (per column) when sub is not NULL: X = x - sub otherwise. */
@@ -60,33 +71,34 @@ __global__ void k_rows(double *X, const double *x, const double *add, const doub
     X[i] = x ? x[i] - sub[i % d] : add[i % d];
 }
 
-/* Row i takes pair k = floor(u_i npairs), u_i the i-th uniform of the stream (fv_cfm_pairs, PAIRS). */
+/* Row i takes pair k = floor(u npairs), u the (row0 + i)-th uniform of the stream (fv_cfm_pairs, PAIRS). */
 __global__ void k_gather(double *x0, double *x1, const double *a, const double *b, size_t npairs, size_t B,
-                         size_t d, uint64_t seed, uint64_t stream)
+                         size_t d, uint64_t seed, uint64_t stream, size_t row0)
 {
     size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (e >= B * d)
         return;
     size_t i = e / d, j = e % d;
-    fv_philox_ctr c = fv_philox_block(seed, stream, i);
+    fv_philox_ctr c = fv_philox_block(seed, stream, row0 + i);
     size_t k = (size_t)(fv_philox_u01(c.v[0], c.v[1]) * (double)npairs);
     k = k < npairs ? k : npairs - 1;
     x0[e] = a[k * d + j];
     x1[e] = b[k * d + j];
 }
 
-/* The interpolant of fv_cfm_interpolate, one thread per element: row i's time from block i (d + 1)
- * of the stream (unless t_fixed >= 0), its j-th noise from the first normal of the block after. */
+/* The interpolant of fv_cfm_interpolate_rows, one thread per element: row i's time from block
+ * (row0 + i) (d + 1) of the stream (unless t_fixed >= 0), its j-th noise from the first normal of the
+ * block after. */
 __global__ void k_interpolate(float *xt, float *t, float *u, const double *x0, const double *x1, size_t B, size_t d,
-                              uint64_t seed, uint64_t stream, double t_fixed, fv_schedule sched, double sigma,
-                              int deriv)
+                              uint64_t seed, uint64_t stream, size_t row0, double t_fixed, fv_schedule sched,
+                              double sigma, int deriv)
 {
     size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (e >= B * d)
         return;
     size_t i = e / d, j = e % d;
     int uniform = t_fixed < 0;
-    uint64_t base = (uint64_t)i * (d + (uniform ? 1 : 0));
+    uint64_t base = (uint64_t)(row0 + i) * (d + (uniform ? 1 : 0));
     double ti = t_fixed, f, fp;
     if (uniform) {
         fv_philox_ctr c = fv_philox_block(seed, stream, base);
@@ -217,13 +229,13 @@ static int ensure_data(fv_trainer *tr, const fv_cfm_data *D)
     return FV_OK;
 }
 
-/* X (B x d) = mean + z root^T, z the normals of `stream` from block pos0 (sample_rooted of cfm.c).
- * The standard source skips the product: z I + 0 is z exactly. */
+/* X (B x d) = mean + z root^T, z the normals of `stream` from normal k0 after block pos0 on (sample_rooted
+ * of cfm.c: k0 = row0 d for a shard). The standard source skips the product: z I + 0 is z exactly. */
 static int sample_rooted(cuda_state *S, double *X, double *z, const double *mean, const double *root, int identity,
-                         size_t B, size_t d, uint64_t seed, uint64_t stream, uint64_t pos0)
+                         size_t B, size_t d, uint64_t seed, uint64_t stream, uint64_t pos0, size_t k0)
 {
     size_t n = B * d;
-    k_normals<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, S->s>>>(identity ? X : z, n, seed, stream, pos0);
+    k_normals<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, S->s>>>(identity ? X : z, n, seed, stream, pos0, k0);
     int st = fv_cuda_launched("normals");
     if (st || identity)
         return st;
@@ -251,7 +263,9 @@ static int map_pairs(cuda_state *S, double *x1, const double *x0, double *dx, si
     return st;
 }
 
-static int draw_pairs(fv_trainer *tr, fv_cfm_data *D, uint64_t seed, uint64_t step, size_t B)
+/* Rows [row0, row0 + B) of the step's batch of `total` rows. */
+static int draw_pairs(fv_trainer *tr, fv_cfm_data *D, uint64_t seed, uint64_t step, size_t total, size_t row0,
+                      size_t B)
 {
     cuda_state *S = state_of(tr);
     size_t d = D->d, n = B * d;
@@ -260,7 +274,8 @@ static int draw_pairs(fv_trainer *tr, fv_cfm_data *D, uint64_t seed, uint64_t st
     int st;
     switch (D->kind) {
     case FV_DATA_PAIRS:
-        k_gather<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, S->s>>>(x0, x1, S->a, S->b, D->npairs, B, d, seed, stream);
+        k_gather<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, S->s>>>(x0, x1, S->a, S->b, D->npairs, B, d, seed, stream,
+                                                                   row0);
         return fv_cuda_launched("gathering pairs");
     case FV_DATA_GMM:
     case FV_DATA_TARGETS:
@@ -271,7 +286,7 @@ static int draw_pairs(fv_trainer *tr, fv_cfm_data *D, uint64_t seed, uint64_t st
                 return st;
             S->host_cap = B;
         }
-        if ((st = fv_cfm_pairs(D, seed, step, B, S->host_pairs, S->host_pairs + n)))
+        if ((st = fv_cfm_pairs_rows(D, seed, step, total, row0, B, S->host_pairs, S->host_pairs + n)))
             return st;
         return fv_cuda_check(cudaMemcpyAsync(x0, S->host_pairs, 2 * n * sizeof(double), cudaMemcpyHostToDevice, S->s),
                              "uploading pairs");
@@ -279,10 +294,10 @@ static int draw_pairs(fv_trainer *tr, fv_cfm_data *D, uint64_t seed, uint64_t st
         /* the normals of x0 go into x1's room (x1 is written after), then x1's into the float batch
          * buffers (2 B d floats = B d doubles, overwritten by the interpolant afterwards) */
         double *z = (double *)S->xt;
-        if ((st = sample_rooted(S, x0, x1, S->m0, S->root0, S->std_source, B, d, seed, stream, 0)))
+        if ((st = sample_rooted(S, x0, x1, S->m0, S->root0, S->std_source, B, d, seed, stream, 0, row0 * d)))
             return st;
         if (D->p->coupling == FV_COUPLING_INDEPENDENT)
-            return sample_rooted(S, x1, z, S->m1, S->root1, 0, B, d, seed, stream, (n + 1) / 2);
+            return sample_rooted(S, x1, z, S->m1, S->root1, 0, B, d, seed, stream, (total * d + 1) / 2, row0 * d);
         return map_pairs(S, x1, x0, z, B, d);
     }
     }
@@ -294,18 +309,19 @@ static int draw_pairs(fv_trainer *tr, fv_cfm_data *D, uint64_t seed, uint64_t st
 static int cuda_draw(fv_trainer *tr, struct fv_cfm_data *D, uint64_t seed, uint64_t step, double t_fixed, size_t B)
 {
     cuda_state *S = state_of(tr);
-    size_t d = tr->d;
+    size_t d = tr->d, row0 = tr->shard_row0, total = tr->shard_batch ? tr->shard_batch : B;
     int st;
-    if ((st = ensure_batch(tr, B)) || (st = ensure_data(tr, D)) || (st = draw_pairs(tr, D, seed, step, B)))
+    if ((st = ensure_batch(tr, B)) || (st = ensure_data(tr, D)) || (st = draw_pairs(tr, D, seed, step, total, row0, B)))
         return st;
     const fv_problem *p = D->p;
     k_interpolate<<<fv_cuda_blocks(B * d), FV_CUDA_THREADS, 0, S->s>>>(
-        S->xt, S->t, S->u, S->x01, S->x01 + B * d, B, d, seed, STREAM_INTERP(step), t_fixed, p->schedule, p->sigma,
-        p->deriv_term);
+        S->xt, S->t, S->u, S->x01, S->x01 + B * d, B, d, seed, STREAM_INTERP(step), row0, t_fixed, p->schedule,
+        p->sigma, p->deriv_term);
     if (!(st = fv_cuda_launched("interpolant"))) {
         tr->rows = B;
         tr->batch_seed = seed; /* the U-Net's dropout masks follow the batch, as on the CPU */
         tr->batch_step = step;
+        tr->batch_row0 = row0;
     }
     return st;
 }
@@ -321,8 +337,10 @@ static int cuda_load(fv_trainer *tr, size_t B, const float *xt, const float *t, 
         st = fv_cuda_check(cudaMemcpyAsync(S->u, u, B * d * sizeof *u, cudaMemcpyHostToDevice, S->s), "batch");
     if (!st)
         st = fv_cuda_check(cudaMemcpyAsync(S->t, t, B * sizeof *t, cudaMemcpyHostToDevice, S->s), "batch");
-    if (!st)
+    if (!st) {
         tr->rows = B;
+        tr->batch_row0 = 0;
+    }
     return st;
 }
 
@@ -426,6 +444,7 @@ static int cuda_unet_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
     w->a.train = 1;
     w->a.dropout_seed = tr->batch_seed;
     w->a.dropout_stream = FV_UNET_DROPOUT_STREAM(tr->batch_step);
+    w->a.dropout_row0 = tr->batch_row0;
     if ((st = fv_cuda_unet_forward(S->h, &tr->unet, S->params, B, S->xt, S->t, w->v, w)) ||
         (st = fv_cuda_mse_loss(S->s, B * d, w->v, S->u, w->dout, S->partial)) ||
         (st = fv_cuda_unet_backward(S->h, &tr->unet, S->params, B, w->dout, S->grads, w)))
@@ -485,10 +504,112 @@ static void cuda_release(fv_trainer *tr)
     tr->dev = NULL;
 }
 
+/* ---- data parallel: NCCL ------------------------------------------------------------------------ */
+
+#ifdef FV_HAVE_NCCL
+/* The NCCL calls a job makes, from libnccl.so.2 (dlopen: see the include above). */
+typedef struct {
+    ncclResult_t (*get_id)(ncclUniqueId *);
+    ncclResult_t (*init_rank)(ncclComm_t *, int, ncclUniqueId, int);
+    ncclResult_t (*all_reduce)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t);
+    ncclResult_t (*destroy)(ncclComm_t);
+    const char *(*error_string)(ncclResult_t);
+} nccl_api;
+
+static nccl_api nccl;
+
+static int nccl_load(void)
+{
+    static void *lib;
+    if (lib)
+        return FV_OK;
+    if (!(lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL)))
+        return fv_error(FV_EDEVICE, "a multi-GPU run needs NCCL, which did not load (%s): put the folder of "
+                                    "libnccl.so.2 on LD_LIBRARY_PATH",
+                        dlerror());
+    *(void **)&nccl.get_id = dlsym(lib, "ncclGetUniqueId");
+    *(void **)&nccl.init_rank = dlsym(lib, "ncclCommInitRank");
+    *(void **)&nccl.all_reduce = dlsym(lib, "ncclAllReduce");
+    *(void **)&nccl.destroy = dlsym(lib, "ncclCommDestroy");
+    *(void **)&nccl.error_string = dlsym(lib, "ncclGetErrorString");
+    if (!nccl.get_id || !nccl.init_rank || !nccl.all_reduce || !nccl.destroy || !nccl.error_string) {
+        dlclose(lib);
+        lib = NULL;
+        return fv_error(FV_EDEVICE, "libnccl.so.2 lacks the calls flowvar makes (ncclAllReduce, ...)");
+    }
+    return FV_OK;
+}
+
+static int nccl_check(ncclResult_t r, const char *what)
+{
+    return r == ncclSuccess ? FV_OK : fv_error(FV_EDEVICE, "NCCL: %s: %s", what, nccl.error_string(r));
+}
+
+/* The job's communicator, made once: rank 0's id sent to all over MPI. */
+static int nccl_comm(fv_dist *g, ncclComm_t *comm)
+{
+    ncclUniqueId id;
+    int st = nccl_load();
+    if (!st && g->rank == 0)
+        st = nccl_check(nccl.get_id(&id), "a communicator id");
+    /* every rank takes part in the broadcast, a failed one too, so that none waits for it */
+    int agreed = fv_dist_agree(g, st);
+    if (!agreed)
+        agreed = fv_dist_bcast(g, &id, sizeof id);
+    if (!agreed && !(agreed = nccl_check(nccl.init_rank(comm, g->size, id, g->rank), "joining the job")))
+        g->gpu = *comm;
+    return agreed;
+}
+
+/* The gradient and the tail averaged over the ranks, in place on the device (ncclAvg: the sum times
+ * 1 / R, the mean of the ranks' shard means). */
+static int cuda_allreduce(fv_trainer *tr, struct fv_dist *g, float *tail)
+{
+    cuda_state *S = state_of(tr);
+    float *dtail = S->grads + tr->nparams;
+    ncclComm_t comm = (ncclComm_t)g->gpu;
+    int st = comm ? FV_OK : nccl_comm(g, &comm);
+    if (!st)
+        st = fv_cuda_check(cudaMemcpyAsync(dtail, tail, FV_GRAD_TAIL * sizeof *tail, cudaMemcpyHostToDevice, S->s),
+                           "the step's scalars");
+    if (!st)
+        st = nccl_check(nccl.all_reduce(S->grads, S->grads, tr->nparams + FV_GRAD_TAIL, ncclFloat, ncclAvg, comm, S->s),
+                        "the gradient reduction");
+    if (!st)
+        st = fv_cuda_check(cudaMemcpyAsync(tail, dtail, FV_GRAD_TAIL * sizeof *tail, cudaMemcpyDeviceToHost, S->s),
+                           "the step's scalars");
+    if (!st)
+        st = fv_cuda_check(cudaStreamSynchronize(S->s), "the gradient reduction");
+    return st;
+}
+
+extern "C" void fv_cuda_comm_free(void *comm)
+{
+    if (comm)
+        nccl.destroy((ncclComm_t)comm);
+}
+#else
+static int cuda_allreduce(fv_trainer *tr, struct fv_dist *g, float *tail)
+{
+    (void)tr, (void)g, (void)tail;
+    return fv_error(FV_EDEVICE, "this flowvar was built without NCCL's header (nccl.h), so it trains on one GPU "
+                                "per job: run one process, or rebuild where nccl.h is on the CUDA include path");
+}
+
+extern "C" void fv_cuda_comm_free(void *comm) { (void)comm; }
+#endif
+
+extern "C" int fv_cuda_use_device(size_t index)
+{
+    int n = 0;
+    int st = fv_cuda_check(cudaGetDeviceCount(&n), "counting devices");
+    return st || n == 0 ? st : fv_cuda_check(cudaSetDevice((int)(index % (size_t)n)), "choosing this rank's device");
+}
+
 static const fv_backend_ops cuda_ops = {"cuda", cuda_draw, cuda_load, cuda_loss_grad, cuda_update, cuda_predict,
-                                        cuda_pull, cuda_push, cuda_release};
+                                        cuda_pull, cuda_push, cuda_release, cuda_allreduce};
 static const fv_backend_ops cuda_unet_ops = {"cuda", cuda_draw, cuda_load, cuda_unet_loss_grad, cuda_update,
-                                             cuda_predict, cuda_pull, cuda_push, cuda_release};
+                                             cuda_predict, cuda_pull, cuda_push, cuda_release, cuda_allreduce};
 
 extern "C" int fv_cuda_available(void)
 {
@@ -517,12 +638,13 @@ static int device_init(fv_trainer *tr, const fv_backend_ops *ops, size_t cap, in
     tr->dev = S;
     tr->ops = ops;
     size_t np = tr->nparams, nvec = tr->opt.ema ? 5 : 4;
-    if (!(st = fv_cuda_check(cudaMalloc((void **)&S->mem, nvec * np * sizeof(float)), "allocating parameters"))) {
+    if (!(st = fv_cuda_check(cudaMalloc((void **)&S->mem, (nvec * np + FV_GRAD_TAIL) * sizeof(float)),
+                             "allocating parameters"))) {
         S->params = S->mem;
         S->m = S->params + np;
         S->v = S->m + np;
-        S->grads = S->v + np;
-        S->ema = tr->opt.ema ? S->grads + np : NULL;
+        S->ema = tr->opt.ema ? S->v + np : NULL;
+        S->grads = S->v + (nvec - 3) * np;
         st = cuda_push(tr);
     }
     if (!st)

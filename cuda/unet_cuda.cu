@@ -632,6 +632,13 @@ static int training_dropout(const fv_unet *net, const fv_cuda_unet_acts *w)
     return w->a.train && net->cfg.dropout > 0.0f;
 }
 
+/* Unit j's first mask block: a batch that starts at image dropout_row0 of a larger one (a rank's shard)
+ * starts that many images further, as unet.c's dropout_block0. */
+static uint64_t dropout_block0(const fv_unet_unit *u, const fv_cuda_unet_acts *w, size_t j)
+{
+    return FV_UNET_DROPOUT_BLOCK0(j) + (uint64_t)w->a.dropout_row0 * (u->cout * u->h * u->w / 4);
+}
+
 /* GroupNorm of a unit's input with its tensors 0 and 1 (every normalizing unit starts so). */
 static int norm_in(cublasHandle_t h, const fv_unet *net, const float *params, const fv_unet_unit *u,
                    fv_unet_unit_acts *ua, size_t B)
@@ -674,7 +681,7 @@ static int res_forward(cublasHandle_t h, const fv_unet *net, const float *params
     TRY(fv_cuda_silu_forward(h, ua->act2, ua->norm2, n));
     if (training_dropout(net, w))
         TRY(fv_cuda_dropout_forward(h, ua->drop, ua->act2, n, net->cfg.dropout, w->a.dropout_seed,
-                                    w->a.dropout_stream, FV_UNET_DROPOUT_BLOCK0(j)));
+                                    w->a.dropout_stream, dropout_block0(u, w, j)));
     TRY(fv_cuda_conv2d_forward(h, ua->out, conv2_in, param(net, params, u, 8), param(net, params, u, 9), w->col,
                                w->ncol, B, &c2));
     if (u->cin == u->cout)
@@ -811,7 +818,7 @@ static int res_backward(cublasHandle_t h, const fv_unet *net, const float *param
                                 w->ncol, B, &c2));
     if (training_dropout(net, w))
         TRY(fv_cuda_dropout_backward(h, g1, g1, n, net->cfg.dropout, w->a.dropout_seed, w->a.dropout_stream,
-                                     FV_UNET_DROPOUT_BLOCK0(j)));
+                                     dropout_block0(u, w, j)));
     TRY(fv_cuda_silu_backward(h, g1, ua->norm2, ua->act2, n));
     TRY(zero(h, g2, n));
     TRY(fv_cuda_groupnorm_backward(h, g2, grad(net, grads, u, 6), grad(net, grads, u, 7), g1, ua->h, ua->mean2,

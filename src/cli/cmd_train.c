@@ -4,8 +4,9 @@
 #include "cli/run.h"
 #include "core/error.h"
 #include "core/io.h"
-#include "nn/monitor.h"
 #include "nn/checkpoint.h"
+#include "nn/dist.h"
+#include "nn/monitor.h"
 
 #include <errno.h>
 #include <math.h>
@@ -120,15 +121,50 @@ static int new_run(fv_run *r, const fv_args *a, const char *dir, char *mpath, si
     if (st || (st = fv_run_device(a, &r->device, &r->tf32)) || (st = fv_run_setup(r)) ||
         (st = check_train_numbers(&r->args)) || (st = start_monitor(r, dir, mpath, msize, mo)))
         return st;
+    return FV_OK;
+}
+
+static int make_folder(const fv_run *r, const char *dir)
+{
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return fv_error(FV_EIO, "%s: cannot create the run folder: %s", dir, strerror(errno));
     return write_pairs(r, dir);
+}
+
+/* The run set up on every rank of a data-parallel job (or this process alone): the options, the
+ * batch's split into shards, then every rank agreeing before rank 0 alone creates the folder. */
+static int set_up(fv_run *r, const fv_args *a, const char *dir, const fv_dist *g, int resume, char *mpath,
+                  size_t msize, fv_monitor *mo)
+{
+    size_t rows, row0;
+    int st;
+    if (resume) {
+        if (!(st = check_resume_args(a)) && !(st = fv_run_open(r, dir, fv_args_get(a, "steps"), a))) {
+            if (!fv_checkpoint_has_optimizer(&r->ckpt) && g->rank == 0)
+                fprintf(stderr, "train: %s holds no optimizer state (an imported run): Adam starts from zero moments\n", dir);
+            st = start_monitor(r, dir, mpath, msize, mo);
+        }
+    } else {
+        st = new_run(r, a, dir, mpath, msize, mo);
+    }
+    /* The monitor drives the trainer between steps (per-sample gradients, samples) on one process's
+     * buffers; under several ranks those hold a shard, so it is one process's tool. */
+    if (!st && mo->every && g->size > 1)
+        st = fv_error(FV_EINPUT, "--monitor-every runs in a single process, not under mpirun with %d ranks: train "
+                                 "without it, or monitor the run's checkpoints with gap --field empirical and copies",
+                      g->size);
+    if (!st)
+        st = fv_dist_shard(g, r->batch, &rows, &row0);
+    if ((st = fv_dist_agree(g, st)) || resume)
+        return st;
+    return fv_dist_agree(g, g->rank == 0 ? make_folder(r, dir) : FV_OK);
 }
 
 int fv_cmd_train(int argc, char **argv)
 {
     fv_args a;
     fv_run r = {0};
+    fv_dist dist = {.size = 1};
     const char **keys = NULL, **values = NULL;
     size_t nmeta = 0;
     fv_monitor mo = {0};
@@ -140,29 +176,23 @@ int fv_cmd_train(int argc, char **argv)
     const char *dir = fv_args_get(&a, "out");
     if (!st && !dir)
         st = fv_error(FV_EINPUT, "--out DIR is required");
-    if (st)
-        goto done;
-    if (fv_args_flag(&a, "resume")) {
-        if (!(st = check_resume_args(&a)) && !(st = fv_run_open(&r, dir, fv_args_get(&a, "steps"), &a))) {
-            if (!fv_checkpoint_has_optimizer(&r.ckpt))
-                fprintf(stderr, "train: %s holds no optimizer state (an imported run): Adam starts from zero moments\n", dir);
-            st = start_monitor(&r, dir, mpath, sizeof mpath, &mo);
-        }
-    } else {
-        st = new_run(&r, &a, dir, mpath, sizeof mpath, &mo);
-    }
-    if (st)
+    if (st || (st = fv_dist_init(&dist)) ||
+        (st = set_up(&r, &a, dir, &dist, fv_args_flag(&a, "resume"), mpath, sizeof mpath, &mo)))
         goto done;
     char ckpt[4096];
     fv_run_checkpoint_path(dir, ckpt, sizeof ckpt);
     fv_train_opts o = {0};
     o.batch = r.batch;
     o.seed = r.seed;
-    o.checkpoint = ckpt;
-    if ((st = fv_args_size(&r.args, "steps", 2000, 1, &o.steps)) ||
-        (st = fv_args_size(&r.args, "checkpoint-every", 500, 0, &o.checkpoint_every)) ||
-        (st = fv_args_size(&r.args, "log-every", 10, 1, &o.log_every)) ||
-        (st = fv_run_meta(&r, &nmeta, &keys, &values)))
+    o.checkpoint = dist.rank == 0 ? ckpt : NULL; /* the other ranks hold the same state */
+    o.dist = dist.joined ? &dist : NULL;
+    if (!(st = fv_args_size(&r.args, "steps", 2000, 1, &o.steps)) &&
+        !(st = fv_args_size(&r.args, "checkpoint-every", 500, 0, &o.checkpoint_every)) &&
+        !(st = fv_args_size(&r.args, "log-every", 10, 1, &o.log_every)) &&
+        !(st = fv_run_meta(&r, &nmeta, &keys, &values)) && r.step >= o.steps)
+        st = fv_error(FV_EINPUT, "the run is already at step %llu; ask for more --steps to continue it",
+                      (unsigned long long)r.step);
+    if ((st = fv_dist_agree(&dist, st))) /* no rank starts training without the others */
         goto done;
     o.nmeta = nmeta;
     o.meta_keys = keys;
@@ -171,12 +201,8 @@ int fv_cmd_train(int argc, char **argv)
         o.after_step = fv_monitor_after_step;
         o.after_step_ctx = &mo;
     }
-    if (r.step >= o.steps) {
-        st = fv_error(FV_EINPUT, "the run is already at step %llu; ask for more --steps to continue it",
-                      (unsigned long long)r.step);
-        goto done;
-    }
-    if ((st = fv_cfm_train(&r.tr, &r.data, &o, &r.step, &r.log)) || (st = write_loss(&r.log, dir)))
+    if ((st = fv_cfm_train(&r.tr, &r.data, &o, &r.step, &r.log)) ||
+        (st = fv_dist_agree(&dist, dist.rank == 0 ? write_loss(&r.log, dir) : FV_OK)) || dist.rank != 0)
         goto done;
     printf("train: %llu steps, last logged loss %.6g, %zu parameters; checkpoint %s\n", (unsigned long long)r.step,
            r.log.n ? r.log.rows[3 * (r.log.n - 1) + 1] : NAN, r.tr.nparams, ckpt);
@@ -184,5 +210,6 @@ done:
     fv_monitor_free(&mo);
     fv_run_meta_free(nmeta, keys, values);
     fv_run_free(&r);
+    fv_dist_free(&dist);
     return st ? fv_cli_fail(st) : 0;
 }

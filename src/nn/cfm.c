@@ -6,6 +6,7 @@
 #include "core/progress.h"
 #include "core/rng.h"
 #include "nn/checkpoint.h"
+#include "nn/dist.h"
 #include "nn/par.h"
 
 #include <cblas.h>
@@ -98,13 +99,27 @@ typedef struct {
     const fv_cfm_data *D;
     const double *mean, *root;
     int identity;
-    size_t n;
+    size_t row0, n;
     const fv_rng *r;
     double *X;
 } sample_ctx;
 
-/* One thread's rows of sample_rooted: row boundaries even, so that every thread's first normal starts
- * a Philox block (fv_rng_normal_at) whatever d is. */
+/* Normals first .. first + n - 1 of r's stream (counted from its position) into out, without moving r:
+ * fv_rng_normal_at for any parity of first (a shard's first row may start inside a Philox block). */
+static void normals_from(const fv_rng *r, size_t first, size_t n, double *out)
+{
+    if (first % 2 && n) { /* the first is the second of its block */
+        double pair[2];
+        fv_rng_normal_at(r, first - 1, 2, pair);
+        *out++ = pair[1];
+        first++;
+        n--;
+    }
+    fv_rng_normal_at(r, first, n, out);
+}
+
+/* One thread's rows of sample_rooted: row boundaries even, so that most threads' first normal starts a
+ * Philox block whatever d is. */
 static void sample_rows(void *arg, int tid, int nt)
 {
     const sample_ctx *c = arg;
@@ -114,7 +129,7 @@ static void sample_rows(void *arg, int tid, int nt)
         return;
     size_t rows = r1 - r0;
     double *X = c->X + r0 * d, *z = c->identity ? X : c->D->z + r0 * d;
-    fv_rng_normal_at(c->r, r0 * d, rows * d, z);
+    normals_from(c->r, (c->row0 + r0) * d, rows * d, z);
     if (c->identity)
         return;
     for (size_t i = 0; i < rows; i++)
@@ -123,12 +138,13 @@ static void sample_rows(void *arg, int tid, int nt)
                 1.0, X, (int)d);
 }
 
-/* n samples of N(mean, root root^T) into X (n x d): exactly fv_gaussian_sample's draws and arithmetic
- * (same normals, same dgemm) with the square root taken once by fv_cfm_data_init, the rows split over
- * the training threads (par.h). With `identity` (mean 0, root I) X is the normals: what the product
- * would give, bit for bit. */
-static int sample_rooted(fv_cfm_data *D, const double *mean, const double *root, int identity, size_t n, fv_rng *r,
-                         double *X)
+/* Rows [row0, row0 + n) of B samples of N(mean, root root^T) into X (n x d): exactly
+ * fv_gaussian_sample's draws and arithmetic (same normals, same dgemm) with the square root taken once
+ * by fv_cfm_data_init, the rows split over the training threads (par.h). With `identity` (mean 0, root I)
+ * X is the normals: what the product would give, bit for bit. The stream is left past all B samples'
+ * normals, where the single draw leaves it. */
+static int sample_rooted(fv_cfm_data *D, const double *mean, const double *root, int identity, size_t B, size_t row0,
+                         size_t n, fv_rng *r, double *X)
 {
     size_t d = D->d;
     if (!identity && n * d > D->zcap) {
@@ -138,20 +154,30 @@ static int sample_rooted(fv_cfm_data *D, const double *mean, const double *root,
         D->z = z;
         D->zcap = n * d;
     }
-    sample_ctx c = {D, mean, root, identity, n, r, X};
+    sample_ctx c = {D, mean, root, identity, row0, n, r, X};
     fv_par_run(sample_rows, &c);
-    r->pos += (n * d + 1) / 2;
+    r->pos += (B * d + 1) / 2;
     return FV_OK;
 }
 
 int fv_cfm_pairs(fv_cfm_data *D, uint64_t seed, uint64_t step, size_t B, double *x0, double *x1)
+{
+    return fv_cfm_pairs_rows(D, seed, step, B, 0, B, x0, x1);
+}
+
+/* The stream of a step holds, in order: x0's B d normals (all but PAIRS), then per row either one
+ * uniform (PAIRS, TARGETS), or one uniform and d normals (GMM: fv_gmm_sample), or x1's B d normals
+ * (PROBLEM, independent coupling); a shard starts each part at its first row's position. */
+int fv_cfm_pairs_rows(fv_cfm_data *D, uint64_t seed, uint64_t step, size_t B, size_t row0, size_t n, double *x0,
+                      double *x1)
 {
     fv_rng r = fv_rng_make(seed, STREAM_PAIRS(step));
     size_t d = D->d;
     const fv_problem *p = D->p;
     switch (D->kind) {
     case FV_DATA_PAIRS:
-        for (size_t i = 0; i < B; i++) {
+        r.pos = row0;
+        for (size_t i = 0; i < n; i++) {
             double u;
             fv_rng_uniform(&r, 1, &u);
             size_t k = (size_t)(u * (double)D->npairs);
@@ -162,8 +188,9 @@ int fv_cfm_pairs(fv_cfm_data *D, uint64_t seed, uint64_t step, size_t B, double 
         return FV_OK;
     case FV_DATA_TARGETS: {
         double *src = D->reverse ? x1 : x0, *row = D->reverse ? x0 : x1;
-        int st = sample_rooted(D, p->m0, D->root0, D->std_source, B, &r, src);
-        for (size_t i = 0; i < B && !st; i++) {
+        int st = sample_rooted(D, p->m0, D->root0, D->std_source, B, row0, n, &r, src);
+        r.pos += row0;
+        for (size_t i = 0; i < n && !st; i++) {
             double u;
             fv_rng_uniform(&r, 1, &u);
             size_t k = (size_t)(u * (double)D->npairs);
@@ -174,21 +201,22 @@ int fv_cfm_pairs(fv_cfm_data *D, uint64_t seed, uint64_t step, size_t B, double 
         return st;
     }
     case FV_DATA_GMM: {
-        int st = sample_rooted(D, p->m0, D->root0, D->std_source, B, &r, x0);
-        return st ? st : fv_gmm_sample(D->gmm, B, &r, x1, NULL);
+        int st = sample_rooted(D, p->m0, D->root0, D->std_source, B, row0, n, &r, x0);
+        r.pos += row0 * (1 + (d + 1) / 2);
+        return st ? st : fv_gmm_sample(D->gmm, n, &r, x1, NULL);
     }
     case FV_DATA_PROBLEM: {
-        int st = sample_rooted(D, p->m0, D->root0, D->std_source, B, &r, x0);
+        int st = sample_rooted(D, p->m0, D->root0, D->std_source, B, row0, n, &r, x0);
         if (st)
             return st;
         if (p->coupling == FV_COUPLING_INDEPENDENT)
-            return sample_rooted(D, p->m1, D->root1, 0, B, &r, x1);
-        if (B > D->map_work.n) { /* measurements may ask for more rows than a training batch */
+            return sample_rooted(D, p->m1, D->root1, 0, B, row0, n, &r, x1);
+        if (n > D->map_work.n) { /* measurements may ask for more rows than a training batch */
             fv_field_work_free(&D->map_work);
-            if ((st = fv_field_work_alloc(&D->map_work, d, B)))
+            if ((st = fv_field_work_alloc(&D->map_work, d, n)))
                 return st;
         }
-        return fv_field_map(&D->map, B, x0, x1, &D->map_work);
+        return fv_field_map(&D->map, n, x0, x1, &D->map_work);
     }
     }
     return fv_error(FV_EINPUT, "unknown data source %d", (int)D->kind);
@@ -197,8 +225,15 @@ int fv_cfm_pairs(fv_cfm_data *D, uint64_t seed, uint64_t step, size_t B, double 
 void fv_cfm_interpolate(const fv_problem *p, uint64_t seed, uint64_t step, double t_fixed, size_t B, size_t d,
                         const double *x0, const double *x1, float *xt, float *t, float *u)
 {
+    fv_cfm_interpolate_rows(p, seed, step, t_fixed, 0, B, d, x0, x1, xt, t, u);
+}
+
+void fv_cfm_interpolate_rows(const fv_problem *p, uint64_t seed, uint64_t step, double t_fixed, size_t row0, size_t n,
+                             size_t d, const double *x0, const double *x1, float *xt, float *t, float *u)
+{
     fv_rng r = fv_rng_make(seed, STREAM_INTERP(step));
-    for (size_t i = 0; i < B; i++) {
+    r.pos = (uint64_t)row0 * (d + (t_fixed < 0 ? 1 : 0)); /* each row: its time's block, then d blocks of noise */
+    for (size_t i = 0; i < n; i++) {
         double ti, z[1], f, fp;
         if (t_fixed >= 0)
             ti = t_fixed;
@@ -263,15 +298,24 @@ int fv_cfm_train(fv_trainer *tr, fv_cfm_data *D, const fv_train_opts *o, uint64_
 {
     fv_progress bar;
     char status[64];
-    int st = FV_OK, pending = 0;
-    size_t every = o->log_every ? o->log_every : 1;
-    fv_progress_start(&bar, "train", o->steps > *step ? o->steps - *step : 0);
+    int st = FV_OK, pending = 0, shown = !o->dist || o->dist->rank == 0; /* one progress line per job */
+    size_t every = o->log_every ? o->log_every : 1, rows = o->batch;
+    if (o->dist && (st = fv_dist_shard(o->dist, o->batch, &rows, &tr->shard_row0)))
+        return st;
+    tr->shard_batch = o->dist ? o->batch : 0;
+    if (shown)
+        fv_progress_start(&bar, "train", o->steps > *step ? o->steps - *step : 0);
     /* A state is saved only once a forward pass from it gave a finite loss: the checkpoint of step k
      * is written during step k + 1, and the final one after one more validating forward pass. */
     for (;;) {
-        float loss, gnorm;
-        if ((st = tr->ops->draw(tr, D, o->seed, *step, -1.0, o->batch)) ||
-            (st = tr->ops->loss_grad(tr, &loss, NULL)))
+        float loss = 0.0f, gnorm;
+        if (!st && !(st = tr->ops->draw(tr, D, o->seed, *step, -1.0, rows)))
+            st = tr->ops->loss_grad(tr, &loss, NULL);
+        /* ranks: the summed gradient and loss, and every rank stops on a failure of any (its own
+         * included, carried over from the end of the last step) */
+        if (o->dist)
+            st = fv_dist_reduce(o->dist, tr, &loss, st);
+        if (st)
             break;
         if (!isfinite(loss)) {
             st = fv_error(FV_ENUMERIC, "training diverged: the loss is %g at step %llu; the checkpoint on disk "
@@ -280,24 +324,30 @@ int fv_cfm_train(fv_trainer *tr, fv_cfm_data *D, const fv_train_opts *o, uint64_
             break;
         }
         if (pending || *step >= o->steps) {
-            if ((st = save(tr, o, *step, log)) || *step >= o->steps)
+            st = save(tr, o, *step, log);
+            if (o->dist) /* the ranks go on only if the checkpoint was written */
+                st = fv_dist_agree(o->dist, st);
+            if (st || *step >= o->steps)
                 break;
             pending = 0;
         }
-        if ((st = tr->ops->update(tr, &gnorm)))
-            break;
-        ++*step;
-        if (*step % every == 0 || *step == o->steps)
-            st = log_push(log, (double)*step, loss, gnorm);
-        pending = o->checkpoint_every && *step % o->checkpoint_every == 0;
-        snprintf(status, sizeof status, "loss %.4g", loss);
-        fv_progress_step(&bar, 1, status);
-        if (!st && o->after_step)
-            st = o->after_step(o->after_step_ctx, *step);
-        if (st)
+        if (!(st = tr->ops->update(tr, &gnorm))) {
+            ++*step;
+            if (*step % every == 0 || *step == o->steps)
+                st = log_push(log, (double)*step, loss, gnorm);
+            pending = o->checkpoint_every && *step % o->checkpoint_every == 0;
+            snprintf(status, sizeof status, "loss %.4g", loss);
+            if (shown)
+                fv_progress_step(&bar, 1, status);
+            if (!st && o->after_step)
+                st = o->after_step(o->after_step_ctx, *step);
+        }
+        if (st && !o->dist)
             break;
     }
-    fv_progress_end(&bar);
+    if (shown)
+        fv_progress_end(&bar);
+    tr->shard_row0 = tr->shard_batch = 0;
     return st;
 }
 

@@ -56,13 +56,24 @@ void fv_cfm_data_free(fv_cfm_data *D);
  * the same batches as an uninterrupted one. x0, x1: B x d doubles. */
 int fv_cfm_pairs(fv_cfm_data *D, uint64_t seed, uint64_t step, size_t B, double *x0, double *x1);
 
+/* Rows [row0, row0 + n) of fv_cfm_pairs' batch of B rows, equal to those rows of the whole batch
+ * (every row's draws sit at a position of the stream fixed by (B, row)): one process's shard. */
+int fv_cfm_pairs_rows(fv_cfm_data *D, uint64_t seed, uint64_t step, size_t B, size_t row0, size_t n, double *x0,
+                      double *x1);
+
 /* The interpolant and target for a batch of pairs: t ~ U(0,1) per row, z ~ N(0, I),
  * x_t = (1-t) x0 + t x1 + f(t) z, u = x1 - x0 (+ f'(t) z with the derivative term), from the stream
  * (seed, step). With t_fixed >= 0 every row uses that time. Outputs in float for the network. */
 void fv_cfm_interpolate(const fv_problem *p, uint64_t seed, uint64_t step, double t_fixed, size_t B, size_t d,
                         const double *x0, const double *x1, float *xt, float *t, float *u);
 
+/* The same for rows [row0, row0 + n) of a batch (x0, x1, xt, t, u hold those n rows only). */
+void fv_cfm_interpolate_rows(const fv_problem *p, uint64_t seed, uint64_t step, double t_fixed, size_t row0, size_t n,
+                             size_t d, const double *x0, const double *x1, float *xt, float *t, float *u);
+
 /* Options of a training run. */
+struct fv_dist;
+
 typedef struct {
     size_t steps;            /* train until this step count */
     size_t batch;
@@ -77,6 +88,8 @@ typedef struct {
      * run; the checkpoint on disk stays the last one written. */
     int (*after_step)(void *ctx, uint64_t step);
     void *after_step_ctx;
+    struct fv_dist *dist;    /* ranks of a data-parallel job (nn/dist.h), each training its shard of every
+                                batch; NULL: this process alone */
 } fv_train_opts;
 
 /* The loss log: rows (step, loss, gradient norm). */
@@ -88,7 +101,10 @@ typedef struct {
 /* Train from tr's current state at step `*step` up to o->steps, logging into `log`; checkpoints
  * every o->checkpoint_every steps and at the end, each only after a forward pass from that state
  * gave a finite loss. A NaN or infinite loss stops the run with FV_ENUMERIC naming the step; the
- * checkpoint on disk is then the last state known good. */
+ * checkpoint on disk is then the last state known good. With o->dist every rank draws its shard of
+ * o->batch (which the ranks divide: fv_dist_shard), the gradients and the loss are summed over ranks
+ * in one reduction per step, and the ranks stop together on any rank's failure; give the checkpoint
+ * path to one rank only. */
 int fv_cfm_train(fv_trainer *tr, fv_cfm_data *D, const fv_train_opts *o, uint64_t *step, fv_loss_log *log);
 
 void fv_loss_log_free(fv_loss_log *log);

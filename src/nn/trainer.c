@@ -40,16 +40,17 @@ static int ensure_batch(fv_trainer *tr, size_t n)
 
 static int cpu_draw(fv_trainer *tr, struct fv_cfm_data *D, uint64_t seed, uint64_t step, double t_fixed, size_t B)
 {
-    size_t d = tr->d;
+    size_t d = tr->d, row0 = tr->shard_row0;
     int st = ensure_batch(tr, B);
     if (!st)
-        st = fv_cfm_pairs(D, seed, step, B, tr->x0, tr->x0 + B * d);
+        st = fv_cfm_pairs_rows(D, seed, step, tr->shard_batch ? tr->shard_batch : B, row0, B, tr->x0, tr->x0 + B * d);
     if (st)
         return st;
-    fv_cfm_interpolate(D->p, seed, step, t_fixed, B, d, tr->x0, tr->x0 + B * d, tr->xt, tr->t, tr->u);
+    fv_cfm_interpolate_rows(D->p, seed, step, t_fixed, row0, B, d, tr->x0, tr->x0 + B * d, tr->xt, tr->t, tr->u);
     tr->rows = B;
     tr->batch_seed = seed;
     tr->batch_step = step;
+    tr->batch_row0 = row0;
     return FV_OK;
 }
 
@@ -63,6 +64,7 @@ static int cpu_load(fv_trainer *tr, size_t B, const float *xt, const float *t, c
     memcpy(tr->u, u, B * d * sizeof *u);
     memcpy(tr->t, t, B * sizeof *t);
     tr->rows = B;
+    tr->batch_row0 = 0;
     return FV_OK;
 }
 
@@ -99,7 +101,7 @@ static int cpu_predict(fv_trainer *tr, int use_ema, size_t n, const float *x, co
 }
 
 static const fv_backend_ops cpu_ops = {"cpu", cpu_draw, cpu_load, cpu_loss_grad, cpu_update, cpu_predict,
-                                       NULL, NULL, NULL};
+                                       NULL, NULL, NULL, NULL};
 
 /* ---- the U-Net on the CPU ------------------------------------------------------------------------ */
 
@@ -117,7 +119,7 @@ static int ensure_unet_rows(fv_trainer *tr, size_t n)
 static float unet_row_loss_grad(fv_trainer *tr, size_t i, float *v, float *dout)
 {
     size_t B = tr->rows, d = tr->d;
-    tr->uacts.dropout_row0 = i;
+    tr->uacts.dropout_row0 = tr->batch_row0 + i;
     fv_unet_forward(&tr->unet, 1, tr->xt + i * d, tr->t + i, v, &tr->uacts);
     float loss = fv_mse_loss(d, v, tr->u + i * d, dout) / (float)B;
     for (size_t k = 0; k < d; k++)
@@ -143,7 +145,7 @@ static int unet_loss_grad(fv_trainer *tr, float *loss, float *sqnorm)
     tr->uacts.train = 1;
     tr->uacts.dropout_seed = tr->batch_seed;
     tr->uacts.dropout_stream = FV_UNET_DROPOUT_STREAM(tr->batch_step);
-    tr->uacts.dropout_row0 = 0;
+    tr->uacts.dropout_row0 = tr->batch_row0;
     if (!sqnorm) {
         fv_unet_forward(&tr->unet, B, tr->xt, tr->t, v, &tr->uacts);
         *loss = fv_mse_loss(B * d, v, tr->u, dout);
@@ -183,7 +185,7 @@ static int unet_predict(fv_trainer *tr, int use_ema, size_t n, const float *x, c
 }
 
 static const fv_backend_ops unet_ops = {"cpu", cpu_draw, cpu_load, unet_loss_grad, cpu_update, unet_predict,
-                                        NULL, NULL, NULL};
+                                        NULL, NULL, NULL, NULL};
 
 /* The optimizer, its EMA and the gradient buffer for the network already in tr (params, nparams). */
 static int optimizer_init(fv_trainer *tr, const fv_adam_config *ac)
@@ -191,7 +193,7 @@ static int optimizer_init(fv_trainer *tr, const fv_adam_config *ac)
     int st = fv_adam_init(&tr->opt, ac, tr->nparams, tr->params);
     if (st)
         return st;
-    if (!(tr->grads = calloc(tr->nparams, sizeof *tr->grads)))
+    if (!(tr->grads = calloc(tr->nparams + FV_GRAD_TAIL, sizeof *tr->grads)))
         return fv_error(FV_ENOMEM, "out of memory for %zu gradients", tr->nparams);
     return FV_OK;
 }
@@ -301,6 +303,14 @@ int fv_trainer_unet_init_on(fv_trainer *tr, const char *device, const fv_unet_co
 #ifndef FV_HAVE_CUDA
 /* This build has no CUDA backend (no nvcc when it was built). */
 int fv_cuda_available(void) { return 0; }
+
+int fv_cuda_use_device(size_t index)
+{
+    (void)index;
+    return FV_OK;
+}
+
+void fv_cuda_comm_free(void *comm) { (void)comm; }
 
 static int no_cuda(fv_trainer *tr)
 {

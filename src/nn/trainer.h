@@ -14,6 +14,7 @@
 
 typedef struct fv_trainer fv_trainer;
 struct fv_cfm_data;
+struct fv_dist;
 
 typedef struct {
     const char *name;
@@ -38,9 +39,16 @@ typedef struct {
     int (*pull)(fv_trainer *tr);
     int (*push)(fv_trainer *tr);
     void (*release)(fv_trainer *tr); /* the backend's own resources; NULL when it has none */
+    /* A data-parallel step's reduction (nn/dist.h): the gradient buffer and the FV_GRAD_TAIL floats at
+     * tail averaged over the ranks of g, in place; NULL: the gradient is tr->grads, on the host. */
+    int (*allreduce)(fv_trainer *tr, struct fv_dist *g, float *tail);
 } fv_backend_ops;
 
 typedef enum { FV_MODEL_MLP = 0, FV_MODEL_UNET } fv_model_kind;
+
+/* Room after the gradient for the scalars that travel with it in a data-parallel step's one
+ * reduction (nn/dist.c: the loss and a failure count). */
+#define FV_GRAD_TAIL 2
 
 struct fv_trainer {
     const fv_backend_ops *ops;
@@ -52,8 +60,12 @@ struct fv_trainer {
     fv_unet unet, ema_unet; /* U-Net: the same two views */
     fv_unet_acts uacts;     /* U-Net: activations for up to `cap` rows */
     uint64_t batch_seed, batch_step; /* of the drawn batch: the U-Net's dropout masks follow them */
+    size_t batch_row0; /* and its first row's place in its step's whole batch (a rank's shard, nn/dist.h) */
+    size_t shard_row0, shard_batch; /* data parallel (nn/dist.h): draw's B rows are rows [shard_row0,
+                                       shard_row0 + B) of the step's batch of shard_batch rows (set by
+                                       fv_cfm_train); 0, 0: the B rows are the whole batch */
     fv_adam opt;
-    float *grads;     /* nparams */
+    float *grads;     /* nparams, then FV_GRAD_TAIL floats that nn/dist.c reduces with them */
     float *row_grads; /* U-Net: one row's gradient, for per-sample norms (allocated on first use) */
     fv_mlp_acts acts; /* CPU: activations for up to `cap` rows */
     size_t cap;
@@ -97,6 +109,13 @@ int fv_trainer_cuda_init(fv_trainer *tr, const fv_mlp_config *mc, const fv_adam_
 
 /* 1 when flowvar was built with CUDA and a device can be used, else 0 (no error is set). */
 int fv_cuda_available(void);
+
+/* This process's GPU: device `index` modulo the devices present (a rank's place on its machine,
+ * nn/dist.c); FV_OK without CUDA. */
+int fv_cuda_use_device(size_t index);
+
+/* A data-parallel job's NCCL communicator (fv_dist.gpu), freed; NULL and builds without CUDA: nothing. */
+void fv_cuda_comm_free(void *comm);
 
 /* "cpu" or "cuda" -> a trainer; "auto" picks cuda when fv_cuda_available(). */
 int fv_trainer_init(fv_trainer *tr, const char *device, const fv_mlp_config *mc, const fv_adam_config *ac,
