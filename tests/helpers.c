@@ -8,6 +8,8 @@
 #include <criterion/logging.h>
 
 #include <dirent.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,4 +198,23 @@ float *th_st_tensor(const fv_st_file *f, const char *name, size_t *n)
     if (n)
         *n = t->count;
     return v;
+}
+
+int th_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+int th_flowvar(const char *args, const char *out_path, const char *err_path, char *out, size_t out_size, char *err,
+               size_t err_size)
+{
+    const char *bin = getenv("FLOWVAR") ? getenv("FLOWVAR") : "build/flowvar";
+    char cmd[8192];
+    int len = snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s", bin, args, out_path, err_path);
+    cr_assert(len > 0 && (size_t)len < sizeof cmd, "command line too long for th_flowvar: %s", args);
+    int st = system(cmd);
+    th_slurp_text(out_path, out, out_size);
+    th_slurp_text(err_path, err, err_size);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

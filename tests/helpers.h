@@ -29,6 +29,15 @@ int th_entries_in(const char *dir);
 void th_slurp_text(const char *path, char *buf, size_t size);
 unsigned char *th_slurp(const char *path, size_t *n);
 
+/* 1 when path names an existing file, folder or link target. */
+int th_exists(const char *path);
+
+/* Run `$FLOWVAR ARGS` (build/flowvar without $FLOWVAR) through the shell with stdout and stderr into
+ * out_path and err_path, then their text into out and err (th_slurp_text); returns the exit status,
+ * -1 when the command did not exit normally. */
+int th_flowvar(const char *args, const char *out_path, const char *err_path, char *out, size_t out_size, char *err,
+               size_t err_size);
+
 /* The rest of a random test problem once its means and covariances are drawn: the rotation by deg
  * (fv_rotation_blocks, allocated), the coupling, the noise, and a check that it validates. */
 void th_problem_finish(fv_problem *p, fv_coupling c, double deg, double sigma, fv_schedule s, int deriv);

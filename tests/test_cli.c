@@ -50,19 +50,7 @@ TestSuite(cli, .init = setup, .fini = teardown);
 /* Run `flowvar ARGS`; returns its exit status, with stdout and stderr in out_text / err_text. */
 static int run(const char *args)
 {
-    const char *bin = getenv("FLOWVAR") ? getenv("FLOWVAR") : "build/flowvar";
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s", bin, args, out_path, err_path);
-    int st = system(cmd);
-    th_slurp_text(out_path, out_text, sizeof out_text);
-    th_slurp_text(err_path, err_text, sizeof err_text);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int exists(const char *path)
-{
-    struct stat sb;
-    return stat(path, &sb) == 0;
+    return th_flowvar(args, out_path, err_path, out_text, sizeof out_text, err_text, sizeof err_text);
 }
 
 /* A failing run with --out FILE: exit 2, the error line naming `needle`, and no file. */
@@ -73,7 +61,7 @@ static void expect_input_error(const char *args, const char *needle)
     cr_assert_eq(run(full), 2, "exit status for: %s\nstderr: %s", args, err_text);
     cr_assert(strncmp(err_text, "flowvar: error: ", 16) == 0, "stderr: %s", err_text);
     cr_assert(strstr(err_text, needle) != NULL, "stderr should name '%s': %s", needle, err_text);
-    cr_assert(!exists(file_path), "no output file after an error");
+    cr_assert(!th_exists(file_path), "no output file after an error");
     cr_assert_eq(out_text[0], '\0', "nothing on stdout after an error");
 }
 
@@ -90,7 +78,7 @@ Test(cli, field_writes_npy)
     char args[512];
     snprintf(args, sizeof args, "field " REF " --t 0.25 --points 0.3,0.2,1,1 --out %s", file_path);
     cr_assert_eq(run(args), 0, "%s", err_text);
-    cr_assert(exists(file_path));
+    cr_assert(th_exists(file_path));
 }
 
 Test(cli, transport_rk45_reaches_the_coupling_map)
@@ -373,7 +361,7 @@ Test(cli, figures_out_paths_never_reach_a_shell, .timeout = 120)
     }
     for (int k = 1; k <= 3; k++) {
         snprintf(f, sizeof f, "%s/X%d", dir, k);
-        cr_assert(!exists(f), "no command from --out was run: X%d does not exist", k);
+        cr_assert(!th_exists(f), "no command from --out was run: X%d does not exist", k);
     }
 }
 
@@ -388,7 +376,7 @@ Test(cli, figures_without_gnuplot_say_so)
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit status 1 without gnuplot: %s", err_text);
     cr_assert(strstr(err_text, "flowvar: error: gnuplot not found on PATH") != NULL, "the message: %s", err_text);
     snprintf(f, sizeof f, "%s/figs/fig4.png", dir);
-    cr_assert(!exists(f), "no picture without gnuplot");
+    cr_assert(!th_exists(f), "no picture without gnuplot");
 }
 
 /* dir/NAME holding text. */
@@ -435,7 +423,7 @@ Test(cli, full_disk_leaves_no_truncated_picture)
     th_slurp_text(err_path, err_text, sizeof err_text);
     cr_assert_neq(st, 0, "the figure cannot be written");
     cr_assert(strstr(err_text, "flowvar: error: ") && strstr(err_text, "fig4.png"), "the message: %s", err_text);
-    cr_assert(!exists(th_path_in(dir, "full/fig4.png")), "no truncated fig4.png");
+    cr_assert(!th_exists(th_path_in(dir, "full/fig4.png")), "no truncated fig4.png");
     cr_assert_eq(th_entries_in(th_path_in(dir, "full")), 1, "only fig4.tsv, no temporaries");
 }
 
@@ -547,9 +535,9 @@ Test(cli, train_writes_checkpoint_and_loss_log)
     cr_assert_eq(train_run("r", "--steps 50"), 0, "%s", err_text);
     char f[512];
     snprintf(f, sizeof f, "%s/r/checkpoint.safetensors", dir);
-    cr_assert(exists(f));
+    cr_assert(th_exists(f));
     snprintf(f, sizeof f, "%s/r/loss.tsv", dir);
-    cr_assert(exists(f));
+    cr_assert(th_exists(f));
     cr_assert(strstr(out_text, "train: 50 steps") != NULL, "%s", out_text);
 }
 
@@ -631,7 +619,7 @@ Test(cli, sigkills_during_checkpoint_writes_resume_bit_identical, .timeout = 180
     int kills = 0, during_write = 0, resumes = 0, fresh = 0, finished = 0;
     uint64_t last_step = 0;
     for (int k = 0; k < KILLS && !finished; k++) {
-        if (exists(ck)) {
+        if (th_exists(ck)) {
             snprintf(args, sizeof args, "train --out %s/killed --resume", dir);
             resumes++;
         } else {
@@ -653,8 +641,8 @@ Test(cli, sigkills_during_checkpoint_writes_resume_bit_identical, .timeout = 180
         finished = WIFEXITED(status); /* the run ended before its kill */
         cr_assert(!finished || WEXITSTATUS(status) == 0, "kill test run %d failed on its own", k);
         snprintf(tmp, sizeof tmp, "%s.tmp.%d", ck, (int)pid);
-        during_write += exists(tmp); /* its temporary is left behind: the kill hit a write */
-        if (exists(ck)) {
+        during_write += th_exists(tmp); /* its temporary is left behind: the kill hit a write */
+        if (th_exists(ck)) {
             uint64_t step = expect_loadable_checkpoint(ck);
             cr_assert(step >= last_step && step % KILL_EVERY == 0, "checkpoint step %llu after %llu",
                       (unsigned long long)step, (unsigned long long)last_step);
@@ -690,7 +678,7 @@ Test(cli, resume_removes_the_temporary_of_a_killed_write)
     write_text(orphan, "half a checkpoint");
     snprintf(args, sizeof args, "train --out %s/r --resume --steps 40", dir);
     cr_assert_eq(run(args), 0, "resume: %s", err_text);
-    cr_assert(!exists(th_path_in(dir, orphan)), "the killed write's temporary is gone after the resume");
+    cr_assert(!th_exists(th_path_in(dir, orphan)), "the killed write's temporary is gone after the resume");
 }
 
 Test(cli, gap_out_path_never_reaches_a_shell)
@@ -705,7 +693,7 @@ Test(cli, gap_out_path_never_reaches_a_shell)
     cr_assert_eq(run_argv_in_dir(argv), 0, "gap --out '%s' succeeds: %s", out, err_text);
     snprintf(f, sizeof f, "%s/%s", dir, out);
     cr_assert_eq(th_entries_in(f), 3, "gap.tsv, gap.png and gap.svg in '%s'", out);
-    cr_assert(!exists(th_path_in(dir, "X4")) && !exists(th_path_in(dir, "X5")), "no command from --out was run");
+    cr_assert(!th_exists(th_path_in(dir, "X4")) && !th_exists(th_path_in(dir, "X5")), "no command from --out was run");
 }
 
 Test(cli, resume_refuses_changed_options)
@@ -792,7 +780,7 @@ Test(cli, sample_and_gap_of_a_trained_run)
     snprintf(args, sizeof args, "sample --run %s/r --train-sources --pairs-out %s/reflow.npy", dir, dir);
     cr_assert_eq(run(args), 0, "%s", err_text);
     snprintf(f, sizeof f, "%s/reflow.npy", dir);
-    cr_assert(exists(f));
+    cr_assert(th_exists(f));
     snprintf(args, sizeof args, "gap --run %s/r --t-grid 4 --n 100", dir);
     cr_assert_eq(run(args), 0, "%s", err_text);
     cr_assert(strncmp(out_text, "t\tgap\tgap_se\n0.125\t", 19) == 0, "%s", out_text);
@@ -835,7 +823,7 @@ Test(cli, fourier_features_train_resume_and_sample)
     cr_assert_eq(run(args), 2);
     cr_assert(strstr(err_text, "--fourier") != NULL, "%s", err_text);
     snprintf(fa, sizeof fa, "%s/c/checkpoint.safetensors", dir);
-    cr_assert(!exists(fa), "no checkpoint from a refused run");
+    cr_assert(!th_exists(fa), "no checkpoint from a refused run");
 }
 
 /* `flowvar gmm` on a tiny setting: the contract table (d sigma gen_mmd mem_mmd, means over the seeds)
@@ -917,7 +905,7 @@ Test(cli, device_and_precision_are_checked)
     }
     char f[512];
     snprintf(f, sizeof f, "%s/r/checkpoint.safetensors", dir);
-    cr_assert(!exists(f), "no checkpoint from a refused run");
+    cr_assert(!th_exists(f), "no checkpoint from a refused run");
 }
 
 Test(cli, unet_needs_images_and_pngs_need_an_image_run)
@@ -930,13 +918,13 @@ Test(cli, unet_needs_images_and_pngs_need_an_image_run)
     cr_assert_eq(run(args), 2);
     cr_assert(strstr(err_text, "not images") != NULL, "%s", err_text);
     snprintf(args, sizeof args, "%s/grid.png", dir);
-    cr_assert(!exists(args));
+    cr_assert(!th_exists(args));
 }
 
 /* A tiny U-Net on the first 32 Fashion-MNIST images (Debian's package), then a PNG grid of samples. */
 Test(cli, unet_trains_on_fashion_mnist_and_draws_a_grid)
 {
-    if (!exists(FV_FASHION_MNIST_DIR))
+    if (!th_exists(FV_FASHION_MNIST_DIR))
         cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
     char args[1024], f[512];
     snprintf(args, sizeof args,
@@ -969,7 +957,7 @@ Test(cli, unet_trains_on_fashion_mnist_and_draws_a_grid)
  * shuffled run at --first-sigma), the TSV has the contract's header, a changed setting is refused. */
 Test(cli, memorize_tables_on_fashion_mnist_pairs)
 {
-    if (!exists(FV_FASHION_MNIST_DIR))
+    if (!th_exists(FV_FASHION_MNIST_DIR))
         cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
     char args[1024], f[512];
     const char *common = "--data fashion-mnist --pairs 12 --steps 2 --batch 2 --eval 3 --ode-steps 2";
@@ -989,7 +977,7 @@ Test(cli, memorize_tables_on_fashion_mnist_pairs)
     cr_assert(strstr(out_text, "train: 2 steps") && !strstr(out_text, "shuffled_sigma0.05/checkpoint"),
               "the first model is the shuffled run, reused: %s", out_text);
     snprintf(f, sizeof f, "%s/m/memorize_reflow.png", dir);
-    cr_assert(exists(f));
+    cr_assert(th_exists(f));
     snprintf(args, sizeof args, "memorize %s --coupling shuffled --sigmas 0.1 --out %s/m", common, dir);
     cr_assert_eq(run(args), 0, "a new sigma is a new run: %s", err_text);
     snprintf(args, sizeof args, "memorize --data fashion-mnist --pairs 10 --steps 2 --coupling shuffled --out %s/m",
@@ -1011,14 +999,14 @@ Test(cli, memorize_refuses_bad_settings)
     cr_assert_eq(run(args), 2);
     cr_assert(strstr(err_text, "--sigmas") != NULL, "%s", err_text);
     snprintf(args, sizeof args, "%s/m", dir);
-    cr_assert(!exists(args), "nothing written for refused settings");
+    cr_assert(!th_exists(args), "nothing written for refused settings");
 }
 
 /* The U-Net against Gaussian Fashion-MNIST's exact field, in both directions, and its per-sample
  * gradient variance. */
 Test(cli, image_runs_gap_samples_and_gradient_variance)
 {
-    if (!exists(FV_FASHION_MNIST_DIR))
+    if (!th_exists(FV_FASHION_MNIST_DIR))
         cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
     char args[1024], f[512];
     const char *net = "--model unet --data fashion-mnist --images 40 --batch 4 --steps 2";
@@ -1030,7 +1018,7 @@ Test(cli, image_runs_gap_samples_and_gradient_variance)
         cr_assert_eq(run(args), 0, "%s", err_text);
         cr_assert(strncmp(out_text, "t\tgap\tgap_se\n0.25\t", 18) == 0, "%s", out_text);
         snprintf(f, sizeof f, "%s/s%d.png", dir, back);
-        cr_assert(exists(f));
+        cr_assert(th_exists(f));
         snprintf(args, sizeof args, "gradvar --run %s/u%d --t-grid 1 --n 4 --groups 2", dir, back);
         cr_assert_eq(run(args), 0, "%s", err_text);
         cr_assert(strncmp(out_text, "t\tvar\tvar_se\n0.5\t", 17) == 0, "%s", out_text);
@@ -1150,7 +1138,7 @@ Test(cli, refused_runs_leave_no_folder)
     snprintf(run_dir, sizeof run_dir, "%s/r", dir);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         cr_assert_eq(train_run("r", bad[i]), 2, "train %s: %s", bad[i], err_text);
-        cr_assert(!exists(run_dir), "train %s left the folder %s", bad[i], run_dir);
+        cr_assert(!th_exists(run_dir), "train %s left the folder %s", bad[i], run_dir);
     }
     snprintf(args, sizeof args, "memorize --data fashion-mnist --coupling shuffled --lr 0 --out %s/m", dir);
     cr_assert_eq(run(args), 2, "%s", err_text);
@@ -1160,7 +1148,7 @@ Test(cli, refused_runs_leave_no_folder)
     snprintf(args, sizeof args, "memorize --data fashion-mnist --coupling shuffled --pairs 70000 --out %s/m", dir);
     cr_assert_eq(run(args), 2, "%s", err_text);
     snprintf(args, sizeof args, "%s/m", dir);
-    cr_assert(!exists(args), "memorize refused: no folder");
+    cr_assert(!th_exists(args), "memorize refused: no folder");
 }
 
 /* A trained run whose weights are finite but overflow (3e38 in the hidden layers): every command that
@@ -1191,7 +1179,7 @@ Test(cli, overflowing_weights_fail_naming_where)
     snprintf(args, sizeof args, "sample --run %s/r --n 5 --steps 10 --out %s", dir, f);
     cr_assert_eq(run(args), 1, "sample: %s%s", out_text, err_text);
     cr_assert(strstr(err_text, "non-finite at Euler step ") && strstr(err_text, " of 10 (t = "), "%s", err_text);
-    cr_assert(!exists(f), "sample wrote nothing");
+    cr_assert(!th_exists(f), "sample wrote nothing");
     snprintf(args, sizeof args, "gap --run %s/r --t-grid 2 --n 16", dir);
     cr_assert_eq(run(args), 1, "gap: %s%s", out_text, err_text);
     cr_assert(strstr(err_text, "gap: at t = 0.25") != NULL, "%s", err_text);
@@ -1214,7 +1202,7 @@ Test(cli, analytic_overflow_is_refused_or_named)
     snprintf(args, sizeof args, "transport " REF " --points 1e308,-1e308 --solver rk45 --out %s", file_path);
     cr_assert_eq(run(args), 1, "%s%s", out_text, err_text);
     cr_assert(strstr(err_text, "transport: point 1's path overflowed") != NULL, "%s", err_text);
-    cr_assert(!exists(file_path), "no output file");
+    cr_assert(!th_exists(file_path), "no output file");
     cr_assert_eq(run("transport " REF " --points 1e308,-1e308 --solver rk45"), 1, "%s", err_text);
     cr_assert(strstr(out_text, "nan") == NULL && strstr(out_text, "inf") == NULL, "stdout: %s", out_text);
     cr_assert_eq(run("field " REF " --t 0.9 --points 1.7e308,1.7e308"), 1, "%s%s", out_text, err_text);
@@ -1238,7 +1226,7 @@ Test(cli, run_commands_refuse_options_without_effect)
     snprintf(args, sizeof args, "memorize --data fashion-mnist --coupling shuffled --first-sigma 0.1 --out %s/m", dir);
     expect_refusal(args, "--first-sigma is not used with --coupling shuffled");
     snprintf(args, sizeof args, "%s/m", dir);
-    cr_assert(!exists(args), "no folder");
+    cr_assert(!th_exists(args), "no folder");
     expect_input_error("crossover " REF " --angles tests/fixtures/npy/f64_3x4.npy", "expected a list (k,)");
 }
 
@@ -1365,7 +1353,7 @@ Test(cli, covariance_output_beyond_memory_is_bad_input)
     cr_assert(strstr(err_text, "--cov-out") && strstr(err_text, "TiB") && strstr(err_text, "this machine has"), "%s",
               err_text);
     snprintf(args, sizeof args, "%s/cov.npy", dir);
-    cr_assert(!exists(args), "no covariance file");
+    cr_assert(!th_exists(args), "no covariance file");
 }
 
 /* Rewrite the checkpoint at path with one change: float `index` of tensor `name` set to v (name NULL:
@@ -1480,7 +1468,7 @@ Test(cli, checkpoint_step_metadata_is_checked)
 
 Test(cli, unet_checkpoint_with_foreign_tensors_or_bad_weights_is_refused, .timeout = 120)
 {
-    if (!exists(FV_FASHION_MNIST_DIR))
+    if (!th_exists(FV_FASHION_MNIST_DIR))
         cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
     char args[1024];
     snprintf(args, sizeof args,
@@ -1512,7 +1500,7 @@ Test(cli, mixture_and_pair_counts_beyond_memory_are_bad_input)
 
 Test(cli, unet_batch_beyond_memory_is_bad_input)
 {
-    if (!exists(FV_FASHION_MNIST_DIR))
+    if (!th_exists(FV_FASHION_MNIST_DIR))
         cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
     /* 1e5 images pass the per-row bound of the batch buffers; the U-Net's activations need 1 TiB */
     char args[512];
@@ -1690,7 +1678,7 @@ Test(cli, eval_refuses_bad_input)
  * an image stack of another shape is refused. */
 Test(cli, eval_unet_run_takes_image_stacks_and_flat_rows, .timeout = 120)
 {
-    if (!exists(FV_FASHION_MNIST_DIR))
+    if (!th_exists(FV_FASHION_MNIST_DIR))
         cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
     char args[1024], flat[300], stack[300], wrong[300];
     snprintf(args, sizeof args,
@@ -1784,7 +1772,7 @@ Test(cli, eval_of_an_overflowing_network_names_where)
     snprintf(args, sizeof args, "eval --run %s/r --points 0,0,1,1 --times 0,0.5 --out %s", dir, file_path);
     cr_assert_eq(run(args), 1, "eval: %s%s", out_text, err_text);
     cr_expect(strstr(err_text, "eval: the network's v at t = 0, point 2, coordinate ") != NULL, "%s", err_text);
-    cr_expect(!exists(file_path), "eval wrote nothing");
+    cr_expect(!th_exists(file_path), "eval wrote nothing");
 }
 
 /* ---- --field empirical, floor, gap --field empirical (docs/THEORY.md section 7) ---- */
@@ -1906,7 +1894,7 @@ Test(cli, floor_limits_of_section_7)
  * is the floor plus the gap to v* within Monte-Carlo error, at each t. */
 Test(cli, gap_empirical_decomposes_the_loss_of_an_image_run, .timeout = 120)
 {
-    if (!exists(FV_FASHION_MNIST_DIR))
+    if (!th_exists(FV_FASHION_MNIST_DIR))
         cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
     char args[1024];
     double v[3 * 7];
@@ -1920,7 +1908,7 @@ Test(cli, gap_empirical_decomposes_the_loss_of_an_image_run, .timeout = 120)
                  back);
         cr_assert_eq(run(args), 0, "%s", err_text);
         snprintf(args, sizeof args, "%s/g%d/gap_empirical.png", dir, back);
-        cr_expect(exists(args), "--out DIR draws the figure %s", args);
+        cr_expect(th_exists(args), "--out DIR draws the figure %s", args);
         cr_assert_eq(row_after("t\tgap\tgap_se\tloss\tloss_se\tfloor\tfloor_se\n", v, 21), 21, "%s", out_text);
         for (int k = 0; k < 3; k++) {
             const double *r = v + 7 * k;
@@ -2084,7 +2072,7 @@ Test(cli, copies_refuses_runs_without_a_finite_set_and_bad_input)
     cr_assert_eq(run(args), 0, "%s", err_text);
     snprintf(args, sizeof args, "copies --run %s/y --n 4 --png %s/w.png", dir, dir);
     expect_input_error(args, "not images");
-    cr_expect(!exists(th_path_in(dir, "w.png")), "no PNG after the refusal");
+    cr_expect(!th_exists(th_path_in(dir, "w.png")), "no PNG after the refusal");
     snprintf(args, sizeof args, "copies --run %s/y --n 0", dir);
     expect_input_error(args, "--n");
     snprintf(args, sizeof args, "copies --run %s/y --steps 0", dir);
@@ -2114,14 +2102,14 @@ Test(cli, train_targets_shapes_and_conflicts)
     expect_refusal(args, "--data or --targets");
     snprintf(args, sizeof args, "train --targets %s/p.npy --target-mean 1,2 --steps 2 --out %s/q", dir, dir);
     expect_refusal(args, "--target-mean does not go with --targets");
-    cr_expect(!exists(th_path_in(dir, "q")), "no run folder after a refusal");
+    cr_expect(!th_exists(th_path_in(dir, "q")), "no run folder after a refusal");
 }
 
 /* An image run: the PNG of the worst copies beside their nearest training images; a data -> noise run
  * has no training set for its samples (they are noise). */
 Test(cli, copies_of_an_image_run_draw_the_worst_copies)
 {
-    if (!exists(FV_FASHION_MNIST_DIR))
+    if (!th_exists(FV_FASHION_MNIST_DIR))
         cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
     char args[1024];
     const char *net = "--model unet --data fashion-mnist --images 8 --channels 32 --channel-mult 1,2 --batch 2 --steps 1";
@@ -2245,7 +2233,7 @@ Test(cli, monitor_refusals)
     cr_assert_eq(fv_npy_write_f64(th_path_in(dir, "one.npy"), (double[]){1, 2}, 2, (size_t[]){1, 2}), FV_OK);
     snprintf(args, sizeof args, "train --targets %s/one.npy --monitor-every 5 --steps 5 --out %s/q", dir, dir);
     expect_refusal(args, "1 distinct point");
-    cr_expect(!exists(th_path_in(dir, "q")), "no run folder after a refusal");
+    cr_expect(!th_exists(th_path_in(dir, "q")), "no run folder after a refusal");
     snprintf(args, sizeof args, "train --targets %s/y.npy --steps 5 --out %s/r", dir, dir);
     cr_assert_eq(run(args), 0, "%s", err_text);
     snprintf(args, sizeof args, "train --out %s/r --resume --steps 10 --monitor-every 5", dir);

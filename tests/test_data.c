@@ -39,12 +39,6 @@ TestSuite(data, .init = make_scratch, .fini = drop_scratch);
 
 static const char *in_scratch(const char *name) { return th_path_in(scratch, name); }
 
-static int exists(const char *path)
-{
-    struct stat sb;
-    return stat(path, &sb) == 0;
-}
-
 /* Pixel byte k of a synthetic set: every value 0..255 occurs, with no stride pattern. */
 static unsigned char pixel_byte(size_t k) { return (unsigned char)((k * 37 + k / 251 + 11) % 256); }
 
@@ -676,7 +670,7 @@ Test(data, png_refuses_bad_grids_and_leaves_no_file)
     cr_assert_eq(fv_png_write_grid(path, 1, 1, 2, 2, x, 1, 1, 0), FV_EINPUT);
     x[3] = NAN;
     cr_assert_eq(fv_png_write_grid(path, 1, 1, 2, 2, x, 1, 1, 1), FV_EINPUT);
-    cr_assert(!exists(path));
+    cr_assert(!th_exists(path));
     x[3] = 0;
     cr_assert_eq(fv_png_write_grid(in_scratch("no/such/folder.png"), 1, 1, 2, 2, x, 1, 1, 1), FV_EIO);
     cr_assert_eq(th_entries_in(scratch), 0, "no file or temporary left");
@@ -686,7 +680,7 @@ Test(data, png_refuses_bad_grids_and_leaves_no_file)
 
 Test(data, debian_fashion_mnist_test_split)
 {
-    if (!exists(FV_FASHION_MNIST_DIR "/t10k-images-idx3-ubyte.gz"))
+    if (!th_exists(FV_FASHION_MNIST_DIR "/t10k-images-idx3-ubyte.gz"))
         cr_skip_test("dataset-fashion-mnist is not installed (" FV_FASHION_MNIST_DIR ")");
     fv_dataset ds;
     cr_assert_eq(fv_dataset_load(&ds, FV_DATASET_FASHION_MNIST, NULL, FV_SPLIT_TEST, 0), FV_OK, "%s",
@@ -733,7 +727,7 @@ Test(data, cli_fit_on_a_synthetic_fashion_folder)
     char path[512];
     for (size_t i = 0; i < 8; i++) {
         snprintf(path, sizeof path, "%s/fit/%s", scratch, files[i]);
-        cr_assert(exists(path), "%s missing", path);
+        cr_assert(th_exists(path), "%s missing", path);
     }
     /* the mean of the padded images */
     double *mean;
@@ -787,7 +781,7 @@ static void expect_fit_error(const char *args, const char *needle)
     cr_assert_eq(run_fit(full), 2, "exit status for: %s\nstderr: %s", full, err_text);
     cr_assert(strncmp(err_text, "flowvar: error: ", 16) == 0, "stderr: %s", err_text);
     cr_assert(strstr(err_text, needle), "stderr should name '%s': %s", needle, err_text);
-    cr_assert(!exists(out), "no output folder after an error");
+    cr_assert(!th_exists(out), "no output folder after an error");
 }
 
 Test(data, cli_fit_errors_leave_no_output)

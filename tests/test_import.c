@@ -52,23 +52,12 @@ TestSuite(import, .init = setup, .fini = teardown, .timeout = 300);
 static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int run(const char *fmt, ...)
 {
-    const char *bin = getenv("FLOWVAR") ? getenv("FLOWVAR") : "build/flowvar";
-    char args[2048], cmd[4096];
+    char args[4096];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s", bin, args, out_path, err_path);
-    int st = system(cmd);
-    th_slurp_text(out_path, out_text, sizeof out_text);
-    th_slurp_text(err_path, err_text, sizeof err_text);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int exists(const char *path)
-{
-    struct stat sb;
-    return stat(path, &sb) == 0;
+    return th_flowvar(args, out_path, err_path, out_text, sizeof out_text, err_text, sizeof err_text);
 }
 
 /* A reference tensor (F64), malloc'ed; *n its element count. */
@@ -163,7 +152,7 @@ Test(import, mlp_matches_torch)
     cr_assert_eq(run("import --format torchcfm-mlp --weights " FIX "mlp.safetensors " MLP_PROBLEM " --out %s", r), 0,
                  "import: %s", err_text);
     cr_expect(strstr(out_text, "642 parameters"), "import says what it made: %s", out_text);
-    cr_expect(exists(th_path_in(r, "loss.tsv")), "the run folder has its loss log");
+    cr_expect(th_exists(th_path_in(r, "loss.tsv")), "the run folder has its loss log");
     expect_eval(r, "mlp.x", MLP_TIMES, "mlp.v", "");
     expect_euler(r, "mlp.x0", 0, "mlp.euler4", "");
 }
@@ -355,7 +344,7 @@ static void expect_refused(const char *args, const char *path, const char *needl
               needle2, err_text);
     const char *first = strstr(err_text, path);
     cr_expect(first && !strstr(first + 1, path), "the file is named once: %s", err_text);
-    cr_expect(!exists(r), "no run folder left by: %s", args);
+    cr_expect(!th_exists(r), "no run folder left by: %s", args);
     cr_expect_eq(out_text[0], '\0', "nothing on stdout: %s", out_text);
 }
 
