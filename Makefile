@@ -70,6 +70,10 @@ all: $(BUILD)/flowvar $(BUILD)/libflowvar.a $(BUILD)/libflowvar.so
 # without FP-exception semantics (else PRE splits fv_expf_fast's clamping selects into branches). None
 # of the three changes a computed value.
 $(BUILD)/src/nn/%.o: CFLAGS += -fvect-cost-model=dynamic -fno-math-errno -fno-trapping-math
+# The Gaussian draws (rng.c's normal_lanes: Philox, logarithm, sine and cosine in vector lanes) for the
+# same reasons, and without contraction into fused multiply-adds, so that the AVX2 and AVX-512 clones
+# give the scalar code's bits.
+$(BUILD)/src/core/rng.o: CFLAGS += -fvect-cost-model=dynamic -fno-math-errno -fno-trapping-math -ffp-contract=off
 # The U-Net's layers thread their loops with OpenMP (libgomp, the runtime oneDNN's Debian build
 # threads its convolutions with, so the two share one pool of threads).
 $(BUILD)/src/nn/unet_layers.o: CFLAGS += -fopenmp

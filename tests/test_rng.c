@@ -54,6 +54,86 @@ Test(rng, normal_moments_within_standard_error)
     free(z);
 }
 
+/* The error of a double result against a long double reference, in units in the last place of the
+ * reference's double (its spacing at |ref|). */
+static double ulps(double got, long double ref)
+{
+    double r = (double)ref;
+    double ulp = nextafter(fabs(r), INFINITY) - fabs(r);
+    return (double)(fabsl((long double)got - ref) / ulp);
+}
+
+/* The u01 draws the tests feed the Box-Muller functions: a million from Philox and the edge values
+ * (the smallest and largest u01, exact quarter and eighth turns, their neighbours). */
+static size_t box_muller_inputs(double **out)
+{
+    size_t n = 1000000, k = 0;
+    const double edges[] = {0x1p-54, 0x1p-53 * 1.5, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875,
+                            1.0 - 0x1p-53, 1.0, 0.70710678118654752, 1.41421356237309504880 / 2};
+    size_t ne = sizeof edges / sizeof edges[0];
+    double *u = malloc((n + 3 * ne) * sizeof *u);
+    for (size_t i = 0; i < n; i++) {
+        fv_philox_ctr c = fv_philox_block(99, 1, i);
+        u[k++] = fv_philox_u01(c.v[0], c.v[1]);
+    }
+    for (size_t i = 0; i < ne; i++) {
+        u[k++] = edges[i];
+        u[k++] = nextafter(edges[i], 0);
+        u[k++] = edges[i] < 1 ? nextafter(edges[i], 1) : edges[i];
+    }
+    *out = u;
+    return k;
+}
+
+/* fdlibm's logarithm under its 1-ulp bound on every u01 input; log(1) exactly 0. */
+Test(rng, box_muller_log_within_one_ulp)
+{
+    double *u, worst = 0, at = 0;
+    size_t n = box_muller_inputs(&u);
+    for (size_t i = 0; i < n; i++) {
+        double e = ulps(fv_philox_log_u01(u[i]), logl((long double)u[i]));
+        if (e > worst)
+            worst = e, at = u[i];
+    }
+    free(u);
+    cr_log_info("log: worst %.3f ulp at u = %.17g", worst, at);
+    cr_expect_lt(worst, 1.0, "log(u) %.3f ulp off at u = %.17g", worst, at);
+    cr_expect_eq(fv_philox_log_u01(1.0), 0.0);
+}
+
+/* sin(2 pi u) and cos(2 pi u): the kernels' 1 ulp plus the rounding of the reduced angle x = 2 pi r
+ * (relative 2^-53, r itself is exact), which moves f(x) by a relative max(x / tan x, x tan x) <= 1 times
+ * that: at most one more ulp, so under 2 in all where |f| >= 1/16. Near a zero, 2^-54 absolute (half an
+ * ulp of 1: what Box-Muller's normals feel). glibc's cos(2 pi u) rounded the angle near 2 pi to 4.4e-16. */
+Test(rng, box_muller_sincos_within_its_bound)
+{
+    const long double two_pi = 6.283185307179586476925286766559L;
+    double *u, worst = 0, at = 0, worst_abs = 0;
+    size_t n = box_muller_inputs(&u);
+    for (size_t i = 0; i < n; i++) {
+        double s, c;
+        fv_philox_sincos_2pi(u[i], &s, &c);
+        long double rs = sinl(two_pi * u[i]), rc = cosl(two_pi * u[i]);
+        double got[2] = {s, c};
+        long double ref[2] = {rs, rc};
+        for (int j = 0; j < 2; j++) {
+            if (fabsl(ref[j]) >= 0.0625L) {
+                double e = ulps(got[j], ref[j]);
+                if (e > worst)
+                    worst = e, at = u[i];
+            }
+            else {
+                double a = (double)fabsl((long double)got[j] - ref[j]);
+                worst_abs = a > worst_abs ? a : worst_abs;
+            }
+        }
+    }
+    free(u);
+    cr_log_info("sincos: worst %.3f ulp at u = %.17g, worst absolute %.3g near zeros", worst, at, worst_abs);
+    cr_expect_lt(worst, 2.0, "sin/cos(2 pi u) %.3f ulp off at u = %.17g", worst, at);
+    cr_expect_leq(worst_abs, 0x1p-54, "absolute error %.3g near zeros", worst_abs);
+}
+
 Test(rng, uniform_in_open_unit_interval_with_mean_half)
 {
     size_t n = 200000;

@@ -57,12 +57,12 @@ static void expect_close(const char *what, const char *shape, size_t n, const fl
 }
 
 /* One shape, B images: forward, dW, db, and dinp both ways (added onto a random start, or written over
- * a poisoned buffer). */
-static void conv_case(size_t B, size_t cin, size_t cout, size_t h, size_t w, size_t k, size_t stride, uint64_t seed)
+ * a poisoned buffer). Returns the kept input's size (fv_dnnl_conv_kept_size). */
+static size_t conv_case(size_t B, size_t cin, size_t cout, size_t h, size_t w, size_t k, size_t stride, uint64_t seed)
 {
     fv_conv2d_shape s = {cin, cout, h, w, k, stride, k / 2};
     size_t P = fv_conv2d_out_h(&s) * fv_conv2d_out_w(&s), nin = B * cin * h * w, nout = B * cout * P;
-    size_t nw = cout * cin * k * k, ncol = fv_conv2d_col_size(&s);
+    size_t nw = cout * cin * k * k, ncol = fv_conv2d_col_size(&s), kept_size = 0;
     char shape[96];
     snprintf(shape, sizeof shape, "%zu images %zu -> %zu channels %zu x %zu, %zux%zu stride %zu", B, cin, cout, h, w, k,
              k, stride);
@@ -85,7 +85,13 @@ static void conv_case(size_t B, size_t cin, size_t cout, size_t h, size_t w, siz
         float *scratch = aligned_alloc(64, (ns * sizeof(float) + 64) / 64 * 64);
         cr_assert_not_null(scratch, "%s: scratch of %zu floats", shape, ns);
         fv_dnnl_conv_bind(plan, scratch);
-        fv_dnnl_conv_forward(plan, out, in, W, b);
+        /* The adding plan keeps the forward's blocked input where it can, and its backward is then handed
+         * a decoy for the input: the gradients below show it read the kept copy. */
+        size_t nk = add ? fv_dnnl_conv_kept_size(plan) : 0;
+        kept_size = nk;
+        float *kept = nk ? aligned_alloc(64, (nk * sizeof(float) + 63) / 64 * 64) : NULL;
+        const float *bin = nk ? start : in;
+        fv_dnnl_conv_forward(plan, out, in, W, b, kept);
         expect_close(add ? "forward (plan adding dinp)" : "forward", shape, nout, out, out_ref);
         if (add) {
             memcpy(din, start, nin * sizeof(float));
@@ -93,7 +99,7 @@ static void conv_case(size_t B, size_t cin, size_t cout, size_t h, size_t w, siz
             for (size_t i = 0; i < nin; i++)
                 din[i] = 1e30f; /* must be written over */
         }
-        fv_dnnl_conv_backward(plan, din, dW, db, dout, in, W);
+        fv_dnnl_conv_backward(plan, din, dW, db, dout, bin, W, kept);
         expect_close("dW", shape, nw, dW, dW_ref);
         expect_close("db", shape, cout, db, db_ref);
         if (add) {
@@ -105,13 +111,15 @@ static void conv_case(size_t B, size_t cin, size_t cout, size_t h, size_t w, siz
         }
         /* Without dinp only the parameter gradients are computed. */
         memset(dW, 0, nw * sizeof(float));
-        fv_dnnl_conv_backward(plan, NULL, dW, db, dout, in, W);
+        fv_dnnl_conv_backward(plan, NULL, dW, db, dout, bin, W, kept);
         expect_close("dW without dinp", shape, nw, dW, dW_ref);
         fv_dnnl_conv_free(plan);
         free(scratch);
+        free(kept);
     }
     free(in), free(W), free(b), free(dout), free(start), free(col), free(out_ref), free(out), free(dW_ref), free(dW);
     free(db_ref), free(db), free(din_ref), free(din);
+    return kept_size;
 }
 
 Test(unet_fast, dnnl_convolutions_match_the_reference)
@@ -119,7 +127,8 @@ Test(unet_fast, dnnl_convolutions_match_the_reference)
     conv_case(3, 4, 6, 8, 8, 3, 1, 1);    /* 3x3, a residual block's */
     conv_case(2, 5, 3, 9, 7, 3, 2, 2);    /* Downsample's stride 2 on odd sizes */
     conv_case(2, 6, 12, 5, 5, 1, 1, 3);   /* 1x1: the skip convolution, the attention's projections */
-    conv_case(4, 64, 32, 16, 16, 3, 1, 4); /* U-Net sizes: oneDNN's blocked layouts and reorders */
+    size_t kept = conv_case(4, 64, 32, 16, 16, 3, 1, 4); /* U-Net sizes: oneDNN's blocked layouts and reorders */
+    cr_expect_geq(kept, (size_t)4 * 64 * 16 * 16, "the U-Net-sized plan keeps its blocked input (%zu floats)", kept);
     conv_case(2, 32, 3, 16, 16, 3, 1, 5); /* the head: 3 output channels */
     conv_case(1, 3, 32, 8, 8, 3, 1, 6);   /* the first convolution: 3 input channels, one image */
 }

@@ -9,16 +9,18 @@ fv_rng fv_rng_make(uint64_t seed, uint64_t stream)
     return r;
 }
 
-/* Blocks per batch of philox_lanes: a multiple of every vector width (16 words of AVX-512). */
+/* Blocks per call of normal_lanes: a multiple of every vector width (16 words of AVX-512). */
 #define LANES 16
 
-/* Blocks pos .. pos + LANES - 1 of (seed, stream): fv_philox4x32_10's rounds written across blocks, one
- * array per counter word, so that they vectorize (the 32 x 32 -> 64-bit products as vpmuludq); the same
- * words as fv_philox_block. */
+/* The 2 LANES normals of blocks pos .. pos + LANES - 1 of (seed, stream), fv_philox_normal2's numbers
+ * bit for bit: the same formulas written across blocks, one array per quantity, so that they vectorize
+ * (the 32 x 32 -> 64-bit products as vpmuludq; the logarithm and sine in vector lanes). The Makefile
+ * builds this file without contraction into fused multiply-adds, which the scalar code does not have, so
+ * that every clone gives the same bits. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-__attribute__((target_clones("avx512f", "avx2", "default"), optimize("tree-vectorize")))
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
-static void philox_lanes(uint64_t seed, uint64_t stream, uint64_t pos, fv_philox_ctr *out)
+static void normal_lanes(uint64_t seed, uint64_t stream, uint64_t pos, double *out)
 {
     uint32_t c0[LANES], c1[LANES], c2[LANES], c3[LANES];
     for (int l = 0; l < LANES; l++) {
@@ -41,20 +43,23 @@ static void philox_lanes(uint64_t seed, uint64_t stream, uint64_t pos, fv_philox
         k0 += 0x9E3779B9u;
         k1 += 0xBB67AE85u;
     }
-    for (int l = 0; l < LANES; l++)
-        out[l] = (fv_philox_ctr){{c0[l], c1[l], c2[l], c3[l]}};
+    double rad[LANES], sn[LANES], cs[LANES];
+    for (int l = 0; l < LANES; l++) {
+        rad[l] = sqrt(-2.0 * fv_philox_log_u01(fv_philox_u01(c0[l], c1[l])));
+        fv_philox_sincos_2pi(fv_philox_u01(c2[l], c3[l]), &sn[l], &cs[l]);
+    }
+    for (int l = 0; l < LANES; l++) {
+        out[2 * l] = rad[l] * cs[l];
+        out[2 * l + 1] = rad[l] * sn[l];
+    }
 }
 
 void fv_rng_normal_at(const fv_rng *r, size_t first, size_t n, double *out)
 {
     uint64_t pos = r->pos + first / 2;
     size_t i = 0;
-    fv_philox_ctr blk[LANES];
-    for (; i + 2 * LANES <= n; i += 2 * LANES, pos += LANES) {
-        philox_lanes(r->seed, r->stream, pos, blk);
-        for (int l = 0; l < LANES; l++)
-            fv_philox_box_muller(blk[l], &out[i + 2 * l], &out[i + 2 * l + 1]);
-    }
+    for (; i + 2 * LANES <= n; i += 2 * LANES, pos += LANES)
+        normal_lanes(r->seed, r->stream, pos, out + i);
     for (; i < n; i += 2) {
         double z0, z1;
         fv_philox_normal2(r->seed, r->stream, pos++, &z0, &z1);

@@ -17,6 +17,7 @@ typedef struct {
     dnnl_memory_t inner;      /* the primitive's own layout (in the bound scratch), NULL when it reads or
                                  writes `user` */
     size_t bytes;             /* inner's size */
+    void *bound;              /* inner's place in the scratch */
     dnnl_primitive_t reorder; /* user -> inner for an input, inner -> user for an output */
 } conv_arg;
 
@@ -32,6 +33,8 @@ struct fv_dnnl_conv {
     dnnl_engine_t eng;
     dnnl_stream_t strm;
     conv_prim fwd, bwd_data, bwd_weights;
+    int dout_shared; /* both backward primitives read dout in one blocked layout: converted once */
+    int src_keepable; /* the forward and backward-weights primitives read the input in one blocked layout */
 };
 
 static int dnnl_fail(dnnl_status_t s, const char *what)
@@ -180,6 +183,14 @@ static int create(fv_dnnl_conv *c, const fv_conv2d_shape *s, size_t B, int dinp_
             bw->tag[i] = wtags[i];
             st_ = arg_init(bw, i, c->eng, &user[i], pd, wq[i], i == A_WEI || i == A_BIAS, 0);
         }
+    const dnnl_memory_desc_t *wmd, *dmd;
+    conv_arg *wd = &bw->arg[A_DST], *dd = &bd->arg[A_DST];
+    c->dout_shared = !st_ && wd->inner && dd->inner && !dnnl_memory_get_memory_desc(wd->inner, &wmd) &&
+                     !dnnl_memory_get_memory_desc(dd->inner, &dmd) && dnnl_memory_desc_equal(wmd, dmd);
+    const dnnl_memory_desc_t *fsmd, *wsmd;
+    conv_arg *fs = &f->arg[A_SRC], *ws = &bw->arg[A_SRC];
+    c->src_keepable = !st_ && fs->inner && ws->inner && !dnnl_memory_get_memory_desc(fs->inner, &fsmd) &&
+                      !dnnl_memory_get_memory_desc(ws->inner, &wsmd) && dnnl_memory_desc_equal(fsmd, wsmd);
 out:
     dnnl_primitive_desc_destroy(pd);
     dnnl_primitive_desc_destroy(fpd);
@@ -208,6 +219,11 @@ static size_t prim_scratch(const conv_prim *p)
     return n;
 }
 
+size_t fv_dnnl_conv_kept_size(const fv_dnnl_conv *c)
+{
+    return c->src_keepable ? c->fwd.arg[A_SRC].bytes / sizeof(float) : 0;
+}
+
 size_t fv_dnnl_conv_scratch_size(const fv_dnnl_conv *c)
 {
     size_t f = prim_scratch(&c->fwd), d = prim_scratch(&c->bwd_data), w = prim_scratch(&c->bwd_weights);
@@ -215,13 +231,17 @@ size_t fv_dnnl_conv_scratch_size(const fv_dnnl_conv *c)
     return (m > w ? m : w) / sizeof(float);
 }
 
+/* The inner buffers one after another from the scratch's start, dst first: the two backward primitives'
+ * blocked dout then lie in the same place, where the second finds what the first converted. */
 static void prim_bind(conv_prim *p, float *scratch)
 {
+    static const int order[NARGS] = {A_DST, A_SRC, A_WEI, A_BIAS};
     char *at = (char *)scratch;
-    for (int i = 0; i < NARGS; i++)
-        if (p->arg[i].inner) {
-            dnnl_memory_set_data_handle(p->arg[i].inner, at);
-            at += p->arg[i].bytes;
+    for (int k = 0; k < NARGS; k++)
+        if (p->arg[order[k]].inner) {
+            p->arg[order[k]].bound = at;
+            dnnl_memory_set_data_handle(p->arg[order[k]].inner, at);
+            at += p->arg[order[k]].bytes;
         }
 }
 
@@ -232,7 +252,8 @@ void fv_dnnl_conv_bind(fv_dnnl_conv *c, float *scratch)
     prim_bind(&c->bwd_weights, scratch);
 }
 
-/* Run p on the given buffers (NULL: slot unused), through its reorders. */
+/* Run p on the given buffers (NULL: slot unused), through its reorders; is_out[i] marks an output, -1
+ * an input already in its inner buffer. */
 static void run(dnnl_stream_t strm, conv_prim *p, void *const buf[NARGS], const int is_out[NARGS])
 {
     dnnl_exec_arg_t args[NARGS];
@@ -242,7 +263,7 @@ static void run(dnnl_stream_t strm, conv_prim *p, void *const buf[NARGS], const 
         if (!p->tag[i] || !a->user)
             continue;
         dnnl_memory_set_data_handle(a->user, buf[i]);
-        if (a->reorder && !is_out[i]) {
+        if (a->reorder && is_out[i] == 0) {
             dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, a->user}, {DNNL_ARG_TO, a->inner}};
             dnnl_primitive_execute(a->reorder, strm, 2, r);
         }
@@ -251,7 +272,7 @@ static void run(dnnl_stream_t strm, conv_prim *p, void *const buf[NARGS], const 
     dnnl_primitive_execute(p->prim, strm, n, args);
     for (int i = 0; i < NARGS; i++) {
         conv_arg *a = &p->arg[i];
-        if (p->tag[i] && a->reorder && is_out[i]) {
+        if (p->tag[i] && a->reorder && is_out[i] == 1) {
             dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, a->inner}, {DNNL_ARG_TO, a->user}};
             dnnl_primitive_execute(a->reorder, strm, 2, r);
         }
@@ -259,23 +280,34 @@ static void run(dnnl_stream_t strm, conv_prim *p, void *const buf[NARGS], const 
     dnnl_stream_wait(strm);
 }
 
-void fv_dnnl_conv_forward(fv_dnnl_conv *c, float *out, const float *in, const float *W, const float *b)
+/* The blocked input of p in kept (where the plan keeps it and the caller gave one) or in the scratch;
+ * whether it is kept. */
+static int src_place(const fv_dnnl_conv *c, conv_prim *p, const float *kept)
+{
+    int keep = kept && c->src_keepable;
+    dnnl_memory_set_data_handle(p->arg[A_SRC].inner, keep ? (void *)kept : p->arg[A_SRC].bound);
+    return keep;
+}
+
+void fv_dnnl_conv_forward(fv_dnnl_conv *c, float *out, const float *in, const float *W, const float *b, float *kept)
 {
     void *buf[NARGS] = {(void *)in, (void *)W, (void *)b, out};
     static const int is_out[NARGS] = {0, 0, 0, 1};
+    if (c->src_keepable)
+        src_place(c, &c->fwd, kept);
     run(c->strm, &c->fwd, buf, is_out);
 }
 
 void fv_dnnl_conv_backward(fv_dnnl_conv *c, float *dinp, float *dW, float *db, const float *dout, const float *in,
-                           const float *W)
+                           const float *W, const float *kept)
 {
     void *wbuf[NARGS] = {(void *)in, dW, db, (void *)dout};
-    static const int wout[NARGS] = {0, 1, 1, 0};
+    const int wout[NARGS] = {c->src_keepable && src_place(c, &c->bwd_weights, kept) ? -1 : 0, 1, 1, 0};
     run(c->strm, &c->bwd_weights, wbuf, wout);
     if (!dinp)
         return;
     void *dbuf[NARGS] = {dinp, (void *)W, NULL, (void *)dout};
-    static const int dout_[NARGS] = {1, 0, 0, 0};
+    const int dout_[NARGS] = {1, 0, 0, c->dout_shared ? -1 : 0};
     run(c->strm, &c->bwd_data, dbuf, dout_);
 }
 

@@ -29,13 +29,20 @@ void fv_dnnl_conv_free(fv_dnnl_conv *plan); /* NULL is fine */
 size_t fv_dnnl_conv_scratch_size(const fv_dnnl_conv *plan);
 void fv_dnnl_conv_bind(fv_dnnl_conv *plan, float *scratch);
 
-/* out (B x cout x oh x ow) = conv(in) + b, as fv_conv2d_forward. */
-void fv_dnnl_conv_forward(fv_dnnl_conv *plan, float *out, const float *in, const float *W, const float *b);
+/* Floats of the plan's kept input (64-byte aligned): the forward's blocked copy of its input, which the
+ * backward-weights primitive reads too, so that the backward need not convert the input again; 0 where
+ * the two primitives read it in different layouts (nothing is kept then). */
+size_t fv_dnnl_conv_kept_size(const fv_dnnl_conv *plan);
+
+/* out (B x cout x oh x ow) = conv(in) + b, as fv_conv2d_forward. kept: NULL, or a buffer of
+ * fv_dnnl_conv_kept_size floats (64-byte aligned) that receives the blocked input for the backward. */
+void fv_dnnl_conv_forward(fv_dnnl_conv *plan, float *out, const float *in, const float *W, const float *b,
+                          float *kept);
 
 /* dW, db overwritten; the input gradient into dinp (added or written as the plan was created), none if
- * dinp is NULL. */
+ * dinp is NULL. kept: NULL (the input is converted from in), or what the forward of this same in left. */
 void fv_dnnl_conv_backward(fv_dnnl_conv *plan, float *dinp, float *dW, float *db, const float *dout, const float *in,
-                           const float *W);
+                           const float *W, const float *kept);
 
 /* "oneDNN 2.6.3 (CPU ISA avx512_core, OpenMP threads 2)": what the benchmarks print. */
 const char *fv_dnnl_describe(void);

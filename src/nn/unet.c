@@ -460,7 +460,8 @@ typedef struct {
     fv_conv2d_shape *shapes;
     int *adds;
     size_t *index; /* nunits x UNIT_CONVS: the plan of each unit's convolution */
-    float *scratch;
+    float **kept;  /* nunits x UNIT_CONVS: each convolution's blocked input from forward to backward, or NULL */
+    float *kept_base, *scratch;
 } conv_set;
 
 struct fv_unet_convs {
@@ -475,6 +476,8 @@ static void conv_set_free(conv_set *c)
     free(c->shapes);
     free(c->adds);
     free(c->index);
+    free(c->kept);
+    free(c->kept_base);
     free(c->scratch);
     memset(c, 0, sizeof *c);
 }
@@ -485,6 +488,31 @@ static int same_shape(const fv_conv2d_shape *a, const fv_conv2d_shape *b)
            a->stride == b->stride && a->pad == b->pad;
 }
 
+/* One buffer per convolution (not per plan: plans are shared) for its forward's blocked input, which its
+ * backward reads instead of converting the same input again. */
+static int kept_init(conv_set *c, const fv_unet *net)
+{
+    size_t n = net->nunits * UNIT_CONVS, total = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        total = 0;
+        for (size_t q = 0; q < n; q++) {
+            fv_conv2d_shape s;
+            int add;
+            if (!unit_conv(&net->units[q / UNIT_CONVS], q % UNIT_CONVS, &s, &add))
+                continue;
+            size_t k = (fv_dnnl_conv_kept_size(c->plans[c->index[q]]) + 15) / 16 * 16; /* 64-byte aligned */
+            if (pass && k)
+                c->kept[q] = c->kept_base + total;
+            total += k;
+        }
+        if (!pass && total && !(c->kept_base = aligned_alloc(64, total * sizeof(float)))) {
+            conv_set_free(c);
+            return fv_error(FV_ENOMEM, "unet: cannot allocate the convolutions' kept inputs (%zu floats)", total);
+        }
+    }
+    return FV_OK;
+}
+
 static int conv_set_init(conv_set *c, const fv_unet *net, size_t B)
 {
     size_t n = net->nunits * UNIT_CONVS, need = 0;
@@ -493,7 +521,8 @@ static int conv_set_init(conv_set *c, const fv_unet *net, size_t B)
     c->shapes = calloc(n, sizeof *c->shapes);
     c->adds = calloc(n, sizeof *c->adds);
     c->index = calloc(n, sizeof *c->index);
-    if (!c->plans || !c->shapes || !c->adds || !c->index) {
+    c->kept = calloc(n, sizeof *c->kept);
+    if (!c->plans || !c->shapes || !c->adds || !c->index || !c->kept) {
         conv_set_free(c);
         return fv_error(FV_ENOMEM, "unet: cannot allocate the convolution plans' table");
     }
@@ -524,6 +553,9 @@ static int conv_set_init(conv_set *c, const fv_unet *net, size_t B)
         conv_set_free(c);
         return fv_error(FV_ENOMEM, "unet: cannot allocate the convolutions' scratch (%zu floats)", need);
     }
+    int st = kept_init(c, net);
+    if (st)
+        return st;
     for (size_t p = 0; p < c->nplans; p++)
         fv_dnnl_conv_bind(c->plans[p], c->scratch);
     c->B = B;
@@ -582,7 +614,7 @@ static void conv_forward(const fv_unet *net, const conv_set *cs, fv_unet_acts *a
     int add;
     unit_conv(&net->units[j], i, &s, &add);
     if (cs)
-        fv_dnnl_conv_forward(plan_of(cs, j, i), out, in, W, b);
+        fv_dnnl_conv_forward(plan_of(cs, j, i), out, in, W, b, cs->kept[j * UNIT_CONVS + i]);
     else
         fv_conv2d_forward(out, in, W, b, s.k == 1 ? NULL : a->col, B, &s);
 }
@@ -596,7 +628,7 @@ static void conv_backward(const fv_unet *net, const conv_set *cs, fv_unet_acts *
     int add;
     unit_conv(&net->units[j], i, &s, &add);
     if (cs) {
-        fv_dnnl_conv_backward(plan_of(cs, j, i), dinp, dW, db, dout, in, W);
+        fv_dnnl_conv_backward(plan_of(cs, j, i), dinp, dW, db, dout, in, W, cs->kept[j * UNIT_CONVS + i]);
         return;
     }
     if (dinp && !add)
