@@ -13,6 +13,7 @@
 #include "src/core/size.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
@@ -718,4 +719,24 @@ Test(io, npy_from_a_pipe_claiming_more_than_memory_is_bad_input)
     cr_assert_eq(st, FV_EINPUT, "status %d: %s", st, fv_last_error());
     cr_assert(strstr(fv_last_error(), "728 TiB") && strstr(fv_last_error(), "this machine has"), "%s", fv_last_error());
     fv_npy_free(&a);
+}
+
+/* fv_mkdirs: missing parents made (doubled and trailing slashes too), EEXIST for a folder that is
+ * there, ENOTDIR under a file, and nothing made past the failing component. */
+Test(io, mkdirs_makes_missing_parents)
+{
+    char deep[256];
+    snprintf(deep, sizeof deep, "%s/a//b/c/", scratch);
+    cr_assert_eq(fv_mkdirs(deep), 0, "mkdirs %s: %s", deep, strerror(errno));
+    struct stat sb;
+    cr_expect(stat(in_scratch("a/b/c"), &sb) == 0 && S_ISDIR(sb.st_mode), "a/b/c is a folder");
+    errno = 0;
+    cr_expect_eq(fv_mkdirs(in_scratch("a/b")), -1, "an existing folder");
+    cr_expect_eq(errno, EEXIST);
+    FILE *fp = fopen(in_scratch("file"), "w");
+    cr_assert_not_null(fp);
+    fclose(fp);
+    errno = 0;
+    cr_expect_eq(fv_mkdirs(in_scratch("file/x/y")), -1, "a folder under a file");
+    cr_expect_eq(errno, ENOTDIR, "errno %d", errno);
 }

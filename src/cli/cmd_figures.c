@@ -386,7 +386,7 @@ int fv_cmd_figures(int argc, char **argv)
         (st = fv_cli_find_plots(&a, plots, sizeof plots)))
         return fv_cli_fail(st);
     c.dir = fv_args_get(&a, "out") ? fv_args_get(&a, "out") : "figures";
-    if (mkdir(c.dir, 0777) != 0 && errno != EEXIST)
+    if (fv_mkdirs(c.dir) != 0 && errno != EEXIST)
         return fv_cli_fail(fv_error(FV_EIO, "%s: cannot create folder: %s", c.dir, strerror(errno)));
     size_t total = 0;
     for (size_t i = 0; i < sizeof figs / sizeof *figs; i++)

@@ -129,7 +129,7 @@ static int write_outputs(const fit_run *r, const char *dir)
     size_t d = f->d, nshow = ds->n < NSHOW ? ds->n : NSHOW;
     char path[4096];
     int st;
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+    if (fv_mkdirs(dir) != 0 && errno != EEXIST)
         return fv_error(FV_EIO, "%s: cannot create folder: %s", dir, strerror(errno));
     if ((st = fv_npy_write_f64(in_dir(path, dir, "mean.npy"), f->mean, 1, (size_t[]){d})) ||
         (st = fv_npy_write_f64(in_dir(path, dir, "cov.npy"), f->cov, 2, (size_t[]){d, d})) ||

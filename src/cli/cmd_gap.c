@@ -125,7 +125,7 @@ static int emit(const fv_args *a, const char *name, size_t ncols, const char *co
     if (st || !dir)
         return st;
     char path[4096], plots[4096];
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+    if (fv_mkdirs(dir) != 0 && errno != EEXIST)
         return fv_error(FV_EIO, "%s: cannot create folder: %s", dir, strerror(errno));
     snprintf(path, sizeof path, "%s/%s.tsv", dir, name);
     st = fv_cli_write_tsv(path, ncols, names, nrows, rows);

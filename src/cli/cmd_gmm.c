@@ -315,7 +315,7 @@ static int write_tables(const char *dir, const table_cfg *c, size_t ncell, const
         cell_stats(first, c->seeds, 4, &means[4 * k + 3], &sd);
     }
     int st = FV_OK;
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+    if (fv_mkdirs(dir) != 0 && errno != EEXIST)
         st = fv_error(FV_EIO, "%s: cannot create folder: %s", dir, strerror(errno));
     if (!st)
         st = write_tsv(dir, "table1.tsv", 4, names, ncell, means);

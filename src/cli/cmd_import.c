@@ -369,7 +369,7 @@ static int write_run(const fv_run *r, const char *dir)
     snprintf(loss, sizeof loss, "%s/loss.tsv", dir);
     if (stat(ckpt, &sb) == 0)
         return fv_error(FV_EINPUT, "%s already holds a run: give another --out", dir);
-    int made = mkdir(dir, 0777) == 0;
+    int made = fv_mkdirs(dir) == 0;
     if (!made && errno != EEXIST)
         return fv_error(FV_EIO, "%s: cannot create the run folder: %s", dir, strerror(errno));
     static const char *const names[] = {"step", "loss", "grad_norm"};

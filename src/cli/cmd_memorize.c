@@ -358,7 +358,7 @@ int fv_cmd_memorize(int argc, char **argv)
         }
     if ((st = check_train_options(&a, npairs)))
         goto done;
-    if (mkdir(out, 0777) != 0 && errno != EEXIST) {
+    if (fv_mkdirs(out) != 0 && errno != EEXIST) {
         st = fv_error(FV_EIO, "%s: cannot create folder: %s", out, strerror(errno));
         goto done;
     }

@@ -126,7 +126,7 @@ static int new_run(fv_run *r, const fv_args *a, const char *dir, char *mpath, si
 
 static int make_folder(const fv_run *r, const char *dir)
 {
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+    if (fv_mkdirs(dir) != 0 && errno != EEXIST)
         return fv_error(FV_EIO, "%s: cannot create the run folder: %s", dir, strerror(errno));
     return write_pairs(r, dir);
 }

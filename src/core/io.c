@@ -703,6 +703,30 @@ const char *fv_atomic_name(const fv_atomic_file *f)
     return f->tmp ? f->tmp : f->path;
 }
 
+int fv_mkdirs(const char *path)
+{
+    size_t n = strlen(path);
+    char *p = malloc(n + 1);
+    if (!p)
+        return errno = ENOMEM, -1;
+    memcpy(p, path, n + 1);
+    while (n > 1 && p[n - 1] == '/') /* "a/b/" is the folder a/b */
+        p[--n] = '\0';
+    int st = 0;
+    for (size_t i = 1; i < n && !st; i++)
+        if (p[i] == '/' && p[i - 1] != '/') {
+            p[i] = '\0';
+            st = mkdir(p, 0777) != 0 && errno != EEXIST ? -1 : 0;
+            p[i] = '/';
+        }
+    if (!st)
+        st = mkdir(p, 0777);
+    int e = errno;
+    free(p);
+    errno = e;
+    return st;
+}
+
 /* Flush, fsync and close. The fsync is what makes the later rename crash-safe: without it a power
  * cut can leave the new name pointing at an empty file. */
 static int close_durably(fv_atomic_file *f)

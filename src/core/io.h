@@ -53,6 +53,11 @@ void fv_atomic_abort(fv_atomic_file *f); /* close + remove the temporary; safe t
  * another program to write (gnuplot); the commit then renames it into place. */
 const char *fv_atomic_name(const fv_atomic_file *f);
 
+/* mkdir(path, 0777) after creating its missing parent folders (as mkdir -p does): 0, or -1 with errno
+ * set by the failing mkdir; EEXIST when path itself exists, as from mkdir, so callers tell "made" from
+ * "was there". */
+int fv_mkdirs(const char *path);
+
 /* TSV: a header line of column names, then rows of numbers printed with %.10g, tab-separated. */
 int fv_tsv_header(FILE *fp, int ncols, const char *const *names);
 int fv_tsv_row(FILE *fp, int ncols, const double *values);
