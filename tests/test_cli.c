@@ -1676,7 +1676,7 @@ Test(cli, eval_refuses_bad_input)
 
 /* A U-Net run: points as an NPY of shape (N, C, H, W) and as flat rows of C*H*W numbers give the same v;
  * an image stack of another shape is refused. */
-Test(cli, eval_unet_run_takes_image_stacks_and_flat_rows, .timeout = 120)
+Test(cli, eval_and_sample_on_a_unet_run_take_image_stacks_and_flat_rows, .timeout = 120)
 {
     if (!th_exists(FV_FASHION_MNIST_DIR))
         cr_skip_test("Debian's dataset-fashion-mnist is not installed (make deps installs it)");
@@ -1707,9 +1707,20 @@ Test(cli, eval_unet_run_takes_image_stacks_and_flat_rows, .timeout = 120)
     cr_expect_eq(memcmp(vf, vs, 2 * d * sizeof *vf), 0, "(N, C, H, W) and flat rows give the same v");
     snprintf(args, sizeof args, "eval --run %s/u --points %s --t 0.3", dir, wrong);
     expect_input_error(args, "(n, 1, ");
+    /* sample's --points takes the same two forms */
+    snprintf(args, sizeof args, "sample --run %s/u --points %s --steps 1", dir, flat);
+    double *sf = run_npy(args, "sf.npy", &ndim, shape);
+    snprintf(args, sizeof args, "sample --run %s/u --points %s --steps 1", dir, stack);
+    double *ss = run_npy(args, "ss.npy", &ndim, shape);
+    cr_assert(ndim == 2 && shape[0] == 2 && shape[1] == d, "sample from an image stack: shape (N, d)");
+    cr_expect_eq(memcmp(sf, ss, 2 * d * sizeof *sf), 0, "sample: (N, C, H, W) and flat rows give the same ends");
+    snprintf(args, sizeof args, "sample --run %s/u --points %s --steps 1", dir, wrong);
+    expect_input_error(args, "(n, 1, ");
     free(x);
     free(vf);
     free(vs);
+    free(sf);
+    free(ss);
 }
 
 /* ---- flowvar w2: digits and the clamp ---------------------------------------------------------- */

@@ -14,7 +14,8 @@
 
 static const fv_opt sample_opts[] = {
     {"run", "DIR", "the training run (required)"},
-    {"points", "P.npy|LIST", "start from these sources: an .npy of shape (n, d) or (d,), or a list of rows of d numbers"},
+    {"points", "P.npy|LIST", "start from these sources: an .npy of shape (n, d) or (d,), for an image run also\n"
+                             "(n, C, H, W), or a list of rows of d numbers"},
     {"n", "N", "start from N fresh source samples (default 1000 when neither --points nor --train-sources)"},
     {"train-sources", NULL, "start from the run's finite training set's sources (memorization test)"},
     {"solver", "euler|rk4", "fixed-step ODE solver; default euler (as the paper)"},
@@ -44,8 +45,10 @@ static int sources(const fv_args *a, fv_run *r, double **X, size_t *n)
     if ((fv_args_get(a, "points") || fv_args_flag(a, "train-sources")) &&
         (st = fv_cli_unused(a, (const char *const[]){"seed", NULL}, "with --points or --train-sources")))
         return st;
-    if (fv_args_get(a, "points"))
-        return fv_cli_points(a, r->p.d, X, n);
+    if (fv_args_get(a, "points")) {
+        size_t image[3] = {r->ds.c, r->ds.h, r->ds.w};
+        return fv_cli_points_images(a, r->p.d, r->has_ds ? image : NULL, X, n);
+    }
     if (fv_args_flag(a, "train-sources")) {
         if (!r->a)
             return fv_error(FV_EINPUT, "--train-sources: this run has no finite training set");
