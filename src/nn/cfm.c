@@ -11,6 +11,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,9 +36,9 @@ static int is_standard(size_t d, const double *m, const double *S)
 int fv_cfm_data_init(fv_cfm_data *D, fv_data_kind kind, const fv_problem *p, const fv_gmm *gmm, size_t npairs,
                      const double *a, const double *b, size_t cap)
 {
-    static uint64_t last_id;
+    static _Atomic uint64_t last_id; /* unique even when threads set up their data at once */
     memset(D, 0, sizeof *D);
-    D->id = ++last_id;
+    D->id = atomic_fetch_add(&last_id, 1) + 1;
     D->kind = kind;
     D->d = p->d;
     D->p = p;
