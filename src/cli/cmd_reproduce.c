@@ -17,9 +17,9 @@ static const fv_opt reproduce_opts[] = {
 };
 
 static const char usage[] =
-    "Regenerate the paper's results with this flowvar: the Gaussian experiments into DIR/REPORT.md (6\n"
-    "minutes measured on a shared 2-core machine), or with --images the image experiments into\n"
-    "DIR/images/REPORT.md (21 minutes there). Runs scripts/reproduce: one line per step as it runs (what,\n"
+    "Regenerate the paper's results with this flowvar: the Gaussian experiments into DIR/REPORT.md (about\n"
+    "1 minute measured on a quiet 2-core machine), or with --images the image experiments into\n"
+    "DIR/images/REPORT.md (7 minutes there). Runs scripts/reproduce: one line per step as it runs (what,\n"
     "then how long), then a summary (checks passed, figures written, wall time, the report's path). The\n"
     "report embeds its figures by paths relative to itself. Example: flowvar reproduce --images --out results";
 
