@@ -35,6 +35,24 @@ Test(rng, philox_kat_pi)
                (const uint32_t[]){0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1});
 }
 
+/* fv_philox_lanes gives fv_philox_block's words, lane by lane, also where the block number's low word
+ * wraps inside the call. */
+Test(rng, lanes_are_the_blocks)
+{
+    const uint64_t seeds[] = {0, 0x0123456789abcdefull}, poss[] = {0, 0xFFFFFFF8ull, 12345678901ull};
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 3; b++) {
+            uint32_t w[4][FV_PHILOX_LANES];
+            fv_philox_lanes(seeds[a], 77 + ((uint64_t)b << 33), poss[b], w);
+            for (int l = 0; l < FV_PHILOX_LANES; l++) {
+                fv_philox_ctr c = fv_philox_block(seeds[a], 77 + ((uint64_t)b << 33), poss[b] + (uint64_t)l);
+                for (int k = 0; k < 4; k++)
+                    cr_assert_eq(w[k][l], c.v[k], "seed %d, pos %llu, lane %d, word %d", a,
+                                 (unsigned long long)poss[b], l, k);
+            }
+        }
+}
+
 Test(rng, normal_moments_within_standard_error)
 {
     size_t n = 1000000;

@@ -9,20 +9,16 @@ fv_rng fv_rng_make(uint64_t seed, uint64_t stream)
     return r;
 }
 
-/* Blocks per call of normal_lanes: a multiple of every vector width (16 words of AVX-512). */
-#define LANES 16
+#define LANES FV_PHILOX_LANES
 
-/* The 2 LANES normals of blocks pos .. pos + LANES - 1 of (seed, stream), fv_philox_normal2's numbers
- * bit for bit: the same formulas written across blocks, one array per quantity, so that they vectorize
- * (the 32 x 32 -> 64-bit products as vpmuludq; the logarithm and sine in vector lanes). The Makefile
- * builds this file without contraction into fused multiply-adds, which the scalar code does not have, so
- * that every clone gives the same bits. */
+/* Blocks pos .. pos + LANES - 1 of (seed, stream): fv_philox4x32_10's rounds written across blocks, one
+ * array per counter word, so that they vectorize (the 32 x 32 -> 64-bit products as vpmuludq). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
-static void normal_lanes(uint64_t seed, uint64_t stream, uint64_t pos, double *out)
+void fv_philox_lanes(uint64_t seed, uint64_t stream, uint64_t pos, uint32_t w[4][FV_PHILOX_LANES])
 {
-    uint32_t c0[LANES], c1[LANES], c2[LANES], c3[LANES];
+    uint32_t *c0 = w[0], *c1 = w[1], *c2 = w[2], *c3 = w[3];
     for (int l = 0; l < LANES; l++) {
         uint64_t b = pos + (uint64_t)l;
         c0[l] = (uint32_t)b;
@@ -43,10 +39,23 @@ static void normal_lanes(uint64_t seed, uint64_t stream, uint64_t pos, double *o
         k0 += 0x9E3779B9u;
         k1 += 0xBB67AE85u;
     }
+}
+
+/* The 2 LANES normals of blocks pos .. pos + LANES - 1, fv_philox_normal2's numbers bit for bit: Box-
+ * Muller across blocks, one array per quantity, so that the logarithm and sine run in vector lanes. The
+ * Makefile builds this file without contraction into fused multiply-adds, which the scalar code does
+ * not have, so that every clone gives the same bits. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+static void normal_lanes(uint64_t seed, uint64_t stream, uint64_t pos, double *out)
+{
+    uint32_t w[4][LANES];
+    fv_philox_lanes(seed, stream, pos, w);
     double rad[LANES], sn[LANES], cs[LANES];
     for (int l = 0; l < LANES; l++) {
-        rad[l] = sqrt(-2.0 * fv_philox_log_u01(fv_philox_u01(c0[l], c1[l])));
-        fv_philox_sincos_2pi(fv_philox_u01(c2[l], c3[l]), &sn[l], &cs[l]);
+        rad[l] = sqrt(-2.0 * fv_philox_log_u01(fv_philox_u01(w[0][l], w[1][l])));
+        fv_philox_sincos_2pi(fv_philox_u01(w[2][l], w[3][l]), &sn[l], &cs[l]);
     }
     for (int l = 0; l < LANES; l++) {
         out[2 * l] = rad[l] * cs[l];

@@ -23,6 +23,13 @@ void fv_rng_normal(fv_rng *r, size_t n, double *out);
  * can each draw their part of one call's. */
 void fv_rng_normal_at(const fv_rng *r, size_t first, size_t n, double *out);
 
+/* Philox blocks per fv_philox_lanes call: a multiple of every vector width (16 words of AVX-512). */
+#define FV_PHILOX_LANES 16
+
+/* The words of blocks pos .. pos + FV_PHILOX_LANES - 1 of (seed, stream), word k of block pos + l in
+ * w[k][l]: fv_philox_block's words, computed in vector lanes (for loops that draw many blocks). */
+void fv_philox_lanes(uint64_t seed, uint64_t stream, uint64_t pos, uint32_t w[4][FV_PHILOX_LANES]);
+
 /* Fill out[0..n) with uniforms in (0, 1) and advance the stream by n blocks. */
 void fv_rng_uniform(fv_rng *r, size_t n, double *out);
 

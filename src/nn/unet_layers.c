@@ -4,7 +4,9 @@
 #include "nn/unet_layers.h"
 
 #include "core/philox.h"
+#include "core/rng.h"
 #include "nn/nn_math.h"
+#include "nn/par.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -160,19 +162,66 @@ void fv_conv2d_backward(float *dinp, float *dW, float *db, const float *dout, co
 
 /* ---- GroupNorm -------------------------------------------------------------------------------- */
 
+/* The group sums in double, each over eight interleaved partial sums (summed in a fixed order at the
+ * end): one running double sum is a chain of dependent additions, 4 cycles an element, and was a tenth
+ * of the tiny U-Net's pass. */
+enum { NACC = 8 };
+
+static double fold(const double acc[NACC])
+{
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+static double sum_floats(const float *x, size_t n)
+{
+    double acc[NACC] = {0};
+    size_t j = 0;
+    for (; j + NACC <= n; j += NACC)
+        for (int k = 0; k < NACC; k++)
+            acc[k] += x[j + k];
+    for (; j < n; j++)
+        acc[j % NACC] += x[j];
+    return fold(acc);
+}
+
+static double sum_sq_dev(const float *x, size_t n, double mu)
+{
+    double acc[NACC] = {0};
+    size_t j = 0;
+    for (; j + NACC <= n; j += NACC)
+        for (int k = 0; k < NACC; k++)
+            acc[k] += (x[j + k] - mu) * (x[j + k] - mu);
+    for (; j < n; j++)
+        acc[j % NACC] += (x[j] - mu) * (x[j] - mu);
+    return fold(acc);
+}
+
+/* sum dy and sum dy (x - mu) r over one channel of the backward. */
+static void sums_dy(const float *dy, const float *x, size_t n, float mu, float r, double *sdy, double *sdyx)
+{
+    double a[NACC] = {0}, b[NACC] = {0};
+    size_t j = 0;
+    for (; j + NACC <= n; j += NACC)
+        for (int k = 0; k < NACC; k++) {
+            a[k] += dy[j + k];
+            b[k] += (double)dy[j + k] * ((x[j + k] - mu) * r);
+        }
+    for (; j < n; j++) {
+        a[j % NACC] += dy[j];
+        b[j % NACC] += (double)dy[j] * ((x[j] - mu) * r);
+    }
+    *sdy = fold(a);
+    *sdyx = fold(b);
+}
+
 /* One group (cpg channels of HW pixels, from channel ch0) of one image: its statistics into *mean,
  * *rstd, the normalized values into y and, unless act is NULL, their SiLU into act. */
-static void gn_group_forward(float *y, float *act, float *mean, float *rstd, const float *x, const float *gamma,
+FV_SIMD_CLONES static void gn_group_forward(float *y, float *act, float *mean, float *rstd, const float *x, const float *gamma,
                              const float *beta, size_t ch0, size_t cpg, size_t HW)
 {
     size_t n = cpg * HW;
     /* Two passes in double: the variance of a group with a large mean must not cancel. */
-    double s = 0.0, ss = 0.0;
-    for (size_t j = 0; j < n; j++)
-        s += x[j];
-    double mu = s / (double)n;
-    for (size_t j = 0; j < n; j++)
-        ss += (x[j] - mu) * (x[j] - mu);
+    double mu = sum_floats(x, n) / (double)n, ss = sum_sq_dev(x, n, mu);
     float r = (float)(1.0 / sqrt(ss / (double)n + (double)FV_GROUPNORM_EPS));
     *mean = (float)mu;
     *rstd = r;
@@ -215,7 +264,7 @@ void fv_groupnorm_silu_forward(float *out, float *act, float *mean, float *rstd,
 
 /* Group g of every image: with norm and act given, dout is first taken back through the SiLU (in
  * place: dout[p] *= SiLU'(norm[p])). Images in order, so dgamma and dbeta sum as the serial loop does. */
-static void gn_group_backward(float *dinp, float *dgamma, float *dbeta, float *dout, const float *norm,
+FV_SIMD_CLONES static void gn_group_backward(float *dinp, float *dgamma, float *dbeta, float *dout, const float *norm,
                               const float *act, const float *in, const float *mean, const float *rstd,
                               const float *gamma, size_t B, size_t C, size_t HW, size_t G, size_t g)
 {
@@ -233,11 +282,8 @@ static void gn_group_backward(float *dinp, float *dgamma, float *dbeta, float *d
         for (size_t c = 0; c < cpg; c++) {
             size_t ch = g * cpg + c;
             const float *x = in + off + c * HW, *dy = dout + off + c * HW;
-            double sdy = 0.0, sdyx = 0.0;
-            for (size_t p = 0; p < HW; p++) {
-                sdy += dy[p];
-                sdyx += (double)dy[p] * ((x[p] - mu) * r);
-            }
+            double sdy, sdyx;
+            sums_dy(dy, x, HW, mu, r, &sdy, &sdyx);
             dgamma[ch] += (float)sdyx;
             dbeta[ch] += (float)sdy;
             s1 += gamma[ch] * sdy;
@@ -468,10 +514,18 @@ static void dropout_apply(float *out, const float *in, size_t n, float p, uint64
                           uint64_t block0)
 {
     float scale = 1.0f / (1.0f - p);
+    enum { SPAN = 4 * FV_PHILOX_LANES }; /* elements per fv_philox_lanes call; CHUNK is a multiple */
     PARALLEL_FOR
     for (size_t c = 0; c < (n + CHUNK - 1) / CHUNK; c++) {
-        size_t end = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
-        for (size_t i = c * CHUNK; i < end; i += 4) { /* CHUNK is a multiple of 4: whole Philox blocks */
+        size_t end = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n, i = c * CHUNK;
+        uint32_t w[4][FV_PHILOX_LANES];
+        for (; i + SPAN <= end; i += SPAN) {
+            fv_philox_lanes(seed, stream, block0 + i / 4, w);
+            for (size_t l = 0; l < FV_PHILOX_LANES; l++)
+                for (size_t j = 0; j < 4; j++)
+                    out[i + 4 * l + j] = fv_dropout_elem(in[i + 4 * l + j], w[j][l], p, scale);
+        }
+        for (; i < end; i += 4) { /* the last partial span: block by block */
             fv_philox_ctr r = fv_philox_block(seed, stream, block0 + i / 4);
             for (size_t j = 0; j < 4 && i + j < n; j++)
                 out[i + j] = fv_dropout_elem(in[i + j], r.v[j], p, scale);
