@@ -164,15 +164,15 @@ void fv_conv2d_backward(float *dinp, float *dW, float *db, const float *dout, co
 
 /* The group sums in double, each over eight interleaved partial sums (summed in a fixed order at the
  * end): one running double sum is a chain of dependent additions, 4 cycles an element, and was a tenth
- * of the tiny U-Net's pass. */
+ * of the tiny U-Net's pass. Inlined into the SIMD clones of the group functions, which vectorize them. */
 enum { NACC = 8 };
 
-static double fold(const double acc[NACC])
+static inline __attribute__((always_inline)) double fold(const double acc[NACC])
 {
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-static double sum_floats(const float *x, size_t n)
+static inline __attribute__((always_inline)) double sum_floats(const float *x, size_t n)
 {
     double acc[NACC] = {0};
     size_t j = 0;
@@ -184,7 +184,7 @@ static double sum_floats(const float *x, size_t n)
     return fold(acc);
 }
 
-static double sum_sq_dev(const float *x, size_t n, double mu)
+static inline __attribute__((always_inline)) double sum_sq_dev(const float *x, size_t n, double mu)
 {
     double acc[NACC] = {0};
     size_t j = 0;
@@ -197,7 +197,7 @@ static double sum_sq_dev(const float *x, size_t n, double mu)
 }
 
 /* sum dy and sum dy (x - mu) r over one channel of the backward. */
-static void sums_dy(const float *dy, const float *x, size_t n, float mu, float r, double *sdy, double *sdyx)
+static inline __attribute__((always_inline)) void sums_dy(const float *dy, const float *x, size_t n, float mu, float r, double *sdy, double *sdyx)
 {
     double a[NACC] = {0}, b[NACC] = {0};
     size_t j = 0;
@@ -509,6 +509,15 @@ void fv_timestep_embedding(float *out, const float *t, size_t B, size_t dim)
         fv_temb(t[i], (unsigned)(dim / 2), out + i * dim);
 }
 
+/* One span of dropout: the 4 FV_PHILOX_LANES elements from out, in whose words fv_philox_lanes made. */
+FV_SIMD_CLONES static void dropout_span(float *out, const float *in, uint32_t w[4][FV_PHILOX_LANES], float p,
+                                        float scale)
+{
+    for (size_t l = 0; l < FV_PHILOX_LANES; l++)
+        for (size_t j = 0; j < 4; j++)
+            out[4 * l + j] = fv_dropout_elem(in[4 * l + j], w[j][l], p, scale);
+}
+
 /* out = in * mask / (1 - p): the forward and the backward are the same map. */
 static void dropout_apply(float *out, const float *in, size_t n, float p, uint64_t seed, uint64_t stream,
                           uint64_t block0)
@@ -521,9 +530,7 @@ static void dropout_apply(float *out, const float *in, size_t n, float p, uint64
         uint32_t w[4][FV_PHILOX_LANES];
         for (; i + SPAN <= end; i += SPAN) {
             fv_philox_lanes(seed, stream, block0 + i / 4, w);
-            for (size_t l = 0; l < FV_PHILOX_LANES; l++)
-                for (size_t j = 0; j < 4; j++)
-                    out[i + 4 * l + j] = fv_dropout_elem(in[i + 4 * l + j], w[j][l], p, scale);
+            dropout_span(out + i, in + i, w, p, scale);
         }
         for (; i < end; i += 4) { /* the last partial span: block by block */
             fv_philox_ctr r = fv_philox_block(seed, stream, block0 + i / 4);
