@@ -15,7 +15,7 @@
 static const fv_opt sample_opts[] = {
     {"run", "DIR", "the training run (required)"},
     {"points", "P.npy|LIST", "start from these sources: an .npy of shape (n, d) or (d,), for an image run also\n"
-                             "(n, C, H, W), or a list of rows of d numbers"},
+                             "      (n, C, H, W), or a list of rows of d numbers"},
     {"n", "N", "start from N fresh source samples (default 1000 when neither --points nor --train-sources)"},
     {"train-sources", NULL, "start from the run's finite training set's sources (memorization test)"},
     {"solver", "euler|rk4", "fixed-step ODE solver; default euler (as the paper)"},
