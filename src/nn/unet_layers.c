@@ -513,9 +513,12 @@ void fv_timestep_embedding(float *out, const float *t, size_t B, size_t dim)
 FV_SIMD_CLONES static void dropout_span(float *out, const float *in, uint32_t w[4][FV_PHILOX_LANES], float p,
                                         float scale)
 {
+    uint32_t word[4 * FV_PHILOX_LANES]; /* the words in element order, so that the map is one plain loop */
     for (size_t l = 0; l < FV_PHILOX_LANES; l++)
         for (size_t j = 0; j < 4; j++)
-            out[4 * l + j] = fv_dropout_elem(in[4 * l + j], w[j][l], p, scale);
+            word[4 * l + j] = w[j][l];
+    for (size_t e = 0; e < 4 * FV_PHILOX_LANES; e++)
+        out[e] = fv_dropout_elem(in[e], word[e], p, scale);
 }
 
 /* out = in * mask / (1 - p): the forward and the backward are the same map. */
